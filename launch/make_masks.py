@@ -1,0 +1,108 @@
+r"""Precomputes DetCon masks into TFRecord shards (image + PNG id maps) with a manifest.
+
+Examples:
+  # An image folder, FH masks with ImageNet settings, 4 local processes:
+  python launch/make_masks.py --image_dir=/data/images --output_dir=/data/detcon \
+      --num_shards=64 --num_processes=4
+  # ImageNet from TFDS on 16 machines (run once per machine with its --worker_index):
+  python launch/make_masks.py --tfds_name=imagenet2012 --tfds_split=train \
+      --data_dir=gs://bucket/tfds --output_dir=gs://bucket/detcon/imagenet \
+      --num_shards=1024 --num_workers=16 --worker_index=$i
+  # COCO with FH at three scales, or with ground-truth instance masks:
+  python launch/make_masks.py --preset=coco --tfds_name=coco/2017 --tfds_split=train ...
+  python launch/make_masks.py --mask_kind=gt --coco_annotations=instances_train2017.json \
+      --coco_image_dir=train2017 --output_dir=...
+
+Rerunning skips finished shards; an interrupted run resumes. The manifest (manifest.json) is
+written once every shard exists, by whichever worker finishes last.
+"""
+
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tf_detcon import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.data import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.data import precompute  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('image_dir', None, 'A folder of images (searched recursively).')
+flags.DEFINE_string('mask_dir', None, "With --mask_kind=file: id-map PNGs named like the images.")
+flags.DEFINE_string('tfds_name', None, 'A TFDS dataset prepared under --data_dir.')
+flags.DEFINE_string('tfds_split', 'train', 'The TFDS split.')
+flags.DEFINE_string('data_dir', None, 'The TFDS data directory.')
+flags.DEFINE_string('coco_annotations', None, 'COCO instances JSON, for --mask_kind=gt.')
+flags.DEFINE_string('coco_image_dir', None, 'The COCO image folder, for --mask_kind=gt.')
+flags.DEFINE_string('output_dir', None, 'Where shards and manifest.json go.')
+flags.DEFINE_string('prefix', 'pretrain', 'Shard file name prefix.')
+flags.DEFINE_integer('num_shards', 1, 'Number of output shards.')
+flags.DEFINE_integer('worker_index', 0, 'This worker, for a distributed run.')
+flags.DEFINE_integer('num_workers', 1, 'Number of workers of a distributed run.')
+flags.DEFINE_integer('num_processes', 1, 'Local processes (shards written in parallel).')
+flags.DEFINE_enum('mask_kind', 'fh', ['fh', 'gt', 'file'], 'Which id maps to store.')
+flags.DEFINE_enum('preset', 'imagenet', ['imagenet', 'coco'],
+                  'FH settings: imagenet (scale 1000) or coco (scales 500, 1000, 1500).')
+flags.DEFINE_multi_string('fh_setting', None,
+                          "Explicit FH 'scale:sigma:min_size' (repeatable); overrides --preset.")
+flags.DEFINE_integer('max_segments', masks.MAX_UINT8_SEGMENTS,
+                     'Merge the smallest segments until this many remain; 0 keeps all (uint16).')
+flags.DEFINE_enum('on_bad_example', 'error', ['error', 'skip'],
+                  'A corrupt/too small image or missing/mismatched mask: stop, or skip and count.')
+flags.DEFINE_integer('min_image_side', 32, 'Images with a smaller side are bad examples.')
+flags.DEFINE_integer('min_segments', 1, 'Images with fewer segments are bad examples.')
+
+
+def make_source() -> sources.Source:
+  chosen = [n for n in ('image_dir', 'tfds_name', 'coco_annotations') if FLAGS[n].value]
+  if len(chosen) != 1:
+    raise ValueError('give exactly one input: --image_dir, --tfds_name or --coco_annotations')
+  if FLAGS.image_dir:
+    return sources.ImageFolderSource(FLAGS.image_dir, mask_dir=FLAGS.mask_dir)
+  if FLAGS.tfds_name:
+    return sources.TfdsSource(FLAGS.tfds_name, FLAGS.tfds_split, FLAGS.data_dir)
+  if not FLAGS.coco_image_dir:
+    raise ValueError('--coco_annotations needs --coco_image_dir')
+  return sources.CocoSource(FLAGS.coco_annotations, FLAGS.coco_image_dir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.output_dir:
+    raise ValueError('--output_dir is required')
+  if FLAGS.mask_kind == 'file' and not FLAGS.mask_dir:
+    raise ValueError('--mask_kind=file needs --mask_dir')
+  if FLAGS.mask_kind == 'gt' and not FLAGS.coco_annotations:
+    raise ValueError('--mask_kind=gt needs --coco_annotations and --coco_image_dir')
+  if FLAGS.fh_setting:
+    settings = precompute.sequence_of_settings(FLAGS.fh_setting)
+  else:
+    settings = masks.COCO_FH_SETTINGS if FLAGS.preset == 'coco' else masks.IMAGENET_FH_SETTINGS
+  if not 0 <= FLAGS.worker_index < FLAGS.num_workers:
+    raise ValueError('need 0 <= --worker_index < --num_workers')
+  job = precompute.Job(
+      source=make_source(),
+      out_dir=FLAGS.output_dir,
+      num_shards=FLAGS.num_shards,
+      spec=precompute.MaskSpec(kind=FLAGS.mask_kind, fh_settings=settings,
+                               max_segments=FLAGS.max_segments or None),
+      policy=precompute.Policy(on_bad_example=FLAGS.on_bad_example,
+                               min_image_side=FLAGS.min_image_side,
+                               min_segments=FLAGS.min_segments),
+      prefix=FLAGS.prefix,
+      worker_index=FLAGS.worker_index,
+      num_workers=FLAGS.num_workers,
+      num_processes=FLAGS.num_processes)
+  manifest = job.run()
+  if manifest is not None:
+    logging.info('manifest: %s', manifest['totals'])
+    print(f"wrote {manifest['totals'].get('examples', 0)} examples in {FLAGS.num_shards} shards "
+          f"to {FLAGS.output_dir}")
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,28 @@
+"""tf_detcon: DetCon, DetCo and DeCon dense self-supervised pretraining for TF2 / Model Garden."""
+
+import setuptools
+
+# The pinned stack (Python 3.11). Model Garden 2.20 requires tensorflow~=2.20.0; numpy 2.4 breaks its
+# fake-data helpers; all models are tf_keras (Keras 2) models. No tensorflow-addons: it is
+# end-of-life and fails to import on TF 2.20.
+INSTALL_REQUIRES = [
+    'tensorflow==2.20.0',
+    'tf-keras==2.20.1',
+    'tf-models-official==2.20.0',
+    'numpy==2.3.5',
+    'scikit-image==0.26.0',
+    'tensorflow-datasets==4.9.10',
+    'pycocotools==2.0.11',
+    'absl-py',
+    'pillow',
+]
+
+setuptools.setup(
+    name='tf_detcon',
+    version='0.1.0',
+    description='Dense self-supervised pretraining (DetCon, DetCo, DeCon) for TF2 and Model Garden',
+    packages=setuptools.find_packages(include=['tf_detcon', 'tf_detcon.*']),
+    python_requires='>=3.10,<3.13',
+    install_requires=INSTALL_REQUIRES,
+    extras_require={'test': ['pytest', 'scipy']},
+)

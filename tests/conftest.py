@@ -1,0 +1,42 @@
+"""Shared fixtures: two logical CPU devices (for MirroredStrategy), a per-run cache, tiny data."""
+
+import os
+import tempfile
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# The embedded dataset is built once per test run, in a fresh directory (no stale caches).
+os.environ['TF_DETCON_CACHE'] = tempfile.mkdtemp(prefix='tf_detcon_test_cache_')
+
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NUM_LOGICAL_CPUS = 2
+_cpus = tf.config.list_physical_devices('CPU')
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def palette(num: int) -> np.ndarray:
+  """`num` well-separated uint8 RGB colours (a coarse lattice of the RGB cube)."""
+  levels = np.array([20, 85, 150, 215])
+  grid = np.stack(np.meshgrid(levels, levels, levels, indexing='ij'), -1).reshape(-1, 3)
+  if num > len(grid):
+    raise ValueError('too many colours')
+  rng = np.random.default_rng(0)
+  return grid[rng.permutation(len(grid))[:num]].astype(np.uint8)
+
+
+def blocky_ids(height: int, width: int, num_ids: int, block: int, seed: int = 0) -> np.ndarray:
+  """A random id map made of block×block squares (ids 0..num_ids-1)."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, num_ids, size=(-(-height // block), -(-width // block)))
+  return np.kron(coarse, np.ones((block, block), np.int64))[:height, :width]
+
+
+@pytest.fixture(scope='session')
+def embedded_files():
+  from tf_detcon.data import embedded  # pylint: disable=g-import-not-at-top
+  return embedded.embedded_files()

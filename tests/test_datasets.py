@@ -1,0 +1,142 @@
+"""Tests for tf_detcon.data.datasets and the make_masks launcher (end to end on records)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT, blocky_ids, palette
+from tf_detcon.configs import data as data_config
+from tf_detcon.data import datasets
+from tf_detcon.data import records
+
+
+def _config(**overrides) -> data_config.DataConfig:
+  cfg = data_config.DataConfig(global_batch_size=4, shuffle_buffer_size=4,
+                               **data_config.byol_views(32))
+  cfg.override(overrides, is_strict=False)
+  return cfg
+
+
+def test_embedded_batches_have_views_masks_and_patches(embedded_files):
+  cfg = _config(color_on_device=False, local_views={'enabled': True})
+  batch = next(iter(datasets.build_dataset(cfg)))
+  assert batch['view1'].shape == (4, 32, 32, 3) and batch['mask2'].shape == (4, 32, 32)
+  assert batch['patches1'].shape == (4, 9, 64, 64, 3)
+  assert batch['mask1'].dtype == tf.int32 and int(tf.reduce_min(batch['mask1'])) >= 0
+  assert float(tf.reduce_min(batch['view1'])) < 0  # normalised
+
+
+def test_color_on_device_leaves_views_in_unit_range(embedded_files):
+  batch = next(iter(datasets.build_dataset(_config(color_on_device=True))))
+  assert set(batch) == {'view1', 'mask1', 'view2', 'mask2'}
+  assert 0 <= float(tf.reduce_min(batch['view1'])) and float(tf.reduce_max(batch['view1'])) <= 1
+
+
+def test_grid_masks_have_n_squared_ids(embedded_files):
+  batch = next(iter(datasets.build_dataset(_config(masks={'kind': 'grid', 'grid_size': 2}))))
+  assert int(tf.reduce_max(batch['mask1'])) <= 3
+  global_batch = next(iter(datasets.build_dataset(_config(masks={'kind': 'grid'}))))
+  assert int(tf.reduce_max(global_batch['mask1'])) == 0
+
+
+def test_input_context_shards_files_and_splits_the_batch(embedded_files):
+  context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                       num_replicas_in_sync=2)
+  batch = next(iter(datasets.build_dataset(_config(), context)))
+  assert batch['view1'].shape[0] == 2
+
+
+def _write_records(path, entries):
+  with tf.io.TFRecordWriter(path) as writer:
+    for key, image, mask_list in entries:
+      example = {
+          records.IMAGE_KEY: records._bytes_feature([key.encode()]),  # pylint: disable=protected-access
+          records.IMAGE_ENCODED: records._bytes_feature([records.encode_png(image)]),  # pylint: disable=protected-access
+          records.MASK_ENCODED: records._bytes_feature([records.encode_png(m) for m in mask_list]),  # pylint: disable=protected-access
+      }
+      writer.write(tf.train.Example(
+          features=tf.train.Features(feature=example)).SerializeToString())
+
+
+@pytest.fixture
+def bad_records(tmp_path):
+  image = palette(4)[blocky_ids(40, 40, 4, 10)]
+  good_mask = blocky_ids(40, 40, 4, 10).astype(np.uint8)
+  path = str(tmp_path / 'mixed.tfrecord')
+  _write_records(path, [('good-1', image, [good_mask]),
+                        ('mismatched', image, [good_mask[:30]]),
+                        ('nomask', image, []),
+                        ('good-2', image, [good_mask])])
+  return path
+
+
+@pytest.mark.parametrize('bad_key,message', [('mismatched', 'mask \\[30 40\\] does not match'),
+                                             ('nomask', 'record has no mask')])
+def test_bad_records_stop_training_naming_the_example(tmp_path, bad_key, message):
+  image = palette(4)[blocky_ids(40, 40, 4, 10)]
+  mask = blocky_ids(40, 40, 4, 10).astype(np.uint8)
+  path = str(tmp_path / f'{bad_key}.tfrecord')
+  bad = [mask[:30]] if bad_key == 'mismatched' else []
+  _write_records(path, [('ok', image, [mask]), (bad_key, image, bad)])
+  cfg = _config(input_path=path, global_batch_size=1, is_training=False)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f'example \\W*{bad_key}\\W*: {message}'):
+    list(datasets.build_dataset(cfg))
+
+
+def test_bad_records_are_skipped_when_configured(bad_records):
+  cfg = _config(input_path=bad_records, global_batch_size=1, is_training=False,
+                on_bad_example='skip')
+  assert len(list(datasets.build_dataset(cfg))) == 2
+
+
+def test_config_errors_are_clear():
+  with pytest.raises(ValueError, match='matches no file'):
+    datasets.build_dataset(_config(input_path='/nonexistent/*.tfrecord'))
+  with pytest.raises(ValueError, match='on_bad_example'):
+    datasets.build_dataset(_config(on_bad_example='ignore'))
+  with pytest.raises(ValueError, match='crop_area'):
+    datasets.build_dataset(_config(view1={'crop_area_min': 0.0}))
+  with pytest.raises(ValueError, match="masks must be kind"):
+    datasets.build_dataset(_config(masks={'kind': 'superpixels'}))
+
+
+def _launch(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'launch', 'make_masks.py'),
+                         *args], capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
+def test_make_masks_launcher_writes_shards_the_pipeline_reads(tmp_path):
+  image_dir = tmp_path / 'images'
+  image_dir.mkdir()
+  for i in range(4):
+    Image.fromarray(palette(6)[blocky_ids(48, 64, 6, 8, seed=i)]).save(image_dir / f'{i}.jpg')
+  (image_dir / 'broken.jpg').write_bytes(b'\xff\xd8\xff garbage')
+  out = tmp_path / 'shards'
+  failed = _launch(f'--image_dir={image_dir}', f'--output_dir={out}', '--num_shards=2',
+                   '--fh_setting=100:0.5:50')
+  assert failed.returncode == 1
+  last_line = failed.stderr.strip().splitlines()[-1]
+  assert last_line.startswith("make_masks.py: error: example 'broken.jpg': corrupt"), last_line
+  done = _launch(f'--image_dir={image_dir}', f'--output_dir={out}', '--num_shards=2',
+                 '--fh_setting=100:0.5:50', '--on_bad_example=skip')
+  assert done.returncode == 0, done.stderr
+  assert 'wrote 4 examples in 2 shards' in done.stdout
+  manifest = records.read_manifest(str(out))
+  assert manifest['totals']['skipped/corrupt or truncated image'] == 1
+  cfg = _config(input_path=str(out / '*.tfrecord'), is_training=False, global_batch_size=2)
+  batches = list(datasets.build_dataset(cfg))
+  assert len(batches) == 2 and batches[0]['view1'].shape == (2, 32, 32, 3)
+
+
+def test_make_masks_launcher_rejects_bad_flags_in_one_line(tmp_path):
+  result = _launch(f'--output_dir={tmp_path}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'make_masks.py: error: give exactly one input: --image_dir, --tfds_name or '
+      '--coco_annotations')

@@ -1,0 +1,97 @@
+"""Data configs: views (crop, flip, colour per method), masks, the input pipeline."""
+
+import dataclasses
+from typing import Optional
+
+from official.core import config_definitions as cfg
+from official.modeling import hyperparams
+
+
+@dataclasses.dataclass
+class ColorConfig(hyperparams.Config):
+  """Image-only colour ops (SPEC §2). Jitter is applied as a block, its 4 ops in random order."""
+  jitter_prob: float = 0.8
+  brightness: float = 0.4
+  contrast: float = 0.4
+  saturation: float = 0.2
+  hue: float = 0.1
+  grayscale_prob: float = 0.2
+  blur_prob: float = 1.0
+  blur_sigma_min: float = 0.1
+  blur_sigma_max: float = 2.0
+  blur_kernel_fraction: float = 0.1  # 23×23 at 224, as in BYOL/DetCon
+  solarize_prob: float = 0.0
+
+
+@dataclasses.dataclass
+class ViewConfig(hyperparams.Config):
+  """One global view: random resized crop (image and mask alike), flip, colour."""
+  crop_area_min: float = 0.08
+  crop_area_max: float = 1.0
+  aspect_ratio_min: float = 3.0 / 4.0
+  aspect_ratio_max: float = 4.0 / 3.0
+  output_size: int = 224
+  flip_prob: float = 0.5
+  color: ColorConfig = dataclasses.field(default_factory=ColorConfig)
+
+
+@dataclasses.dataclass
+class LocalViewConfig(hyperparams.Config):
+  """DetCo's local view: a crop split into a grid of cells with a random patch in each."""
+  enabled: bool = False
+  crop_area_min: float = 0.6
+  crop_area_max: float = 1.0
+  output_size: int = 255
+  grid_size: int = 3
+  patch_size: int = 64
+
+
+@dataclasses.dataclass
+class MaskConfig(hyperparams.Config):
+  """'stored': one of the example's stored id maps (FH scales or ground truth), chosen uniformly;
+  'grid': grid_size × grid_size cells of the full image (grid_size=1: the global mask)."""
+  kind: str = 'stored'
+  grid_size: int = 1
+
+
+@dataclasses.dataclass
+class DataConfig(cfg.DataConfig):
+  """Pretraining input. An empty `input_path` means the embedded scikit-image sample set."""
+  input_path: str = ''
+  global_batch_size: int = 4096
+  is_training: bool = True
+  shuffle_buffer_size: int = 10000
+  cycle_length: int = 16
+  view1: ViewConfig = dataclasses.field(default_factory=ViewConfig)
+  view2: ViewConfig = dataclasses.field(default_factory=ViewConfig)
+  local_views: LocalViewConfig = dataclasses.field(default_factory=LocalViewConfig)
+  masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
+  # Colour ops and normalisation in the train step (on the accelerator, as the DeepMind release
+  # does so TPU hosts are not the bottleneck) instead of in tf.data.
+  color_on_device: bool = True
+  # 'error': a record with a missing or mismatched mask stops training naming it; 'skip': dropped.
+  on_bad_example: str = 'error'
+  seed: Optional[int] = None
+
+
+def byol_views(size: int = 224) -> dict:
+  """BYOL / DetCon_B (DetCon Table A.1): blur 1.0 / 0.1, solarize 0.0 / 0.2."""
+  return dict(
+      view1=ViewConfig(output_size=size, color=ColorConfig(blur_prob=1.0, solarize_prob=0.0)),
+      view2=ViewConfig(output_size=size, color=ColorConfig(blur_prob=0.1, solarize_prob=0.2)))
+
+
+def simclr_views(size: int = 224) -> dict:
+  """SimCLR / DetCon_S: strong jitter, blur on view 1 only, no solarize."""
+  def color(blur):
+    return ColorConfig(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_prob=blur)
+  return dict(view1=ViewConfig(output_size=size, color=color(1.0)),
+              view2=ViewConfig(output_size=size, color=color(0.0)))
+
+
+def mocov2_views(size: int = 224) -> dict:
+  """MoCo v2 / DetCo: crop area >= 0.2, jitter 0.4/0.4/0.4/0.1, blur 0.5 on both views."""
+  def view():
+    return ViewConfig(crop_area_min=0.2, output_size=size, color=ColorConfig(
+        brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_prob=0.5))
+  return dict(view1=view(), view2=view())

@@ -1,0 +1,81 @@
+"""The pretraining tf.data pipeline: records → validated examples → host views → batches."""
+
+from typing import List, Optional
+
+import tensorflow as tf
+
+from tf_detcon.configs import data as data_config
+from tf_detcon.data import embedded
+from tf_detcon.data import views
+
+
+def resolve_files(input_path: str) -> List[str]:
+  """Record files of a comma-separated list of paths/patterns; '' is the embedded sample set."""
+  if not input_path:
+    return embedded.embedded_files()
+  files = []
+  for pattern in (p.strip() for p in input_path.split(',')):
+    if not pattern:
+      continue
+    matched = sorted(tf.io.gfile.glob(pattern))
+    if not matched:
+      raise ValueError(f'input_path {pattern!r} matches no file')
+    files.extend(matched)
+  return files
+
+
+def validate_config(cfg: data_config.DataConfig) -> None:
+  """Clear messages for settings that would otherwise fail deep inside TF."""
+  if cfg.on_bad_example not in ('error', 'skip'):
+    raise ValueError(f"on_bad_example must be 'error' or 'skip', got {cfg.on_bad_example!r}")
+  if cfg.masks.kind not in ('stored', 'grid') or cfg.masks.grid_size < 1:
+    raise ValueError(f"masks must be kind 'stored' or 'grid' with grid_size >= 1, got "
+                     f'{cfg.masks.as_dict()}')
+  for name, view in (('view1', cfg.view1), ('view2', cfg.view2)):
+    if not 0 < view.crop_area_min <= view.crop_area_max <= 1:
+      raise ValueError(f'{name}: need 0 < crop_area_min <= crop_area_max <= 1')
+    if not 0 < view.aspect_ratio_min <= view.aspect_ratio_max:
+      raise ValueError(f'{name}: need 0 < aspect_ratio_min <= aspect_ratio_max')
+    if view.output_size < 8:
+      raise ValueError(f'{name}: output_size must be >= 8, got {view.output_size}')
+  if cfg.global_batch_size < 1:
+    raise ValueError(f'global_batch_size must be >= 1, got {cfg.global_batch_size}')
+
+
+def build_dataset(cfg: data_config.DataConfig,
+                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """Batches of two views (and masks, and DetCo patches) for one input pipeline.
+
+  With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
+  calls `views.finalize_batch`; otherwise that runs here and the batches are final.
+  """
+  validate_config(cfg)
+  files = resolve_files(cfg.input_path)
+  batch_size = cfg.global_batch_size
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(cfg.global_batch_size)
+    if input_context.num_input_pipelines > 1:
+      if len(files) < input_context.num_input_pipelines:
+        raise ValueError(f'{len(files)} record files cannot feed '
+                         f'{input_context.num_input_pipelines} input pipelines')
+      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if cfg.is_training:
+    ds = ds.shuffle(len(files), seed=cfg.seed).repeat()
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.cycle_length, len(files)),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
+  if cfg.is_training and cfg.shuffle_buffer_size > 1:
+    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
+  ds = ds.map(lambda record: views.decode_example(record, cfg.masks),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  if cfg.on_bad_example == 'skip':
+    ds = ds.filter(lambda example: example['valid'])
+  else:
+    ds = ds.map(views.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda example: views.host_views(example, cfg),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=cfg.drop_remainder)
+  if not cfg.color_on_device:
+    ds = ds.map(lambda batch: views.finalize_batch(batch, cfg),
+                num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
