@@ -1,0 +1,60 @@
+r"""Pretrains DetCon / BYOL / SimCLR (and, as they land, DetCo and DeCon), then exports.
+
+Model Garden's flag conventions:
+  python launch/pretrain.py --experiment=detcon_b_tiny --model_dir=runs/detcon_b_tiny
+  python launch/pretrain.py --experiment=detcon_b_imagenet \
+      --config_file=official_configs/pretrain/detcon_b_imagenet_1000ep.yaml \
+      --params_override=task.train_data.input_path=gs://bucket/detcon/imagenet/*.tfrecord \
+      --tpu=local --model_dir=gs://bucket/runs/detcon_b
+  python launch/pretrain.py --experiment=... --model_dir=... --mode=export
+
+--mode=train (default) resumes from --model_dir if it holds checkpoints, trains to
+trainer.train_steps and exports; --mode=export exports the latest checkpoint.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from official.common import flags as tfm_flags
+from official.core import exp_factory
+from official.core import train_utils
+from tf_detcon import cli
+from tf_detcon.configs import pretrain  # registers the experiments
+from tf_detcon.training import trainer
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+MODES = ('train', 'export')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.experiment:
+    raise ValueError('--experiment is required, e.g. --experiment=detcon_b_tiny')
+  known = sorted(exp_factory._REGISTERED_CONFIGS)  # pylint: disable=protected-access
+  if FLAGS.experiment not in known or not isinstance(
+      exp_factory.get_exp_config(FLAGS.experiment), pretrain.PretrainExperiment):
+    ours = [n for n in known if isinstance(exp_factory.get_exp_config(n),
+                                           pretrain.PretrainExperiment)]
+    raise ValueError(f'unknown experiment {FLAGS.experiment!r}; known: {", ".join(ours)}')
+  mode = FLAGS.mode or 'train'
+  if mode not in MODES:
+    raise ValueError(f'--mode must be one of {", ".join(MODES)}, got {mode!r}')
+  if not FLAGS.model_dir:
+    raise ValueError('--model_dir is required')
+  params = train_utils.parse_configuration(FLAGS, print_return=False)
+  train_utils.serialize_config(params, FLAGS.model_dir)
+  if mode == 'train':
+    trainer.train_and_export(params, FLAGS.model_dir)
+  else:
+    trainer.export_only(params, FLAGS.model_dir)
+
+
+if __name__ == '__main__':
+  tfm_flags.define_flags()
+  cli.run(main)

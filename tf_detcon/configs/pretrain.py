@@ -1,0 +1,196 @@
+"""Pretraining experiment configs (Model Garden `ExperimentConfig`) and their registry.
+
+An experiment is `task` (method, encoder, data, optimisation), `trainer` (steps, checkpoints) and
+`runtime` (strategy, precision). Registered names are what `--experiment` takes; YAML files in
+`official_configs/pretrain/` override them.
+"""
+
+import dataclasses
+from typing import List, Optional
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import hyperparams
+from official.vision.configs import backbones
+from official.vision.configs import common
+
+from tf_detcon.configs import data as data_config
+
+IMAGENET_TRAIN_EXAMPLES = 1281167
+COCO_TRAIN_EXAMPLES = 118287
+
+
+@dataclasses.dataclass
+class EncoderConfig(hyperparams.Config):
+  backbone: backbones.Backbone = dataclasses.field(default_factory=lambda: backbones.Backbone(
+      type='resnet', resnet=backbones.ResNet(model_id=50)))
+  norm_activation: common.NormActivation = dataclasses.field(
+      default_factory=lambda: common.NormActivation(use_sync_bn=True, norm_momentum=0.9,
+                                                    norm_epsilon=1e-5))
+
+
+@dataclasses.dataclass
+class HeadConfig(hyperparams.Config):
+  hidden_dim: int = 4096
+  output_dim: int = 256
+
+
+@dataclasses.dataclass
+class DetConConfig(hyperparams.Config):
+  """DetCon (SPEC §3). variant 'b': BYOL-based (predictor, EMA target); 's': SimCLR-based."""
+  variant: str = 'b'
+  feature_level: str = '5'
+  num_samples: int = 16
+  max_mask_ids: int = 256
+  temperature: float = 0.1
+  local_negatives: bool = True
+  projector: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+  predictor: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+  ema_tau_base: float = 0.996
+
+
+@dataclasses.dataclass
+class OptimizationConfig(hyperparams.Config):
+  """lr = base_learning_rate · global_batch / 256, linear warmup, then cosine (or COCO's
+  piecewise ÷10 at 96% and 98%). Norm parameters and biases: no decay, no LARS adaptation."""
+  optimizer: str = 'lars'  # 'lars' or 'sgd'
+  base_learning_rate: float = 0.2
+  momentum: float = 0.9
+  weight_decay: float = 1.5e-6
+  lars_eeta: float = 0.001
+  schedule: str = 'cosine'  # 'cosine' or 'piecewise_coco'
+  warmup_fraction: float = 0.01
+  warmup_epochs: float = 0.0  # > 0 takes precedence over warmup_fraction
+  examples_per_epoch: int = IMAGENET_TRAIN_EXAMPLES
+  # Regexes on variable names (Model Garden LARS uses re.search): every BN gamma/beta (ResNet's
+  # batch_normalization*, the FPN's norm_*, the heads' norm) and every bias.
+  exclude_from_weight_decay: List[str] = dataclasses.field(
+      default_factory=lambda: [r'(^|/)(gamma|beta|bias)(:\d+)?$'])
+
+
+@dataclasses.dataclass
+class PretrainTask(cfg.TaskConfig):
+  method: str = 'detcon'
+  encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+  detcon: DetConConfig = dataclasses.field(default_factory=DetConConfig)
+  train_data: data_config.DataConfig = dataclasses.field(default_factory=data_config.DataConfig)
+  optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
+  log_every_steps: int = 100
+
+
+@dataclasses.dataclass
+class PretrainExperiment(cfg.ExperimentConfig):
+  task: PretrainTask = dataclasses.field(default_factory=PretrainTask)
+
+
+def steps_for_epochs(epochs: int, global_batch: int, examples: int) -> int:
+  return int(epochs * examples // global_batch)
+
+
+def _experiment(task: PretrainTask, train_steps: int, steps_per_loop: int = 1000,
+                checkpoint_interval: int = 5000, distribution: str = 'tpu',
+                precision: str = 'bfloat16') -> PretrainExperiment:
+  return PretrainExperiment(
+      task=task,
+      trainer=cfg.TrainerConfig(train_steps=train_steps, steps_per_loop=steps_per_loop,
+                                checkpoint_interval=checkpoint_interval,
+                                summary_interval=steps_per_loop, max_to_keep=3),
+      runtime=cfg.RuntimeConfig(distribution_strategy=distribution,
+                                mixed_precision_dtype=precision),
+      restrictions=['task.train_data.global_batch_size > 0'])
+
+
+def detcon_task(variant: str, epochs: int, dataset: str = 'imagenet',
+                masks: Optional[data_config.MaskConfig] = None,
+                batch: int = 4096) -> PretrainTask:
+  """DetCon_B / DetCon_S with the paper's settings (DetCon Table A.1, SPEC §3, §6)."""
+  views = data_config.byol_views() if variant == 'b' else data_config.simclr_views()
+  data = data_config.DataConfig(global_batch_size=batch, masks=masks or
+                                data_config.MaskConfig(), **views)
+  if variant == 'b':
+    detcon = DetConConfig(variant='b', projector=HeadConfig(hidden_dim=4096, output_dim=256),
+                          predictor=HeadConfig(hidden_dim=4096, output_dim=256),
+                          ema_tau_base=0.996 if epochs >= 1000 else 0.99)
+    optimization = OptimizationConfig(base_learning_rate=0.2,
+                                      weight_decay=1.5e-6 if epochs >= 1000 else 1e-6)
+  else:
+    detcon = DetConConfig(variant='s', projector=HeadConfig(hidden_dim=2048, output_dim=128))
+    optimization = OptimizationConfig(base_learning_rate=0.3, weight_decay=1e-6)
+  if dataset == 'coco':
+    optimization.schedule = 'piecewise_coco'
+    optimization.examples_per_epoch = COCO_TRAIN_EXAMPLES
+  return PretrainTask(method='detcon', detcon=detcon, train_data=data,
+                      optimization=optimization)
+
+
+def _register_detcon(name: str, variant: str, epochs: int, dataset: str = 'imagenet',
+                     masks: Optional[data_config.MaskConfig] = None) -> None:
+  examples = IMAGENET_TRAIN_EXAMPLES if dataset == 'imagenet' else COCO_TRAIN_EXAMPLES
+
+  @exp_factory.register_config_factory(name)
+  def factory() -> PretrainExperiment:
+    task = detcon_task(variant, epochs, dataset, masks)
+    return _experiment(task, steps_for_epochs(epochs, 4096, examples))
+
+  del factory
+
+
+GLOBAL_MASK = data_config.MaskConfig(kind='grid', grid_size=1)
+
+for _epochs in (300, 1000):
+  _register_detcon(f'detcon_b_imagenet_{_epochs}ep', 'b', _epochs)
+  _register_detcon(f'detcon_s_imagenet_{_epochs}ep', 's', _epochs)
+  _register_detcon(f'byol_imagenet_{_epochs}ep', 'b', _epochs, masks=GLOBAL_MASK)
+  _register_detcon(f'simclr_imagenet_{_epochs}ep', 's', _epochs, masks=GLOBAL_MASK)
+_register_detcon('detcon_b_imagenet', 'b', 1000)
+_register_detcon('detcon_s_imagenet', 's', 1000)
+_register_detcon('byol_imagenet', 'b', 1000, masks=GLOBAL_MASK)
+_register_detcon('simclr_imagenet', 's', 1000, masks=GLOBAL_MASK)
+_register_detcon('detcon_b_coco', 'b', 1000, 'coco')
+_register_detcon('detcon_s_coco', 's', 1000, 'coco')
+_register_detcon('detcon_b_coco_grid', 'b', 1000, 'coco',
+                 masks=data_config.MaskConfig(kind='grid', grid_size=4))
+
+
+# ----------------------------------------------------------------------------- tiny, for CPU
+
+TINY_IMAGE_SIZE = 64
+TINY_BATCH = 4
+
+
+def tiny_encoder() -> EncoderConfig:
+  """ResNet-10 at a quarter width: channels 16/32/64/128, a few hundred thousand weights."""
+  return EncoderConfig(backbone=backbones.Backbone(
+      type='resnet', resnet=backbones.ResNet(model_id=10, depth_multiplier=0.25)))
+
+
+def tiny_detcon_task(variant: str, masks: Optional[data_config.MaskConfig] = None) -> PretrainTask:
+  task = detcon_task(variant, epochs=1000, masks=masks, batch=TINY_BATCH)
+  task.encoder = tiny_encoder()
+  views = (data_config.byol_views if variant == 'b' else data_config.simclr_views)(
+      TINY_IMAGE_SIZE)
+  task.train_data.override(dict(shuffle_buffer_size=32, cycle_length=2, **{
+      k: v.as_dict() for k, v in views.items()}))
+  task.detcon.projector = HeadConfig(hidden_dim=64, output_dim=32)
+  task.detcon.predictor = HeadConfig(hidden_dim=64, output_dim=32)
+  task.detcon.num_samples = 4
+  task.optimization.warmup_fraction = 0.1
+  task.optimization.examples_per_epoch = 18
+  task.log_every_steps = 5
+  return task
+
+
+def _register_tiny(name: str, variant: str,
+                   masks: Optional[data_config.MaskConfig] = None) -> None:
+  @exp_factory.register_config_factory(name)
+  def factory() -> PretrainExperiment:
+    return _experiment(tiny_detcon_task(variant, masks), train_steps=20, steps_per_loop=5,
+                       checkpoint_interval=10, distribution='mirrored', precision='float32')
+
+  del factory
+
+
+_register_tiny('detcon_b_tiny', 'b')
+_register_tiny('detcon_s_tiny', 's')
+_register_tiny('byol_tiny', 'b', GLOBAL_MASK)
+_register_tiny('simclr_tiny', 's', GLOBAL_MASK)

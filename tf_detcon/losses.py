@@ -1,0 +1,113 @@
+"""Contrastive objectives as pure functions, replica-aware.
+
+Called inside `strategy.run` (a replica context of a multi-replica strategy), a loss gathers the
+targets of every replica (`ReplicaContext.all_gather`, differentiable) so negatives come from the
+global batch, and offsets its labels by `replica_id · local batch`. It returns the loss of the
+calling replica's anchors (a mean over them); the train step divides by the number of replicas
+before the optimiser sums gradients across replicas, which gives the gradient of the global mean.
+"""
+
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+LARGE_NUM = 1e9  # stands in for infinity in masked logits
+
+
+def replica_info() -> Tuple[tf.Tensor, int]:
+  """(replica id, number of replicas) of the current replica context (0, 1 outside one)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return tf.constant(0), 1
+  return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
+def gather_replicas(tensor: tf.Tensor) -> tf.Tensor:
+  """Concatenates `tensor` over replicas along axis 0, in replica order (identity if one)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return tensor
+  return context.all_gather(tensor, axis=0)
+
+
+def _same_id(ids_a: tf.Tensor, ids_b: tf.Tensor) -> tf.Tensor:
+  """[B, R] × [B, R] → [B, R, 1, R] float: anchor (b, r) and target (b, r') share an id."""
+  return tf.cast(tf.equal(ids_a[:, :, None, None], ids_b[:, None, None, :]), tf.float32)
+
+
+def detcon_loss_with_stats(pred1: tf.Tensor, pred2: tf.Tensor,
+                           target1: tf.Tensor, target2: tf.Tensor,
+                           pind1: tf.Tensor, pind2: tf.Tensor,
+                           tind1: tf.Tensor, tind2: tf.Tensor,
+                           temperature: float = 0.1,
+                           local_negatives: bool = True) -> Tuple[tf.Tensor,
+                                                                  Dict[str, tf.Tensor]]:
+  """`detcon_loss`, plus {'positive_fraction': share of anchors that have a positive}."""
+  pred1, pred2, target1, target2 = (tf.cast(x, tf.float32)
+                                    for x in (pred1, pred2, target1, target2))
+  batch, num_rois = tf.shape(pred1)[0], tf.shape(pred1)[1]
+  pred1, pred2 = tf.math.l2_normalize(pred1, -1), tf.math.l2_normalize(pred2, -1)
+  target1 = tf.math.l2_normalize(gather_replicas(target1), -1)
+  target2 = tf.math.l2_normalize(gather_replicas(target2), -1)
+  replica_id, _ = replica_info()
+  global_batch = tf.shape(target1)[0]
+  # [B, 1, B_global, 1]: 1 where the target belongs to the anchor's own image.
+  own_image = tf.one_hot(tf.range(batch) + replica_id * batch, global_batch)[:, None, :, None]
+
+  def logits(pred, target):  # [B, R, B_global, R]
+    return tf.einsum('brd,ucd->bruc', pred, target) / temperature
+
+  def branch(pred, target_other, target_same, pind, tind_other, tind_same):
+    """Anchors of one view against targets of the other view (ab) and of its own view (aa)."""
+    same_other = own_image * _same_id(pind, tind_other)
+    same_same = own_image * _same_id(pind, tind_same)
+    logits_ab = logits(pred, target_other)
+    logits_aa = logits(pred, target_same) - LARGE_NUM * same_same  # never its own positive
+    if not local_negatives:
+      logits_ab -= LARGE_NUM * own_image * (1.0 - _same_id(pind, tind_other))
+      logits_aa -= LARGE_NUM * own_image * (1.0 - _same_id(pind, tind_same))
+    labels = tf.concat([same_other, tf.zeros_like(logits_aa)], axis=2)
+    all_logits = tf.concat([logits_ab, logits_aa], axis=2)
+    labels = tf.reshape(labels, [batch, num_rois, -1])
+    all_logits = tf.reshape(all_logits, [batch, num_rois, -1])
+    num_positives = tf.reduce_sum(labels, axis=-1)
+    labels /= tf.maximum(num_positives, 1.0)[..., None]
+    cross_entropy = -tf.reduce_sum(labels * tf.nn.log_softmax(all_logits, axis=-1), axis=-1)
+    # 1/(how often the anchor's id was drawn in its view): each object weighs the same.
+    id_count = tf.reduce_sum(tf.cast(tf.equal(pind[:, :, None], pind[:, None, :]), tf.float32),
+                             axis=-1)
+    has_positive = tf.cast(num_positives > 0, tf.float32)
+    return tf.reduce_mean(cross_entropy * has_positive / id_count), tf.reduce_mean(has_positive)
+
+  loss_a, positives_a = branch(pred1, target2, target1, pind1, tind2, tind1)
+  loss_b, positives_b = branch(pred2, target1, target2, pind2, tind1, tind2)
+  return loss_a + loss_b, {'positive_fraction': (positives_a + positives_b) / 2.0}
+
+
+def detcon_loss(pred1: tf.Tensor, pred2: tf.Tensor, target1: tf.Tensor, target2: tf.Tensor,
+                pind1: tf.Tensor, pind2: tf.Tensor, tind1: tf.Tensor, tind2: tf.Tensor,
+                temperature: float = 0.1, local_negatives: bool = True) -> tf.Tensor:
+  """The DetCon objective (Hénaff et al. 2021, eq. 1 and 2; DeepMind's `byol_nce_detcon`).
+
+  For each anchor, a mask-pooled prediction of one view, the positive is the target of the same
+  mask (id) in the other view of the same image; negatives are every other target of both views
+  in the global batch, including other masks of the same image (`local_negatives`; False removes
+  them, the paper's Table 5 ablation). Same-view targets of the anchor's own id are masked out.
+  Labels are split evenly over repeated positives; anchors with no positive weigh 0, the others
+  1/(number of times their id was sampled in their view). Symmetrised over the two views.
+
+  Args:
+    pred1, pred2: [B, R, D] online predictions of views 1 and 2 (R sampled masks each).
+    target1, target2: [B, R, D] target projections (stop-gradient for DetCon_B; for DetCon_S the
+      same tensors as pred1/pred2).
+    pind1, pind2: [B, R] int mask ids of the predictions.
+    tind1, tind2: [B, R] int mask ids of the targets.
+    temperature: softmax temperature.
+    local_negatives: keep same-image, different-mask negatives.
+
+  Returns:
+    The scalar loss of the calling replica (mean over its B·R anchors, summed over both views).
+  """
+  loss, _ = detcon_loss_with_stats(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2,
+                                   temperature, local_negatives)
+  return loss

@@ -1,0 +1,109 @@
+"""The shared tf_keras model and train step of every method.
+
+One skeleton: views (colour on the accelerator if configured) → the method's objective →
+gradients → optimiser → EMA/momentum targets → logs. A method subclasses `PretrainModel` and
+supplies `compute_objective` (and, with a target network, `ema_pairs` and `ema_decay`); DeCon
+wraps another method's objective. Nothing here is method-specific.
+"""
+
+from typing import Dict, List, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from tf_detcon.configs import data as data_config
+from tf_detcon.data import views
+from tf_detcon.losses import replica_info
+
+
+def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tensor) -> None:
+  """target ← decay · target + (1 − decay) · online, on every replica's copy (from any context)."""
+  if not pairs:
+    return
+
+  def update_all(strategy, pairs_, decay_):
+    for target, online in pairs_:
+      strategy.extended.update(
+          target, lambda t, o: t.assign(decay_ * t + (1.0 - decay_) * tf.cast(o, t.dtype)),
+          args=(online,))
+
+  context = tf.distribute.get_replica_context()
+  if context is None:  # cross-replica context
+    update_all(tf.distribute.get_strategy(), pairs, decay)
+  else:
+    context.merge_call(update_all, args=(pairs, decay))
+
+
+def mirror_targets(pairs: Sequence[Tuple[tf.Variable, tf.Variable]]) -> None:
+  """Initialises targets as copies of the online weights."""
+  for target, online in pairs:
+    target.assign(online)
+
+
+class PretrainModel(tf_keras.Model):
+  """Base of the pretraining models; `model.fit` drives `train_step`."""
+
+  def __init__(self, data_cfg: data_config.DataConfig, total_steps: int, **kwargs):
+    super().__init__(**kwargs)
+    self.data_cfg = data_cfg
+    self.total_steps = total_steps
+
+  # ------------------------------------------------------------------ what a method supplies
+  def compute_objective(self, batch: Dict[str, tf.Tensor],
+                        training: bool) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Returns (loss of this replica's examples, scalar statistics to log)."""
+    raise NotImplementedError
+
+  def ema_pairs(self) -> List[Tuple[tf.Variable, tf.Variable]]:
+    """(target, online) variables that follow the online network by EMA; none by default."""
+    return []
+
+  def ema_decay(self, step: tf.Tensor) -> tf.Tensor:
+    del step
+    return tf.constant(0.0)
+
+  # ------------------------------------------------------------------------- shared machinery
+  def optimized_variables(self) -> List[tf.Variable]:
+    """Trainable variables minus the EMA targets. Targets stay `trainable` so that their BN
+    uses batch statistics (Keras runs a non-trainable BN in inference mode), as BYOL's does."""
+    targets = {t.ref() for t, _ in self.ema_pairs()}
+    return [v for v in self.trainable_variables if v.ref() not in targets]
+
+  def initialize_targets(self) -> None:
+    mirror_targets(self.ema_pairs())
+
+  def prepare_batch(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Colour ops + normalisation when they run on the accelerator (`color_on_device`)."""
+    if self.data_cfg.color_on_device:
+      return views.finalize_batch(batch, self.data_cfg)
+    return batch
+
+  def train_step(self, batch):
+    batch = self.prepare_batch(batch)
+    _, num_replicas = replica_info()
+    with tf.GradientTape() as tape:
+      loss, stats = self.compute_objective(batch, training=True)
+      # The optimiser sums gradients over replicas: this makes it the global mean's gradient.
+      scaled_loss = loss / num_replicas
+    variables = self.optimized_variables()
+    gradients = tape.gradient(scaled_loss, variables)
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    decay = self.ema_decay(self.optimizer.iterations)
+    ema_update(self.ema_pairs(), decay)
+    return self._logs(dict(stats, loss=loss), decay)
+
+  def _logs(self, values: Dict[str, tf.Tensor], decay: tf.Tensor) -> Dict[str, tf.Tensor]:
+    context = tf.distribute.get_replica_context()
+    logs = {}
+    for name, value in values.items():
+      value = tf.cast(value, tf.float32)
+      if context is not None:
+        value = context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+      logs[name] = value
+    learning_rate = self.optimizer.learning_rate
+    if callable(learning_rate):
+      learning_rate = learning_rate(self.optimizer.iterations)
+    logs['learning_rate'] = tf.cast(learning_rate, tf.float32)
+    if self.ema_pairs():
+      logs['tau'] = decay
+    return logs

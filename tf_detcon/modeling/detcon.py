@@ -1,0 +1,148 @@
+"""DetCon (Hénaff et al. 2021): DetCon_B (BYOL-based) and DetCon_S (SimCLR-based).
+
+With a single global mask (masks.kind='grid', grid_size=1) DetCon_B is BYOL and DetCon_S is
+SimCLR, from the same code. `DetConObjective` acts on one feature level and owns its heads, so
+DeCon can apply it to decoder levels too.
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from tf_detcon import losses
+from tf_detcon.configs import data as data_config
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.modeling import base
+from tf_detcon.modeling import encoders
+from tf_detcon.modeling import heads
+from tf_detcon.modeling import pooling
+from tf_detcon.training import optimization
+
+
+def _pairs(target: tf_keras.layers.Layer, online: tf_keras.layers.Layer):
+  """(target, online) pairs of the online layer's trainable weights, matched by position."""
+  return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
+
+
+class DetConObjective(tf_keras.layers.Layer):
+  """The DetCon loss on one feature level: sample masks, pool, project (predict), contrast."""
+
+  def __init__(self, cfg: pretrain_config.DetConConfig, in_channels: int,
+               use_sync_bn: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    if cfg.variant not in ('b', 's'):
+      raise ValueError(f"detcon.variant must be 'b' or 's', got {cfg.variant!r}")
+    self.cfg = cfg
+    self.byol = cfg.variant == 'b'
+
+    def head(head_cfg, name):
+      return heads.MLPHead(head_cfg.hidden_dim, head_cfg.output_dim, use_sync_bn, name=name)
+
+    self.projector = head(cfg.projector, 'projector')
+    self.projector.build((None, in_channels))
+    if self.byol:
+      self.predictor = head(cfg.predictor, 'predictor')
+      self.predictor.build((None, cfg.projector.output_dim))
+      self.target_projector = head(cfg.projector, 'target_projector')
+      self.target_projector.build((None, in_channels))
+
+  def ema_pairs(self):
+    return _pairs(self.target_projector, self.projector) if self.byol else []
+
+  def sample_masks(self, mask: tf.Tensor, grid: Sequence[int],
+                   seed: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(cell ids [B, cells], sampled ids [B, R]) of one view on a feature grid."""
+    cell_ids = pooling.assign_cells(mask, grid[0], grid[1], self.cfg.max_mask_ids)
+    return cell_ids, pooling.sample_ids(cell_ids, self.cfg.max_mask_ids, self.cfg.num_samples,
+                                        seed)
+
+  @staticmethod
+  def embed(features: tf.Tensor, cell_ids: tf.Tensor, ids: tf.Tensor,
+            head_layers: Sequence[tf_keras.layers.Layer], training: bool) -> tf.Tensor:
+    pooled, _ = pooling.pool_by_ids(features, cell_ids, ids)
+    batch, rois = tf.shape(pooled)[0], tf.shape(pooled)[1]
+    x = tf.reshape(pooled, [batch * rois, pooled.shape[-1]])
+    for layer in head_layers:
+      x = layer(x, training=training)
+    return tf.reshape(x, [batch, rois, x.shape[-1]])
+
+  def call(self, online: Sequence[tf.Tensor], target: Optional[Sequence[tf.Tensor]],
+           masks: Sequence[tf.Tensor], training: bool = True,
+           seeds: Optional[Sequence[tf.Tensor]] = None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Loss of two views.
+
+    Args:
+      online: [view1, view2] online features [B, h, w, C].
+      target: [view1, view2] target-network features (DetCon_B) or None (DetCon_S).
+      masks: [mask1, mask2] int id maps [B, H, W] aligned with the views.
+      training: BN mode of the heads.
+      seeds: optional stateless seeds per view for the id sampling (tests).
+
+    Returns:
+      (loss, {'positive_fraction': ...}).
+    """
+    preds, targets, ids = [], [], []
+    for v in range(2):
+      grid = online[v].shape[1:3]
+      cell_ids, view_ids = self.sample_masks(masks[v], grid, None if seeds is None else seeds[v])
+      ids.append(view_ids)
+      if self.byol:
+        preds.append(self.embed(online[v], cell_ids, view_ids,
+                                [self.projector, self.predictor], training))
+        targets.append(tf.stop_gradient(self.embed(target[v], cell_ids, view_ids,
+                                                   [self.target_projector], training)))
+      else:
+        projection = self.embed(online[v], cell_ids, view_ids, [self.projector], training)
+        preds.append(projection)
+        targets.append(projection)
+    return losses.detcon_loss_with_stats(
+        preds[0], preds[1], targets[0], targets[1], ids[0], ids[1], ids[0], ids[1],
+        temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives)
+
+
+class DetConModel(base.PretrainModel):
+  """Online encoder (+ EMA target encoder for DetCon_B) and the DetCon objective on res5."""
+
+  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
+    super().__init__(task.train_data, total_steps, **kwargs)
+    self.task = task
+    self.level = task.detcon.feature_level
+    self.encoder = encoders.build_backbone(task.encoder)
+    channels = encoders.level_channels(self.encoder)
+    if self.level not in channels:
+      raise ValueError(f'detcon.feature_level {self.level!r} not in {sorted(channels)}')
+    self.objective = DetConObjective(task.detcon, channels[self.level],
+                                     task.encoder.norm_activation.use_sync_bn, name='detcon')
+    self.target_encoder = None
+    if self.objective.byol:
+      self.target_encoder = encoders.build_backbone(task.encoder)
+
+  def call(self, images, training=False):
+    return self.encoder(images, training=training)
+
+  def ema_pairs(self):
+    if self.target_encoder is None:
+      return []
+    return _pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
+
+  def ema_decay(self, step):
+    return optimization.ema_tau(step, self.total_steps, self.task.detcon.ema_tau_base)
+
+  def view_features(self, batch, training) -> Tuple[List[tf.Tensor], Optional[List[tf.Tensor]]]:
+    online = [self.encoder(batch[f'view{v}'], training=training)[self.level] for v in (1, 2)]
+    target = None
+    if self.target_encoder is not None:
+      target = [self.target_encoder(batch[f'view{v}'], training=training)[self.level]
+                for v in (1, 2)]
+    return online, target
+
+  def compute_objective(self, batch, training):
+    online, target = self.view_features(batch, training)
+    return self.objective(online, target, [batch['mask1'], batch['mask2']], training=training)
+
+
+def input_size(data_cfg: data_config.DataConfig) -> int:
+  if data_cfg.view1.output_size != data_cfg.view2.output_size:
+    raise ValueError('view1 and view2 must have the same output_size')
+  return data_cfg.view1.output_size

@@ -1,0 +1,140 @@
+"""config → strategy, data, model, optimiser, callbacks → `model.fit` → export.
+
+Resuming is the default: the latest checkpoint in `model_dir` (weights, EMA targets, optimiser
+slots and step) is restored and training continues to `trainer.train_steps`. An interruption
+(Ctrl-C, or SIGTERM on preemption) saves a checkpoint at the current step before exiting.
+"""
+
+import os
+import signal
+from typing import Callable, Dict, Optional
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from tf_detcon import __version__
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.data import datasets
+from tf_detcon.modeling import base
+from tf_detcon.modeling import detcon
+from tf_detcon.modeling import encoders
+from tf_detcon.training import callbacks as callbacks_lib
+from tf_detcon.training import distribute
+from tf_detcon.training import export as export_lib
+from tf_detcon.training import optimization
+
+MODEL_BUILDERS: Dict[str, Callable[..., base.PretrainModel]] = {
+    'detcon': detcon.DetConModel,
+}
+
+
+def build_model(task: pretrain_config.PretrainTask, total_steps: int) -> base.PretrainModel:
+  if task.method not in MODEL_BUILDERS:
+    raise ValueError(f'unknown task.method {task.method!r}; known: {sorted(MODEL_BUILDERS)}')
+  return MODEL_BUILDERS[task.method](task, total_steps)
+
+
+class Run:
+  """A model, its optimiser and checkpoint manager, built under a strategy and restored."""
+
+  def __init__(self, params: pretrain_config.PretrainExperiment, model_dir: str,
+               strategy: Optional[tf.distribute.Strategy] = None):
+    if not model_dir:
+      raise ValueError('--model_dir is required')
+    self.params = params
+    self.model_dir = model_dir
+    distribute.configure_precision(params.runtime)
+    self.strategy = strategy or distribute.build_strategy(params.runtime)
+    task = params.task
+    self.total_steps = params.trainer.train_steps
+    self.global_batch = task.train_data.global_batch_size
+    if self.global_batch % self.strategy.num_replicas_in_sync:
+      raise ValueError(f'global batch {self.global_batch} is not divisible by '
+                       f'{self.strategy.num_replicas_in_sync} replicas')
+    with self.strategy.scope():
+      self.model = build_model(task, self.total_steps)
+      self.optimizer = optimization.build_optimizer(task.optimization, self.total_steps,
+                                                    self.global_batch)
+      self.model.compile(optimizer=self.optimizer,
+                         steps_per_execution=max(params.trainer.steps_per_loop, 1))
+      self.model.initialize_targets()
+      self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+      self.manager = tf.train.CheckpointManager(
+          self.checkpoint, os.path.join(model_dir, 'checkpoints'),
+          max_to_keep=params.trainer.max_to_keep)
+      restored = self.manager.restore_or_initialize()
+    if restored:
+      logging.info('resumed from %s at step %d', restored, self.step)
+
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def dataset(self) -> tf.distribute.DistributedDataset:
+    data_cfg = self.params.task.train_data
+    return self.strategy.distribute_datasets_from_function(
+        lambda context: datasets.build_dataset(data_cfg, context))
+
+  def train(self) -> None:
+    remaining = self.total_steps - self.step
+    if remaining <= 0:
+      logging.info('already trained to step %d', self.step)
+      return
+    trainer = self.params.trainer
+    checkpointer = callbacks_lib.CheckpointEvery(self.manager, trainer.checkpoint_interval)
+    callbacks = [
+        callbacks_lib.NonFiniteGuard(),
+        callbacks_lib.ProgressLogger(self.params.task.log_every_steps, self.global_batch,
+                                     self.total_steps, os.path.join(self.model_dir, 'train')),
+        checkpointer,
+    ]
+    print(f'training {type(self.model).__name__} for {remaining} steps '
+          f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas)',
+          flush=True)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+      self.model.fit(self.dataset(), epochs=1, steps_per_epoch=remaining, verbose=0,
+                     callbacks=callbacks)
+    except KeyboardInterrupt:
+      checkpointer.model = self.model
+      path = checkpointer.save()
+      print(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; rerun the '
+            'same command to resume', flush=True)
+      raise
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+
+  def export(self) -> str:
+    encoder = export_lib.float32_copy(
+        self.model.encoder, lambda: encoders.build_backbone(self.params.task.encoder))
+    metadata = {'method': self.params.task.method, 'step': self.step,
+                'tf_detcon_version': __version__, 'config': self.params.as_dict()}
+    return export_lib.export(self.model_dir, encoder, metadata)
+
+
+def _raise_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt('SIGTERM')
+
+
+def train_and_export(params: pretrain_config.PretrainExperiment, model_dir: str,
+                     strategy: Optional[tf.distribute.Strategy] = None) -> Run:
+  run = Run(params, model_dir, strategy)
+  run.train()
+  path = run.export()
+  print(f'exported step {run.step} to {path}', flush=True)
+  return run
+
+
+def export_only(params: pretrain_config.PretrainExperiment, model_dir: str,
+                strategy: Optional[tf.distribute.Strategy] = None) -> Run:
+  run = Run(params, model_dir, strategy)
+  if run.manager.latest_checkpoint is None:
+    raise ValueError(f'no checkpoint in {model_dir}/checkpoints to export')
+  path = run.export()
+  print(f'exported step {run.step} to {path}', flush=True)
+  return run
+
+
+del tf_keras
