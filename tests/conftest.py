@@ -40,3 +40,25 @@ def blocky_ids(height: int, width: int, num_ids: int, block: int, seed: int = 0)
 def embedded_files():
   from tf_detcon.data import embedded  # pylint: disable=g-import-not-at-top
   return embedded.embedded_files()
+
+
+def tiny_params(name: str = 'detcon_b_tiny', **trainer):
+  """A registered tiny experiment with trainer overrides (few steps)."""
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from tf_detcon.configs import pretrain  # pylint: disable=g-import-not-at-top,unused-import
+  params = exp_factory.get_exp_config(name)
+  params.override({'trainer': dict(dict(train_steps=4, steps_per_loop=2,
+                                        checkpoint_interval=2), **trainer)}, is_strict=True)
+  return params
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory, embedded_files):
+  """DetCon_B tiny, trained 4 steps on the embedded data and exported: built once per run."""
+  del embedded_files
+  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path_factory.mktemp('tiny_run'))
+  run = trainer.Run(tiny_params(), model_dir)
+  run.train()
+  run.export()
+  return run

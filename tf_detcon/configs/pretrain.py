@@ -116,6 +116,7 @@ def detcon_task(variant: str, epochs: int, dataset: str = 'imagenet',
   else:
     detcon = DetConConfig(variant='s', projector=HeadConfig(hidden_dim=2048, output_dim=128))
     optimization = OptimizationConfig(base_learning_rate=0.3, weight_decay=1e-6)
+  optimization.warmup_epochs = 10  # BYOL/DetCon: 10 epochs of linear warmup
   if dataset == 'coco':
     optimization.schedule = 'piecewise_coco'
     optimization.examples_per_epoch = COCO_TRAIN_EXAMPLES
@@ -174,6 +175,7 @@ def tiny_detcon_task(variant: str, masks: Optional[data_config.MaskConfig] = Non
   task.detcon.projector = HeadConfig(hidden_dim=64, output_dim=32)
   task.detcon.predictor = HeadConfig(hidden_dim=64, output_dim=32)
   task.detcon.num_samples = 4
+  task.optimization.warmup_epochs = 0
   task.optimization.warmup_fraction = 0.1
   task.optimization.examples_per_epoch = 18
   task.log_every_steps = 5

@@ -22,10 +22,11 @@ def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tenso
     return
 
   def update_all(strategy, pairs_, decay_):
+    # `update` runs the function on each device with that device's copy of every argument.
     for target, online in pairs_:
       strategy.extended.update(
-          target, lambda t, o: t.assign(decay_ * t + (1.0 - decay_) * tf.cast(o, t.dtype)),
-          args=(online,))
+          target, lambda t, o, d: t.assign(d * t + (1.0 - d) * tf.cast(o, t.dtype)),
+          args=(online, decay_))
 
   context = tf.distribute.get_replica_context()
   if context is None:  # cross-replica context

@@ -1,0 +1,54 @@
+"""Tests for tf_detcon.configs: registry, paper settings, and the YAML files."""
+
+import glob
+import os
+
+import pytest
+
+from official.core import exp_factory
+from official.modeling import hyperparams
+from tests.conftest import REPO_ROOT
+from tf_detcon.configs import pretrain
+
+YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain', '*.yaml')))
+
+
+@pytest.mark.parametrize('name', ['detcon_b_imagenet', 'detcon_s_imagenet', 'byol_imagenet',
+                                  'simclr_imagenet', 'detcon_s_coco', 'detcon_b_tiny',
+                                  'detcon_s_tiny', 'byol_tiny', 'simclr_tiny'])
+def test_experiments_are_registered(name):
+  params = exp_factory.get_exp_config(name)
+  assert isinstance(params, pretrain.PretrainExperiment)
+  params.validate()
+
+
+def test_paper_settings():
+  b = exp_factory.get_exp_config('detcon_b_imagenet_1000ep').task
+  assert (b.detcon.projector.hidden_dim, b.detcon.projector.output_dim) == (4096, 256)
+  assert (b.detcon.ema_tau_base, b.optimization.weight_decay) == (0.996, 1.5e-6)
+  assert b.optimization.base_learning_rate == 0.2 and b.detcon.num_samples == 16
+  b300 = exp_factory.get_exp_config('detcon_b_imagenet_300ep').task
+  assert (b300.detcon.ema_tau_base, b300.optimization.weight_decay) == (0.99, 1e-6)
+  s = exp_factory.get_exp_config('detcon_s_imagenet').task
+  assert (s.detcon.projector.hidden_dim, s.detcon.projector.output_dim) == (2048, 128)
+  assert s.optimization.base_learning_rate == 0.3
+  assert exp_factory.get_exp_config('byol_imagenet').task.train_data.masks.kind == 'grid'
+  assert exp_factory.get_exp_config('detcon_b_coco').task.optimization.schedule == (
+      'piecewise_coco')
+  assert exp_factory.get_exp_config('detcon_b_imagenet').trainer.train_steps == (
+      1000 * pretrain.IMAGENET_TRAIN_EXAMPLES // 4096)
+
+
+@pytest.mark.parametrize('path', YAMLS, ids=[os.path.basename(p) for p in YAMLS])
+def test_yaml_files_override_their_experiment_strictly(path):
+  name = os.path.splitext(os.path.basename(path))[0]
+  params = exp_factory.get_exp_config(name)
+  params = hyperparams.override_params_dict(params, path, is_strict=True)
+  params.validate()
+  registered = exp_factory.get_exp_config(name)
+  # The YAML spells out the registered settings (with a real input path).
+  for key in ('detcon', 'encoder', 'optimization'):
+    yaml_value = getattr(params.task, key).as_dict()
+    registered_value = getattr(registered.task, key).as_dict()
+    assert yaml_value == registered_value, key
+  assert params.trainer.train_steps == registered.trainer.train_steps

@@ -1,0 +1,117 @@
+"""Tests for tf_detcon.modeling.detcon and the shared train step (base.PretrainModel)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import blocky_ids
+from tf_detcon.configs import data as data_config
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.modeling import base
+from tf_detcon.modeling import detcon
+from tf_detcon.training import optimization
+
+SIZE = pretrain_config.TINY_IMAGE_SIZE
+
+
+def _batches(batch_size=4, num_ids=6, seed=0):
+  """Un-coloured host views in [0, 1] with blocky masks, as tf.data gives them."""
+  rng = np.random.default_rng(seed)
+  images = rng.random((batch_size, SIZE, SIZE, 3)).astype(np.float32)
+  masks = np.stack([blocky_ids(SIZE, SIZE, num_ids, 16, seed=s)
+                    for s in range(batch_size)]).astype(np.int32)
+  element = {'view1': images, 'mask1': masks, 'view2': images[:, :, ::-1].copy(),
+             'mask2': masks[:, :, ::-1].copy()}
+  return tf.data.Dataset.from_tensors(element).repeat()
+
+
+def _model(variant, strategy=None, masks=None, total_steps=10):
+  task = pretrain_config.tiny_detcon_task(variant, masks)
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    model = detcon.DetConModel(task, total_steps)
+    model.compile(optimizer=optimization.build_optimizer(task.optimization, total_steps,
+                                                         task.train_data.global_batch_size))
+    model.initialize_targets()
+  return model
+
+
+def test_detcon_b_targets_start_equal_and_follow_the_online_net_by_ema():
+  model = _model('b')
+  pairs = model.ema_pairs()
+  assert len(pairs) == len([v for v in model.encoder.weights if v.trainable]) + len(
+      [v for v in model.objective.projector.weights if v.trainable])
+  for target, online in pairs:
+    np.testing.assert_array_equal(target.numpy(), online.numpy())
+  optimized = {v.ref() for v in model.optimized_variables()}
+  assert not any(t.ref() in optimized for t, _ in pairs)
+  assert any(v.ref() in optimized for v in model.objective.predictor.trainable_variables)
+  model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)  # lr is 0 at step 0 (warmup)
+  before = [t.numpy().copy() for t, _ in pairs]
+  history = model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)
+  tau = float(optimization.ema_tau(2, 10, model.task.detcon.ema_tau_base))
+  np.testing.assert_allclose(history.history['tau'][0], tau, rtol=1e-6)
+  moved = 0
+  for (target, online), old in zip(pairs, before):
+    np.testing.assert_allclose(target.numpy(), tau * old + (1 - tau) * online.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    moved += not np.allclose(target.numpy(), old)
+  assert moved > 0
+
+
+def test_ema_update_works_in_replica_and_cross_replica_context():
+  strategy = tf.distribute.MirroredStrategy(
+      [d.name for d in tf.config.list_logical_devices('CPU')[:2]])
+  with strategy.scope():
+    target, online = tf.Variable([1.0, 1.0]), tf.Variable([3.0, 5.0])
+  strategy.run(tf.function(lambda: base.ema_update([(target, online)], tf.constant(0.5))))
+  for value in strategy.experimental_local_results(target):
+    np.testing.assert_allclose(value.numpy(), [2.0, 3.0])
+  with strategy.scope():  # cross-replica context
+    base.ema_update([(target, online)], tf.constant(0.0))
+  np.testing.assert_allclose(target.numpy(), online.numpy())
+
+
+def test_detcon_s_has_no_target_and_trains_under_two_replicas():
+  strategy = tf.distribute.MirroredStrategy(
+      [d.name for d in tf.config.list_logical_devices('CPU')[:2]])
+  model = _model('s', strategy)
+  assert model.ema_pairs() == [] and model.target_encoder is None
+  kernel = model.encoder.trainable_variables[0]
+  before = kernel.numpy().copy()
+  dataset = strategy.experimental_distribute_dataset(_batches())
+  history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+  assert np.isfinite(history.history['loss'][0])
+  assert not np.allclose(kernel.numpy(), before)
+  copies = strategy.experimental_local_results(kernel)
+  assert len(copies) == 2
+  np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())
+
+
+def test_global_mask_makes_every_anchor_positive_byol_case():
+  model = _model('b', masks=data_config.MaskConfig(kind='grid', grid_size=1))
+  batch = next(iter(_batches(num_ids=1)))
+  batch = model.prepare_batch(batch)
+  loss, stats = model.compute_objective(batch, training=True)
+  assert float(stats['positive_fraction']) == 1.0 and np.isfinite(float(loss))
+
+
+def test_objective_samples_the_same_ids_for_online_and_target():
+  model = _model('b')
+  batch = model.prepare_batch(next(iter(_batches())))
+  online, target = model.view_features(batch, training=False)
+  seeds = [tf.constant([1, 2]), tf.constant([3, 4])]
+  loss_a, _ = model.objective(online, target, [batch['mask1'], batch['mask2']], False, seeds)
+  loss_b, _ = model.objective(online, target, [batch['mask1'], batch['mask2']], False, seeds)
+  np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)  # seeded: reproducible
+
+
+def test_bad_variant_and_level_are_clear_errors():
+  task = pretrain_config.tiny_detcon_task('b')
+  task.detcon.variant = 'x'
+  with pytest.raises(ValueError, match="variant must be 'b' or 's'"):
+    detcon.DetConModel(task, 10)
+  task = pretrain_config.tiny_detcon_task('b')
+  task.detcon.feature_level = '7'
+  with pytest.raises(ValueError, match='feature_level'):
+    detcon.DetConModel(task, 10)

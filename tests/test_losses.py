@@ -1,0 +1,117 @@
+"""Tests for tf_detcon.losses: detcon_loss against a NumPy reference, and across replicas."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_detcon import losses
+
+
+def _normalize(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def reference_detcon_loss(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2,
+                          temperature=0.1, local_negatives=True):
+  """DetCon's loss written from the paper, one anchor at a time (float64)."""
+  pred = [_normalize(pred1.astype(np.float64)), _normalize(pred2.astype(np.float64))]
+  target = [_normalize(target1.astype(np.float64)), _normalize(target2.astype(np.float64))]
+  pind, tind = [pind1, pind2], [tind1, tind2]
+  batch, rois = pind1.shape
+  total = 0.0
+  for a in (0, 1):
+    other = 1 - a
+    for b in range(batch):
+      for r in range(rois):
+        anchor_id = pind[a][b, r]
+        logits, positive = [], []
+        for view in (other, a):  # targets of the other view, then of the anchor's own view
+          for u in range(batch):
+            for c in range(rois):
+              same_image, same_id = u == b, tind[view][u, c] == anchor_id
+              if same_image and view == a and same_id:
+                continue  # its own mask in its own view is no negative
+              if same_image and not same_id and not local_negatives:
+                continue
+              logits.append(pred[a][b, r] @ target[view][u, c] / temperature)
+              positive.append(same_image and view == other and same_id)
+        logits, positive = np.array(logits), np.array(positive)
+        if not positive.any():
+          continue  # weight 0
+        log_prob = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+        cross_entropy = -log_prob[positive].mean()
+        weight = 1.0 / np.sum(pind[a][b] == anchor_id)
+        total += weight * cross_entropy / (batch * rois)
+  return total
+
+
+def _inputs(seed, batch=3, rois=5, dim=8, num_ids=4):
+  rng = np.random.default_rng(seed)
+  feats = [rng.normal(size=(batch, rois, dim)).astype(np.float32) for _ in range(4)]
+  # Repeated ids (with replacement) and ids missing from the other view (no positive).
+  ids = [rng.integers(0, num_ids, size=(batch, rois)).astype(np.int32) for _ in range(2)]
+  ids[1][0] = num_ids + 1  # image 0 of view 2: ids that view 1 never has
+  return feats, ids
+
+
+@pytest.mark.parametrize('local_negatives', [True, False])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_detcon_loss_matches_the_numpy_reference(seed, local_negatives):
+  (p1, p2, t1, t2), (i1, i2) = _inputs(seed)
+  got = losses.detcon_loss(p1, p2, t1, t2, i1, i2, i1, i2, temperature=0.1,
+                           local_negatives=local_negatives)
+  expected = reference_detcon_loss(p1, p2, t1, t2, i1, i2, i1, i2, 0.1, local_negatives)
+  np.testing.assert_allclose(float(got), expected, rtol=1e-4)
+
+
+def test_positive_fraction_counts_anchors_with_a_positive():
+  (p1, p2, t1, t2), (i1, i2) = _inputs(0)
+  _, stats = losses.detcon_loss_with_stats(p1, p2, t1, t2, i1, i2, i1, i2)
+  has_1 = np.array([[i in i2[b] for i in i1[b]] for b in range(3)])
+  has_2 = np.array([[i in i1[b] for i in i2[b]] for b in range(3)])
+  np.testing.assert_allclose(float(stats['positive_fraction']),
+                             (has_1.mean() + has_2.mean()) / 2, rtol=1e-6)
+
+
+def test_single_global_mask_is_the_simclr_loss():
+  """R=1 and one id per image: NT-Xent over 2B−1 candidates, as in SimCLR."""
+  rng = np.random.default_rng(3)
+  z1, z2 = rng.normal(size=(2, 4, 1, 6)).astype(np.float32)
+  ids = np.zeros((4, 1), np.int32)
+  got = float(losses.detcon_loss(z1, z2, z1, z2, ids, ids, ids, ids, temperature=0.5))
+  a, b = _normalize(z1[:, 0].astype(np.float64)), _normalize(z2[:, 0].astype(np.float64))
+  total = 0.0
+  for x, y in ((a, b), (b, a)):
+    for i in range(4):
+      candidates = np.concatenate([y @ x[i], np.delete(x @ x[i], i)]) / 0.5
+      total += -(candidates[i] - np.log(np.exp(candidates).sum())) / 4
+  np.testing.assert_allclose(got, total, rtol=1e-5)
+
+
+def test_two_replicas_give_the_loss_and_gradients_of_one():
+  """MirroredStrategy over 2 logical CPUs: each replica sees half the batch."""
+  (p1, p2, _, _), (i1, i2) = _inputs(5, batch=4)
+  devices = tf.config.list_logical_devices('CPU')[:2]
+  assert len(devices) == 2
+
+  def loss_and_grads(z1, z2, a, b):
+    z1, z2 = tf.convert_to_tensor(z1), tf.convert_to_tensor(z2)
+    with tf.GradientTape() as tape:
+      tape.watch([z1, z2])
+      _, num_replicas = losses.replica_info()
+      # DetCon_S: the targets are the predictions, so gradients flow through the gather.
+      loss = losses.detcon_loss(z1, z2, z1, z2, a, b, a, b) / num_replicas
+    return loss, tape.gradient(loss, [z1, z2])
+
+  single_loss, (single_g1, single_g2) = loss_and_grads(p1, p2, i1, i2)
+  strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
+  values = [strategy.experimental_distribute_values_from_function(halves(x))
+            for x in (p1, p2, i1, i2)]
+  per_replica_loss, per_replica_grads = strategy.run(tf.function(loss_and_grads), args=values)
+  total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+  np.testing.assert_allclose(float(total), float(single_loss), rtol=1e-5)
+  # The optimiser sums replica gradients: with the all-gather's gradient, that is the whole.
+  for whole, parts in ((single_g1, per_replica_grads[0]), (single_g2, per_replica_grads[1])):
+    summed = np.concatenate([g.numpy() for g in strategy.experimental_local_results(parts)])
+    np.testing.assert_allclose(summed, whole.numpy(), rtol=1e-4, atol=1e-6)

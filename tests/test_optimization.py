@@ -1,0 +1,79 @@
+"""Tests for tf_detcon.training.optimization: schedules, EMA τ, LARS exclusions by name."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from official.vision.modeling.decoders import fpn
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.modeling import detcon
+from tf_detcon.training import optimization
+
+
+def test_lr_is_base_times_batch_over_256_with_warmup_then_cosine():
+  cfg = pretrain_config.OptimizationConfig(base_learning_rate=0.2, warmup_fraction=0.1)
+  schedule = optimization.build_schedule(cfg, total_steps=100, global_batch=4096)
+  peak = 0.2 * 4096 / 256
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(schedule(5)), peak * 5 / 10, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(10)), peak, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(55)), peak * 0.5 * (1 + math.cos(math.pi * 0.5)),
+                             rtol=1e-5)
+  assert abs(float(schedule(100))) < 1e-6
+
+
+def test_warmup_in_epochs_and_the_coco_piecewise_schedule():
+  cfg = pretrain_config.OptimizationConfig(base_learning_rate=0.3, warmup_epochs=1,
+                                           examples_per_epoch=2560, schedule='piecewise_coco')
+  schedule = optimization.build_schedule(cfg, total_steps=1000, global_batch=256)
+  assert optimization.warmup_steps(cfg, 1000, 256) == 10
+  np.testing.assert_allclose([float(schedule(s)) for s in (5, 10, 959, 960, 979, 980)],
+                             [0.15, 0.3, 0.3, 0.03, 0.03, 0.003], rtol=1e-5)
+
+
+def test_ema_tau_follows_the_cosine_schedule():
+  for step, expected in ((0, 0.99), (50, 1 - 0.01 * 0.5), (100, 1.0)):
+    np.testing.assert_allclose(float(optimization.ema_tau(step, 100, 0.99)), expected,
+                               rtol=1e-6)
+
+
+def test_unknown_optimizer_is_a_clear_error():
+  cfg = pretrain_config.OptimizationConfig(optimizer='adamw')
+  with pytest.raises(ValueError, match="'lars' or 'sgd'"):
+    optimization.build_optimizer(cfg, 10, 8)
+
+
+def test_lars_excludes_every_norm_parameter_and_bias_by_name():
+  task = pretrain_config.tiny_detcon_task('b')
+  model = detcon.DetConModel(task, total_steps=10)
+  # An FPN built as Model Garden's Mask R-CNN builds it: its BN layers are named norm_*.
+  decoder = fpn.FPN(input_specs=model.encoder.output_specs, min_level=2, max_level=6,
+                    use_sync_bn=True)
+  optimizer = optimization.build_optimizer(task.optimization, 10, 4)
+  variables = model.variables + decoder.variables
+  norm_names = [v.name for v in decoder.variables if 'norm' in v.name]
+  assert norm_names and all(not n.startswith('batch_normalization') for n in norm_names)
+  checked = 0
+  for variable in variables:
+    name = variable.name
+    excluded = name.split('/')[-1].split(':')[0] in ('gamma', 'beta', 'bias')
+    assert optimizer._use_weight_decay(name) != excluded, name  # pylint: disable=protected-access
+    assert optimizer._do_layer_adaptation(name) != excluded, name  # pylint: disable=protected-access
+    checked += excluded
+  assert checked > 20  # ResNet BN, head BN, head/FPN biases were all seen
+
+
+def test_lars_weight_decay_is_applied_to_kernels_only():
+  cfg = pretrain_config.OptimizationConfig(weight_decay=0.5, momentum=0.0, lars_eeta=1.0,
+                                           warmup_fraction=0.0)
+  optimizer = optimization.build_optimizer(cfg, total_steps=10**6, global_batch=256)
+  dense = tf_keras.layers.Dense(2, bias_initializer='ones')
+  dense.build((None, 2))
+  before = [v.numpy().copy() for v in dense.variables]
+  optimizer.apply_gradients(zip([tf.zeros_like(v) for v in dense.variables], dense.variables))
+  kernel, bias = (v.numpy() for v in dense.variables)
+  assert not np.allclose(kernel, before[0])  # decayed
+  np.testing.assert_array_equal(bias, before[1])  # zero gradient, no decay

@@ -1,0 +1,144 @@
+"""Tests for tf_detcon.training (trainer, export, callbacks): files, reload, resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT, tiny_params
+from tf_detcon.data import views
+from tf_detcon.modeling import encoders
+from tf_detcon.training import callbacks
+from tf_detcon.training import trainer
+
+
+def test_training_writes_checkpoints_summaries_and_export(tiny_run):
+  model_dir = tiny_run.model_dir
+  assert tiny_run.step == 4
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints')).endswith('ckpt-4')
+  assert tf.io.gfile.glob(os.path.join(model_dir, 'train', 'events.out.tfevents.*'))
+  export = os.path.join(model_dir, 'export')
+  with open(os.path.join(export, 'metadata.json')) as f:
+    metadata = json.load(f)
+  assert metadata['method'] == 'detcon' and metadata['step'] == 4
+  assert metadata['init_checkpoint_modules'] == ['backbone']
+  assert metadata['levels'] == {'2': 16, '3': 32, '4': 64, '5': 128}
+  assert metadata['config']['task']['detcon']['variant'] == 'b'
+
+
+def test_exported_checkpoint_restores_every_backbone_weight(tiny_run):
+  path = tf.train.latest_checkpoint(os.path.join(tiny_run.model_dir, 'export', 'checkpoint'))
+  assert path is not None
+  fresh = encoders.build_backbone(tiny_run.params.task.encoder)
+  tf.train.Checkpoint(backbone=fresh).read(path).assert_existing_objects_matched()
+  live = tiny_run.model.encoder.weights
+  assert len(fresh.weights) == len(live)
+  for restored, trained in zip(fresh.weights, live):
+    np.testing.assert_array_equal(restored.numpy(), trained.numpy())
+
+
+def test_saved_model_in_a_fresh_process_matches_the_live_encoder(tiny_run, tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
+  np.save(tmp_path / 'images.npy', images)
+  script = (
+      'import sys, numpy as np, tensorflow as tf\n'
+      'loaded = tf.saved_model.load(sys.argv[1])\n'
+      'images = np.load(sys.argv[2])\n'
+      "out = loaded.signatures['serving_default'](images=tf.constant(images))\n"
+      "floats = loaded.signatures['serve_float'](images=tf.constant(images / 255.0, tf.float32))\n"
+      'np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()},\n'
+      "         **{'float_' + k: v.numpy() for k, v in floats.items()})\n")
+  result = subprocess.run(
+      [sys.executable, '-c', script, os.path.join(tiny_run.model_dir, 'export', 'saved_model'),
+       str(tmp_path / 'images.npy'), str(tmp_path / 'features.npz')],
+      capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  served = np.load(tmp_path / 'features.npz')
+  live = tiny_run.model.encoder(views.normalize(images.astype(np.float32) / 255.0),
+                                training=False)
+  for level in ('2', '3', '4', '5'):
+    np.testing.assert_allclose(served[f'level_{level}'], live[level].numpy(), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(served[f'float_level_{level}'], live[level].numpy(), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_resume_restores_weights_ema_targets_optimizer_state_and_step(tiny_run, tmp_path):
+  model_dir = str(tmp_path / 'resumed')
+  shutil.copytree(tiny_run.model_dir, model_dir)
+  resumed = trainer.Run(tiny_params(train_steps=6), model_dir)
+  assert resumed.step == 4
+  for restored, saved in zip(resumed.model.weights, tiny_run.model.weights):
+    np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=saved.name)
+  # Optimiser momentum slots (created in the same order on both sides).
+  saved = [v for v in tiny_run.optimizer.variables() if 'momentum' in v.name]
+  restored = [v for v in resumed.optimizer.variables() if 'momentum' in v.name]
+  assert len(saved) == len(restored) == len(resumed.model.optimized_variables())
+  for restored_slot, saved_slot in zip(restored, saved):
+    assert restored_slot.shape == saved_slot.shape
+    np.testing.assert_array_equal(restored_slot.numpy(), saved_slot.numpy())
+  assert int(resumed.optimizer.iterations.numpy()) == 4
+  resumed.train()
+  assert resumed.step == 6
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints')).endswith('ckpt-6')
+
+
+def test_interruption_saves_a_checkpoint_at_the_current_step(tmp_path, monkeypatch,
+                                                             embedded_files):
+  del embedded_files
+  model_dir = str(tmp_path / 'interrupted')
+
+  def interrupt(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) >= 3:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(callbacks.ProgressLogger, 'on_train_batch_end', interrupt)
+  run = trainer.Run(tiny_params(train_steps=8, steps_per_loop=1, checkpoint_interval=100),
+                    model_dir)
+  with pytest.raises(KeyboardInterrupt):
+    run.train()
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints')).endswith('ckpt-3')
+  assert trainer.Run(tiny_params(train_steps=8), model_dir).step == 3
+
+
+def test_non_finite_loss_stops_training_with_a_clear_error():
+  guard = callbacks.NonFiniteGuard()
+
+  class FakeModel:
+    optimizer = type('O', (), {'iterations': tf.Variable(7)})
+
+  guard.set_model(FakeModel())
+  with pytest.raises(FloatingPointError, match='non-finite loss nan at step 7'):
+    guard.on_train_batch_end(0, {'loss': float('nan')})
+
+
+def _pretrain(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'),
+                         *args], capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
+def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedded_files):
+  del embedded_files
+  model_dir = str(tmp_path / 'cli')
+  done = _pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
+                   '--params_override=trainer.train_steps=2,trainer.steps_per_loop=1')
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'exported step 2' in done.stdout
+  assert os.path.exists(os.path.join(model_dir, 'export', 'saved_model', 'saved_model.pb'))
+  assert os.path.exists(os.path.join(model_dir, 'params.yaml'))
+  bad = _pretrain('--experiment=detcon_b_tiny', f'--model_dir={model_dir}-bad',
+                  '--params_override=task.detcon.no_such_field=1')
+  assert bad.returncode == 1
+  last = bad.stderr.strip().splitlines()[-1]
+  assert last.startswith('pretrain.py: error: ') and 'no_such_field' in last, bad.stderr[-2000:]
+  unknown = _pretrain('--experiment=detcon_q', f'--model_dir={model_dir}-bad')
+  assert unknown.returncode == 1
+  assert "unknown experiment 'detcon_q'; known: " in unknown.stderr.strip().splitlines()[-1]
+  assert 'detcon_b_tiny' in unknown.stderr
