@@ -62,3 +62,11 @@ def tiny_run(tmp_path_factory, embedded_files):
   run.train()
   run.export()
   return run
+
+
+@pytest.fixture(scope='session')
+def two_replicas():
+  """One MirroredStrategy over the two logical CPUs for the whole run: separate instances in
+  one process can collide on collective-op instance keys."""
+  return tf.distribute.MirroredStrategy(
+      [d.name for d in tf.config.list_logical_devices('CPU')[:NUM_LOGICAL_CPUS]])

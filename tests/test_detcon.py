@@ -59,9 +59,8 @@ def test_detcon_b_targets_start_equal_and_follow_the_online_net_by_ema():
   assert moved > 0
 
 
-def test_ema_update_works_in_replica_and_cross_replica_context():
-  strategy = tf.distribute.MirroredStrategy(
-      [d.name for d in tf.config.list_logical_devices('CPU')[:2]])
+def test_ema_update_works_in_replica_and_cross_replica_context(two_replicas):
+  strategy = two_replicas
   with strategy.scope():
     target, online = tf.Variable([1.0, 1.0]), tf.Variable([3.0, 5.0])
   strategy.run(tf.function(lambda: base.ema_update([(target, online)], tf.constant(0.5))))
@@ -72,9 +71,8 @@ def test_ema_update_works_in_replica_and_cross_replica_context():
   np.testing.assert_allclose(target.numpy(), online.numpy())
 
 
-def test_detcon_s_has_no_target_and_trains_under_two_replicas():
-  strategy = tf.distribute.MirroredStrategy(
-      [d.name for d in tf.config.list_logical_devices('CPU')[:2]])
+def test_detcon_s_has_no_target_and_trains_under_two_replicas(two_replicas):
+  strategy = two_replicas
   model = _model('s', strategy)
   assert model.ema_pairs() == [] and model.target_encoder is None
   kernel = model.encoder.trainable_variables[0]

@@ -88,11 +88,11 @@ def test_single_global_mask_is_the_simclr_loss():
   np.testing.assert_allclose(got, total, rtol=1e-5)
 
 
-def test_two_replicas_give_the_loss_and_gradients_of_one():
+def test_two_replicas_give_the_loss_and_gradients_of_one(two_replicas):
   """MirroredStrategy over 2 logical CPUs: each replica sees half the batch."""
   (p1, p2, _, _), (i1, i2) = _inputs(5, batch=4)
-  devices = tf.config.list_logical_devices('CPU')[:2]
-  assert len(devices) == 2
+  strategy = two_replicas
+  assert strategy.num_replicas_in_sync == 2
 
   def loss_and_grads(z1, z2, a, b):
     z1, z2 = tf.convert_to_tensor(z1), tf.convert_to_tensor(z2)
@@ -104,7 +104,6 @@ def test_two_replicas_give_the_loss_and_gradients_of_one():
     return loss, tape.gradient(loss, [z1, z2])
 
   single_loss, (single_g1, single_g2) = loss_and_grads(p1, p2, i1, i2)
-  strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
   halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
   values = [strategy.experimental_distribute_values_from_function(halves(x))
             for x in (p1, p2, i1, i2)]
