@@ -70,3 +70,52 @@ def two_replicas():
   one process can collide on collective-op instance keys."""
   return tf.distribute.MirroredStrategy(
       [d.name for d in tf.config.list_logical_devices('CPU')[:NUM_LOGICAL_CPUS]])
+
+
+def write_tiny_coco(root: str, num_images: int = 4, size: int = 128, seed: int = 0) -> str:
+  """Synthetic COCO-format images (rectangles of 3 categories, polygon masks); returns the
+  annotation JSON path."""
+  import json  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  os.makedirs(os.path.join(root, 'images'), exist_ok=True)
+  images, annotations = [], []
+  colours = palette(4)
+  for image_id in range(1, num_images + 1):
+    pixels = np.tile(colours[0], (size, size, 1))
+    for _ in range(2):
+      x0, y0 = rng.integers(0, size // 2, 2)
+      w, h = rng.integers(size // 8, size // 2, 2)
+      category = int(rng.integers(1, 4))
+      pixels[y0:y0 + h, x0:x0 + w] = colours[category]
+      annotations.append({
+          'id': len(annotations) + 1, 'image_id': image_id, 'category_id': category,
+          'iscrowd': 0, 'area': float(w * h), 'bbox': [float(x0), float(y0), float(w), float(h)],
+          'segmentation': [[float(x0), float(y0), float(x0 + w), float(y0), float(x0 + w),
+                            float(y0 + h), float(x0), float(y0 + h)]]})
+    name = f'{image_id:04d}.jpg'
+    Image.fromarray(pixels).save(os.path.join(root, 'images', name), quality=95)
+    images.append({'id': image_id, 'file_name': name, 'height': size, 'width': size})
+  path = os.path.join(root, 'instances.json')
+  with open(path, 'w') as f:
+    json.dump({'images': images, 'annotations': annotations,
+               'categories': [{'id': i, 'name': f'c{i}'} for i in (1, 2, 3)]}, f)
+  return path
+
+
+@pytest.fixture(scope='session')
+def tiny_coco(tmp_path_factory):
+  """Model Garden detection TFRecords of a synthetic COCO set, made with Model Garden's own
+  converter (official/vision/data/create_coco_tf_record.py)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp('tiny_coco'))
+  annotations = write_tiny_coco(root)
+  result = subprocess.run(
+      [sys.executable, '-m', 'official.vision.data.create_coco_tf_record',
+       f'--image_dir={root}/images', f'--object_annotations_file={annotations}',
+       f'--output_file_prefix={root}/records/coco', '--num_shards=1', '--include_masks'],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return os.path.join(root, 'records', 'coco*')

@@ -30,6 +30,7 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   """absl `app.run(main)`, turning user errors into `prog: error: message` and exit status 1."""
 
   def guarded(argv: Sequence[str]) -> None:
+    tf.get_logger().setLevel('WARNING')  # TF's own INFO chatter; ours stays
     try:
       main(argv)
     except USER_ERRORS as e:

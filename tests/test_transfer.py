@@ -1,0 +1,137 @@
+"""Tests for tf_detcon.transfer and launch/finetune.py: Model Garden loads our exports."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.core import exp_factory
+from official.core import task_factory
+from official.modeling import hyperparams
+from official.vision import registry_imports  # pylint: disable=unused-import
+from tests.conftest import REPO_ROOT
+from tf_detcon import transfer
+
+FINETUNE = os.path.join(REPO_ROOT, 'official_configs', 'finetune')
+TINY_BACKBONE = {'type': 'resnet', 'resnet': {'model_id': 10, 'depth_multiplier': 0.25}}
+
+
+def maskrcnn_params(records: str = '', backbone=None):
+  params = exp_factory.get_exp_config('maskrcnn_resnetfpn_coco')
+  for name in ('maskrcnn_detcon_coco_1x', 'cpu_offline', 'maskrcnn_cpu_offline'):
+    params = hyperparams.override_params_dict(params, os.path.join(FINETUNE, f'{name}.yaml'),
+                                              is_strict=True)
+  params.override({
+      'task': {'model': {'input_size': [128, 128, 3], 'num_classes': 4,
+                         'backbone': backbone or TINY_BACKBONE},
+               'train_data': {'input_path': records, 'global_batch_size': 2},
+               'validation_data': {'input_path': records, 'global_batch_size': 2,
+                                   'num_examples': 4}},
+      'trainer': {'train_steps': 2, 'steps_per_loop': 1, 'summary_interval': 1,
+                  'checkpoint_interval': 2, 'validation_steps': 1, 'validation_interval': 2}},
+      is_strict=True)
+  return params
+
+
+def test_yaml_recipes_follow_the_paper():
+  params = exp_factory.get_exp_config('maskrcnn_resnetfpn_coco')
+  params = hyperparams.override_params_dict(
+      params, os.path.join(FINETUNE, 'maskrcnn_detcon_coco_1x.yaml'), is_strict=True)
+  stepwise = params.trainer.optimizer_config.learning_rate.stepwise
+  assert stepwise.values == [0.3, 0.03, 0.003]
+  assert [b / params.trainer.train_steps for b in stepwise.boundaries] == [2 / 3, 8 / 9]
+  assert params.task.model.norm_activation.use_sync_bn
+  assert params.task.train_data.global_batch_size == 64
+  assert (params.task.train_data.parser.aug_scale_min,
+          params.task.train_data.parser.aug_scale_max) == (0.8, 1.25)
+  assert params.trainer.optimizer_config.warmup.linear.warmup_steps == 500
+  frozen = hyperparams.override_params_dict(
+      exp_factory.get_exp_config('maskrcnn_resnetfpn_coco'),
+      os.path.join(FINETUNE, 'maskrcnn_detcon_coco_frozen.yaml'), is_strict=True)
+  assert frozen.task.freeze_backbone
+  twice = hyperparams.override_params_dict(
+      exp_factory.get_exp_config('maskrcnn_resnetfpn_coco'),
+      os.path.join(FINETUNE, 'maskrcnn_detcon_coco_2x.yaml'), is_strict=True)
+  assert twice.trainer.train_steps == 2 * params.trainer.train_steps
+
+
+def test_maskrcnn_initialize_loads_every_backbone_weight_from_the_export(tiny_run):
+  params = maskrcnn_params()
+  transfer.resolve_init_checkpoint(params, os.path.join(tiny_run.model_dir, 'export'))
+  assert params.task.init_checkpoint.endswith(os.path.join('export', 'checkpoint'))
+  assert params.task.init_checkpoint_modules == 'backbone'
+  task = task_factory.get_task(params.task)
+  model = task.build_model()
+  exported = tiny_run.model.encoder.weights
+  assert len(model.backbone.weights) == len(exported)
+  assert not all(np.array_equal(a.numpy(), b.numpy())
+                 for a, b in zip(model.backbone.weights, exported))
+  task.initialize(model)
+  for loaded, trained in zip(model.backbone.weights, exported):
+    np.testing.assert_array_equal(loaded.numpy(), trained.numpy(), err_msg=loaded.name)
+
+
+def test_a_checkpoint_of_another_backbone_fails_to_load(tiny_run):
+  other = {'type': 'resnet', 'resnet': {'model_id': 18, 'depth_multiplier': 0.25}}
+  params = maskrcnn_params(backbone=other)
+  with pytest.raises(ValueError, match="model_id': 10.*model_id': 18"):
+    transfer.resolve_init_checkpoint(params, os.path.join(tiny_run.model_dir, 'export'))
+  # Model Garden's own check fails as well when pointed at it directly.
+  params.task.init_checkpoint = os.path.join(tiny_run.model_dir, 'export', 'checkpoint')
+  task = task_factory.get_task(params.task)
+  with pytest.raises((AssertionError, ValueError)):
+    task.initialize(task.build_model())
+
+
+def test_segmentation_fcn_loads_the_backbone(tiny_run):
+  params = exp_factory.get_exp_config('seg_deeplabv3_pascal')
+  for name in ('seg_detcon_pascal_fcn', 'cpu_offline'):
+    params = hyperparams.override_params_dict(params, os.path.join(FINETUNE, f'{name}.yaml'),
+                                              is_strict=True)
+  params.override({'task': {'model': {'backbone': TINY_BACKBONE}}}, is_strict=True)
+  transfer.resolve_init_checkpoint(params, os.path.join(tiny_run.model_dir, 'export'))
+  task = task_factory.get_task(params.task)
+  model = task.build_model()
+  task.initialize(model)
+  for loaded, trained in zip(model.backbone.weights, tiny_run.model.encoder.weights):
+    np.testing.assert_array_equal(loaded.numpy(), trained.numpy())
+  outputs = model(tf.zeros([1, 64, 64, 3]), training=False)
+  assert outputs['logits'].shape[-1] == 21
+
+
+def test_bad_init_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match='neither an export'):
+    transfer.resolve_init_checkpoint(maskrcnn_params(), str(tmp_path / 'nothing'))
+
+
+def test_finetune_launcher_trains_two_steps_and_evaluates_with_coco_metrics(
+    tiny_run, tiny_coco, tmp_path):
+  model_dir = str(tmp_path / 'maskrcnn')
+  overrides = maskrcnn_params(tiny_coco).as_dict()
+  override_file = tmp_path / 'tiny.yaml'
+  hyperparams.save_params_dict_to_yaml(hyperparams.ParamsDict(
+      {'task': {k: overrides['task'][k] for k in ('model', 'train_data', 'validation_data')},
+       'trainer': {k: overrides['trainer'][k] for k in (
+           'train_steps', 'steps_per_loop', 'summary_interval', 'checkpoint_interval',
+           'validation_steps', 'validation_interval')}}), str(override_file))
+  args = ['--experiment=maskrcnn_resnetfpn_coco', f'--model_dir={model_dir}',
+          '--mode=train_and_eval', f'--init_checkpoint={tiny_run.model_dir}/export']
+  for name in ('maskrcnn_detcon_coco_1x.yaml', 'cpu_offline.yaml', 'maskrcnn_cpu_offline.yaml'):
+    args.append(f'--config_file={os.path.join(FINETUNE, name)}')
+  args.append(f'--config_file={override_file}')
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'launch', 'finetune.py'),
+                           *args], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  log = result.stdout + result.stderr
+  assert result.returncode == 0, log[-4000:]
+  assert 'Finished loading pretrained checkpoint' in log
+  assert tf.train.latest_checkpoint(model_dir).endswith('ckpt-2')
+  # pycocotools' summary of the box and mask evaluation ran on the tiny validation set.
+  summaries = re.findall(r'Average Precision +\(AP\) @\[ IoU=0.50:0.95 \| area= +all .*= (-?[0-9.]+)',
+                         log)
+  assert len(summaries) >= 2, log[-3000:]  # boxes and masks
+  assert os.path.exists(os.path.join(model_dir, 'annotation.json'))
