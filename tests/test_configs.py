@@ -15,7 +15,9 @@ YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain',
 
 @pytest.mark.parametrize('name', ['detcon_b_imagenet', 'detcon_s_imagenet', 'byol_imagenet',
                                   'simclr_imagenet', 'detcon_s_coco', 'detcon_b_tiny',
-                                  'detcon_s_tiny', 'byol_tiny', 'simclr_tiny'])
+                                  'detcon_s_tiny', 'byol_tiny', 'simclr_tiny',
+                                  'detco_imagenet_200ep', 'mocov2_imagenet_200ep', 'detco_tiny',
+                                  'mocov2_tiny'])
 def test_experiments_are_registered(name):
   params = exp_factory.get_exp_config(name)
   assert isinstance(params, pretrain.PretrainExperiment)
@@ -35,6 +37,10 @@ def test_paper_settings():
   assert exp_factory.get_exp_config('byol_imagenet').task.train_data.masks.kind == 'grid'
   assert exp_factory.get_exp_config('detcon_b_coco').task.optimization.schedule == (
       'piecewise_coco')
+  detco = exp_factory.get_exp_config('detco_imagenet_200ep').task
+  assert (detco.detco.level_weights, detco.detco.queue_size) == ([0.1, 0.4, 0.7, 1.0], 65536)
+  assert (detco.optimization.optimizer, detco.optimization.base_learning_rate) == ('sgd', 0.03)
+  assert detco.train_data.view1.crop_area_min == 0.2 and detco.train_data.local_views.enabled
   assert exp_factory.get_exp_config('detcon_b_imagenet').trainer.train_steps == (
       1000 * pretrain.IMAGENET_TRAIN_EXAMPLES // 4096)
 
@@ -47,7 +53,7 @@ def test_yaml_files_override_their_experiment_strictly(path):
   params.validate()
   registered = exp_factory.get_exp_config(name)
   # The YAML spells out the registered settings (with a real input path).
-  for key in ('detcon', 'encoder', 'optimization'):
+  for key in ('detcon', 'detco', 'encoder', 'optimization'):
     yaml_value = getattr(params.task, key).as_dict()
     registered_value = getattr(registered.task, key).as_dict()
     assert yaml_value == registered_value, key

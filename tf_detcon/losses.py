@@ -111,3 +111,29 @@ def detcon_loss(pred1: tf.Tensor, pred2: tf.Tensor, target1: tf.Tensor, target2:
   loss, _ = detcon_loss_with_stats(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2,
                                    temperature, local_negatives)
   return loss
+
+
+def info_nce(query: tf.Tensor, key: tf.Tensor, queue: tf.Tensor,
+             temperature: float = 0.2) -> tf.Tensor:
+  """MoCo's InfoNCE with a queue of negatives (DetCo eq. 2, 4, 5).
+
+  −log exp(q·k₊/τ) / (exp(q·k₊/τ) + Σ_queue exp(q·kᵢ/τ)), all vectors L2-normalised. The positive
+  is the key of the same image; the negatives are the queue's keys (earlier batches, gathered
+  from every replica when enqueued), so no cross-replica op is needed here.
+
+  Args:
+    query: [B, D] queries (gradient flows).
+    key: [B, D] positive keys (treated as constants).
+    queue: [K, D] negative keys.
+    temperature: τ.
+
+  Returns:
+    The mean loss over this replica's B queries.
+  """
+  query = tf.math.l2_normalize(tf.cast(query, tf.float32), -1)
+  key = tf.stop_gradient(tf.math.l2_normalize(tf.cast(key, tf.float32), -1))
+  queue = tf.stop_gradient(tf.math.l2_normalize(tf.cast(queue, tf.float32), -1))
+  positive = tf.reduce_sum(query * key, axis=-1, keepdims=True)
+  negative = tf.matmul(query, queue, transpose_b=True)
+  logits = tf.concat([positive, negative], axis=1) / temperature
+  return tf.reduce_mean(-tf.nn.log_softmax(logits, axis=-1)[:, 0])

@@ -50,6 +50,23 @@ class DetConConfig(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class DetCoConfig(hyperparams.Config):
+  """DetCo (SPEC §4) on MoCo v2. levels ['5'] without local views is MoCo v2.
+
+  The key encoder is a momentum (EMA) copy whose BN is synchronised across replicas (the global
+  batch statistics remove the intra-batch leak that MoCo's shuffling BN guards against).
+  """
+  levels: List[str] = dataclasses.field(default_factory=lambda: ['2', '3', '4', '5'])
+  level_weights: List[float] = dataclasses.field(default_factory=lambda: [0.1, 0.4, 0.7, 1.0])
+  local: bool = True  # l↔l and g↔l terms on the jigsaw patches
+  queue_size: int = 65536
+  temperature: float = 0.2
+  momentum: float = 0.999
+  head_hidden_dim: int = 2048
+  output_dim: int = 128
+
+
+@dataclasses.dataclass
 class OptimizationConfig(hyperparams.Config):
   """lr = base_learning_rate · global_batch / 256, linear warmup, then cosine (or COCO's
   piecewise ÷10 at 96% and 98%). Norm parameters and biases: no decay, no LARS adaptation."""
@@ -73,6 +90,7 @@ class PretrainTask(cfg.TaskConfig):
   method: str = 'detcon'
   encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
   detcon: DetConConfig = dataclasses.field(default_factory=DetConConfig)
+  detco: DetCoConfig = dataclasses.field(default_factory=DetCoConfig)
   train_data: data_config.DataConfig = dataclasses.field(default_factory=data_config.DataConfig)
   optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
   log_every_steps: int = 100
@@ -196,3 +214,58 @@ _register_tiny('detcon_b_tiny', 'b')
 _register_tiny('detcon_s_tiny', 's')
 _register_tiny('byol_tiny', 'b', GLOBAL_MASK)
 _register_tiny('simclr_tiny', 's', GLOBAL_MASK)
+
+
+# ------------------------------------------------------------------------------------- DetCo
+
+def detco_task(local: bool = True, levels=('2', '3', '4', '5'),
+               weights=(0.1, 0.4, 0.7, 1.0), batch: int = 256) -> PretrainTask:
+  """DetCo (or MoCo v2: local=False, levels=('5',), weights=(1.0,)) per SPEC §4."""
+  data = data_config.DataConfig(global_batch_size=batch, masks=GLOBAL_MASK,
+                                local_views=data_config.LocalViewConfig(enabled=local),
+                                **data_config.mocov2_views())
+  return PretrainTask(
+      method='detco', train_data=data,
+      detco=DetCoConfig(levels=list(levels), level_weights=list(weights), local=local),
+      optimization=OptimizationConfig(optimizer='sgd', base_learning_rate=0.03, momentum=0.9,
+                                      weight_decay=1e-4, warmup_fraction=0.0))
+
+
+def _register_detco(name: str, local: bool, levels, weights) -> None:
+  @exp_factory.register_config_factory(name)
+  def factory() -> PretrainExperiment:
+    task = detco_task(local, levels, weights)
+    return _experiment(task, steps_for_epochs(200, 256, IMAGENET_TRAIN_EXAMPLES),
+                       distribution='tpu', precision='bfloat16')
+
+  del factory
+
+
+_register_detco('detco_imagenet_200ep', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0))
+_register_detco('mocov2_imagenet_200ep', False, ('5',), (1.0,))
+
+
+def tiny_detco_task(local: bool, levels, weights) -> PretrainTask:
+  task = detco_task(local, levels, weights, batch=TINY_BATCH)
+  task.encoder = tiny_encoder()
+  task.train_data.override(dict(
+      shuffle_buffer_size=32, cycle_length=2,
+      local_views=dict(output_size=48, grid_size=3, patch_size=16),
+      **{k: v.as_dict() for k, v in data_config.mocov2_views(TINY_IMAGE_SIZE).items()}))
+  task.detco.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32))
+  task.optimization.examples_per_epoch = 18
+  task.log_every_steps = 5
+  return task
+
+
+def _register_tiny_detco(name: str, local: bool, levels, weights) -> None:
+  @exp_factory.register_config_factory(name)
+  def factory() -> PretrainExperiment:
+    return _experiment(tiny_detco_task(local, levels, weights), train_steps=20, steps_per_loop=5,
+                       checkpoint_interval=10, distribution='mirrored', precision='float32')
+
+  del factory
+
+
+_register_tiny_detco('detco_tiny', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0))
+_register_tiny_detco('mocov2_tiny', False, ('5',), (1.0,))

@@ -14,25 +14,16 @@ import tf_keras
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import views
 from tf_detcon.losses import replica_info
+from tf_detcon.modeling import sync
 
 
 def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tensor) -> None:
   """target ← decay · target + (1 − decay) · online, on every replica's copy (from any context)."""
-  if not pairs:
-    return
 
-  def update_all(strategy, pairs_, decay_):
-    # `update` runs the function on each device with that device's copy of every argument.
-    for target, online in pairs_:
-      strategy.extended.update(
-          target, lambda t, o, d: t.assign(d * t + (1.0 - d) * tf.cast(o, t.dtype)),
-          args=(online, decay_))
+  def blend(target, online, decay_):
+    return target.assign(decay_ * target + (1.0 - decay_) * tf.cast(online, target.dtype))
 
-  context = tf.distribute.get_replica_context()
-  if context is None:  # cross-replica context
-    update_all(tf.distribute.get_strategy(), pairs, decay)
-  else:
-    context.merge_call(update_all, args=(pairs, decay))
+  sync.update_everywhere([(target, blend, (online, decay)) for target, online in pairs])
 
 
 def mirror_targets(pairs: Sequence[Tuple[tf.Variable, tf.Variable]]) -> None:
@@ -44,10 +35,15 @@ def mirror_targets(pairs: Sequence[Tuple[tf.Variable, tf.Variable]]) -> None:
 class PretrainModel(tf_keras.Model):
   """Base of the pretraining models; `model.fit` drives `train_step`."""
 
-  def __init__(self, data_cfg: data_config.DataConfig, total_steps: int, **kwargs):
+  def __init__(self, data_cfg: data_config.DataConfig, total_steps: int,
+               l2_weight_decay: float = 0.0, **kwargs):
+    """Args: the data config (for on-device colour), the schedule length, and a coupled L2
+    penalty (MoCo's SGD weight decay: wd/2·Σ‖w‖² over the optimised variables; LARS decays in
+    the optimiser instead)."""
     super().__init__(**kwargs)
     self.data_cfg = data_cfg
     self.total_steps = total_steps
+    self.l2_weight_decay = l2_weight_decay
 
   # ------------------------------------------------------------------ what a method supplies
   def compute_objective(self, batch: Dict[str, tf.Tensor],
@@ -82,11 +78,15 @@ class PretrainModel(tf_keras.Model):
   def train_step(self, batch):
     batch = self.prepare_batch(batch)
     _, num_replicas = replica_info()
+    variables = self.optimized_variables()
     with tf.GradientTape() as tape:
       loss, stats = self.compute_objective(batch, training=True)
+      total = loss
+      if self.l2_weight_decay:
+        total += 0.5 * self.l2_weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
       # The optimiser sums gradients over replicas: this makes it the global mean's gradient.
-      scaled_loss = loss / num_replicas
-    variables = self.optimized_variables()
+      scaled_loss = total / num_replicas
     gradients = tape.gradient(scaled_loss, variables)
     self.optimizer.apply_gradients(zip(gradients, variables))
     decay = self.ema_decay(self.optimizer.iterations)

@@ -105,7 +105,8 @@ class DetConModel(base.PretrainModel):
   """Online encoder (+ EMA target encoder for DetCon_B) and the DetCon objective on res5."""
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    super().__init__(task.train_data, total_steps, **kwargs)
+    super().__init__(task.train_data, total_steps,
+                     optimization.coupled_weight_decay(task.optimization), **kwargs)
     self.task = task
     self.level = task.detcon.feature_level
     self.encoder = encoders.build_backbone(task.encoder)

@@ -17,6 +17,7 @@ from tf_detcon import __version__
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.data import datasets
 from tf_detcon.modeling import base
+from tf_detcon.modeling import detco
 from tf_detcon.modeling import detcon
 from tf_detcon.modeling import encoders
 from tf_detcon.training import callbacks as callbacks_lib
@@ -26,6 +27,7 @@ from tf_detcon.training import optimization
 
 MODEL_BUILDERS: Dict[str, Callable[..., base.PretrainModel]] = {
     'detcon': detcon.DetConModel,
+    'detco': detco.DetCoModel,
 }
 
 

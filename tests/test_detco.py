@@ -1,0 +1,182 @@
+"""Tests for DetCo / MoCo v2: info_nce, key queues across replicas, the model, resume."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import tiny_params
+from tf_detcon import losses
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.modeling import detco
+from tf_detcon.modeling import queues
+from tf_detcon.training import optimization
+from tf_detcon.training import trainer
+
+
+def _normalize(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def reference_info_nce(query, key, queue, temperature):
+  q, k, negatives = (_normalize(x.astype(np.float64)) for x in (query, key, queue))
+  total = 0.0
+  for i in range(len(q)):
+    logits = np.concatenate([[q[i] @ k[i]], negatives @ q[i]]) / temperature
+    total += -(logits[0] - np.log(np.exp(logits).sum()))
+  return total / len(q)
+
+
+def test_info_nce_matches_the_numpy_reference():
+  rng = np.random.default_rng(0)
+  query, key = rng.normal(size=(2, 5, 8)).astype(np.float32)
+  queue = rng.normal(size=(12, 8)).astype(np.float32)
+  got = float(losses.info_nce(query, key, queue, temperature=0.2))
+  np.testing.assert_allclose(got, reference_info_nce(query, key, queue, 0.2), rtol=1e-5)
+
+
+def test_queue_is_a_ring_buffer_of_normalised_keys():
+  queue = queues.KeyQueue(size=6, dim=3, name='q')
+  first = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
+  queue.enqueue(tf.constant(first))
+  second = -np.ones((4, 3), np.float32)
+  queue.enqueue(tf.constant(second))
+  keys = queue.keys.numpy()
+  assert int(queue.pointer.numpy()) == 2
+  np.testing.assert_allclose(keys[2:4], _normalize(first[2:4]), rtol=1e-6)
+  np.testing.assert_allclose(keys[[4, 5, 0, 1]], _normalize(second), rtol=1e-6)
+
+
+def test_two_replicas_give_the_loss_gradients_and_queue_of_one(two_replicas):
+  rng = np.random.default_rng(1)
+  query, key = rng.normal(size=(2, 4, 8)).astype(np.float32)
+  initial = _normalize(rng.normal(size=(8, 8))).astype(np.float32)
+
+  def make_queue():
+    queue = queues.KeyQueue(size=8, dim=8, name='q')
+    queue.keys.assign(initial)
+    return queue
+
+  def step(queue, q, k):
+    with tf.GradientTape() as tape:
+      tape.watch(q)
+      _, num_replicas = losses.replica_info()
+      loss = losses.info_nce(q, k, queue.keys, 0.2) / num_replicas
+    gradient = tape.gradient(loss, q)
+    queue.enqueue(k)
+    return loss, gradient
+
+  single_queue = make_queue()
+  single_loss, single_gradient = step(single_queue, tf.constant(query), tf.constant(key))
+  with two_replicas.scope():
+    mirrored_queue = make_queue()
+  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
+  q, k = (two_replicas.experimental_distribute_values_from_function(halves(x))
+          for x in (query, key))
+  losses_per_replica, gradients = two_replicas.run(
+      tf.function(lambda a, b: step(mirrored_queue, a, b)), args=(q, k))
+  total = two_replicas.reduce(tf.distribute.ReduceOp.SUM, losses_per_replica, axis=None)
+  np.testing.assert_allclose(float(total), float(single_loss), rtol=1e-5)
+  np.testing.assert_allclose(
+      np.concatenate([g.numpy() for g in two_replicas.experimental_local_results(gradients)]),
+      single_gradient.numpy(), rtol=1e-4, atol=1e-7)
+  for copy in two_replicas.experimental_local_results(mirrored_queue.keys):
+    np.testing.assert_allclose(copy.numpy(), single_queue.keys.numpy(), rtol=1e-6)
+  for copy in two_replicas.experimental_local_results(mirrored_queue.pointer):
+    assert int(copy.numpy()) == int(single_queue.pointer.numpy()) == 4
+
+
+def _model(name='detco_tiny'):
+  params = tiny_params(name)
+  model = detco.DetCoModel(params.task, total_steps=10)
+  model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+  model.initialize_targets()
+  return model
+
+
+def _batch(local=True):
+  rng = np.random.default_rng(0)
+  batch = {'view1': rng.random((4, 64, 64, 3), np.float32),
+           'view2': rng.random((4, 64, 64, 3), np.float32),
+           'mask1': np.zeros((4, 64, 64), np.int32), 'mask2': np.zeros((4, 64, 64), np.int32)}
+  if local:
+    for v in (1, 2):
+      batch[f'local{v}'] = rng.random((4, 48, 48, 3), np.float32)
+      corners = [(16 * row, 16 * col) for row in range(3) for col in range(3)]
+      batch[f'offsets{v}'] = np.array([corners] * 4, np.int32)
+  return tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def test_detco_step_uses_every_level_and_term_and_fills_the_queues():
+  model = _model()
+  assert sorted(model.queues) == ['g2', 'g3', 'g4', 'g5', 'l2', 'l3', 'l4', 'l5']
+  before = {n: q.keys.numpy().copy() for n, q in model.queues.items()}
+  history = model.fit(_batch(), steps_per_epoch=2, epochs=1, verbose=0).history
+  for level in '2345':
+    for term in ('gg', 'll', 'gl'):
+      assert np.isfinite(history[f'loss_{term}_res{level}'][0])
+  for name, queue in model.queues.items():
+    assert int(queue.pointer.numpy()) == 8 % 16
+    changed = ~np.isclose(queue.keys.numpy(), before[name]).all(axis=1)
+    assert changed.sum() == 8, name  # two global batches of 4 keys
+  for target, online in model.ema_pairs()[:3]:
+    assert target.shape == online.shape
+
+
+def test_mocov2_is_the_single_level_global_case():
+  model = _model('mocov2_tiny')
+  assert sorted(model.queues) == ['g5'] and not model.query_heads.local_heads
+  history = model.fit(_batch(local=False), steps_per_epoch=1, epochs=1,
+                      verbose=0).history
+  assert set(k for k in history if k.startswith('loss_')) == {'loss_gg_res5'}
+
+
+def test_local_head_reads_patches_in_order():
+  model = _model()
+  heads = model.query_heads
+  rng = np.random.default_rng(0)
+  patch_features = {level: tf.constant(rng.normal(size=(2 * 9, 1, 1, c)), tf.float32)
+                    for level, c in (('2', 16), ('3', 32), ('4', 64), ('5', 128))}
+  global_features = {level: tf.reduce_mean(f, axis=0, keepdims=True)
+                     for level, f in patch_features.items()}
+  out = heads.embed(global_features, patch_features, 2)
+  expected = heads.local_heads['5'](tf.reshape(patch_features['5'][:, 0, 0], [2, 9 * 128]))
+  np.testing.assert_allclose(out['l5'].numpy(), expected.numpy(), rtol=1e-5)
+  shuffled = {k: tf.gather(v, [1, 0, 2, 3, 4, 5, 6, 7, 8] + list(range(9, 18)))
+              for k, v in patch_features.items()}
+  assert not np.allclose(heads.embed(global_features, shuffled, 2)['l5'][0], out['l5'][0])
+
+
+@pytest.mark.parametrize('override,message', [
+    ({'detco': {'queue_size': 10}}, 'not a multiple of the global batch'),
+    ({'detco': {'level_weights': [1.0]}}, 'differ in length'),
+    ({'train_data': {'local_views': {'enabled': False}}}, 'detco.local needs'),
+])
+def test_config_errors_are_clear(override, message):
+  task = pretrain_config.tiny_detco_task(True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0))
+  task.override(override)
+  with pytest.raises(ValueError, match=message):
+    detco.DetCoModel(task, 10)
+
+
+def test_detco_trains_resumes_with_identical_queues_and_exports(tmp_path, embedded_files):
+  del embedded_files
+  model_dir = str(tmp_path / 'detco')
+  run = trainer.Run(tiny_params('detco_tiny'), model_dir)
+  run.train()
+  assert run.step == 4
+  saved = {n: (q.keys.numpy(), int(q.pointer.numpy())) for n, q in run.model.queues.items()}
+  resumed_dir = str(tmp_path / 'resumed')
+  shutil.copytree(model_dir, resumed_dir)
+  resumed = trainer.Run(tiny_params('detco_tiny', train_steps=6), resumed_dir)
+  assert resumed.step == 4
+  for name, queue in resumed.model.queues.items():
+    np.testing.assert_array_equal(queue.keys.numpy(), saved[name][0])
+    assert int(queue.pointer.numpy()) == saved[name][1] == 0  # 4 steps × 4 keys = 16 = size
+  for restored, trained in zip(resumed.model.key_encoder.weights, run.model.key_encoder.weights):
+    np.testing.assert_array_equal(restored.numpy(), trained.numpy())
+  resumed.train()
+  export = resumed.export()
+  assert os.path.exists(os.path.join(export, 'checkpoint', 'checkpoint'))
