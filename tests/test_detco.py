@@ -116,7 +116,7 @@ def test_detco_step_uses_every_level_and_term_and_fills_the_queues():
   history = model.fit(_batch(), steps_per_epoch=2, epochs=1, verbose=0).history
   for level in '2345':
     for term in ('gg', 'll', 'gl'):
-      assert np.isfinite(history[f'loss_{term}_res{level}'][0])
+      assert np.isfinite(history[f'loss_{term}_level{level}'][0])
   for name, queue in model.queues.items():
     assert int(queue.pointer.numpy()) == 8 % 16
     changed = ~np.isclose(queue.keys.numpy(), before[name]).all(axis=1)
@@ -127,15 +127,15 @@ def test_detco_step_uses_every_level_and_term_and_fills_the_queues():
 
 def test_mocov2_is_the_single_level_global_case():
   model = _model('mocov2_tiny')
-  assert sorted(model.queues) == ['g5'] and not model.query_heads.local_heads
+  assert sorted(model.queues) == ['g5'] and not model.objective.query_heads.local_heads
   history = model.fit(_batch(local=False), steps_per_epoch=1, epochs=1,
                       verbose=0).history
-  assert set(k for k in history if k.startswith('loss_')) == {'loss_gg_res5'}
+  assert set(k for k in history if k.startswith('loss_')) == {'loss_gg_level5'}
 
 
 def test_local_head_reads_patches_in_order():
   model = _model()
-  heads = model.query_heads
+  heads = model.objective.query_heads
   rng = np.random.default_rng(0)
   patch_features = {level: tf.constant(rng.normal(size=(2 * 9, 1, 1, c)), tf.float32)
                     for level, c in (('2', 16), ('3', 32), ('4', 64), ('5', 128))}
@@ -175,7 +175,7 @@ def test_detco_trains_resumes_with_identical_queues_and_exports(tmp_path, embedd
   for name, queue in resumed.model.queues.items():
     np.testing.assert_array_equal(queue.keys.numpy(), saved[name][0])
     assert int(queue.pointer.numpy()) == saved[name][1] == 0  # 4 steps × 4 keys = 16 = size
-  for restored, trained in zip(resumed.model.key_encoder.weights, run.model.key_encoder.weights):
+  for restored, trained in zip(resumed.model.target_encoder.weights, run.model.target_encoder.weights):
     np.testing.assert_array_equal(restored.numpy(), trained.numpy())
   resumed.train()
   export = resumed.export()

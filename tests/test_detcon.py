@@ -40,12 +40,12 @@ def test_detcon_b_targets_start_equal_and_follow_the_online_net_by_ema():
   model = _model('b')
   pairs = model.ema_pairs()
   assert len(pairs) == len([v for v in model.encoder.weights if v.trainable]) + len(
-      [v for v in model.objective.projector.weights if v.trainable])
+      [v for v in model.objective.level_objectives['5'].projector.weights if v.trainable])
   for target, online in pairs:
     np.testing.assert_array_equal(target.numpy(), online.numpy())
   optimized = {v.ref() for v in model.optimized_variables()}
   assert not any(t.ref() in optimized for t, _ in pairs)
-  assert any(v.ref() in optimized for v in model.objective.predictor.trainable_variables)
+  assert any(v.ref() in optimized for v in model.objective.level_objectives['5'].predictor.trainable_variables)
   model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)  # lr is 0 at step 0 (warmup)
   before = [t.numpy().copy() for t, _ in pairs]
   history = model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)
@@ -97,10 +97,10 @@ def test_global_mask_makes_every_anchor_positive_byol_case():
 def test_objective_samples_the_same_ids_for_online_and_target():
   model = _model('b')
   batch = model.prepare_batch(next(iter(_batches())))
-  online, target = model.view_features(batch, training=False)
+  online, target = model.features(batch, training=False)
   seeds = [tf.constant([1, 2]), tf.constant([3, 4])]
-  loss_a, _ = model.objective(online, target, [batch['mask1'], batch['mask2']], False, seeds)
-  loss_b, _ = model.objective(online, target, [batch['mask1'], batch['mask2']], False, seeds)
+  loss_a, _ = model.objective(online, target, batch, False, seeds)
+  loss_b, _ = model.objective(online, target, batch, False, seeds)
   np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)  # seeded: reproducible
 
 
@@ -111,5 +111,5 @@ def test_bad_variant_and_level_are_clear_errors():
     detcon.DetConModel(task, 10)
   task = pretrain_config.tiny_detcon_task('b')
   task.detcon.feature_level = '7'
-  with pytest.raises(ValueError, match='feature_level'):
+  with pytest.raises(ValueError, match=r"levels \['7'\] not among the features"):
     detcon.DetConModel(task, 10)

@@ -26,6 +26,13 @@ def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tenso
   sync.update_everywhere([(target, blend, (online, decay)) for target, online in pairs])
 
 
+def weight_pairs(target: tf_keras.layers.Layer,
+                 online: tf_keras.layers.Layer) -> List[Tuple[tf.Variable, tf.Variable]]:
+  """(target, online) pairs of the online layer's trainable weights, matched by position in two
+  identically built layers."""
+  return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
+
+
 def mirror_targets(pairs: Sequence[Tuple[tf.Variable, tf.Variable]]) -> None:
   """Initialises targets as copies of the online weights."""
   for target, online in pairs:
@@ -46,10 +53,24 @@ class PretrainModel(tf_keras.Model):
     self.l2_weight_decay = l2_weight_decay
 
   # ------------------------------------------------------------------ what a method supplies
+  # `encoder` (exported), `target_encoder` (EMA copy or None) and `objective`, a layer called as
+  # objective(online_parts, target_parts, batch, training) -> (loss, stats), and:
+
+  def features(self, batch: Dict[str, tf.Tensor], training: bool):
+    """(online parts, target parts or None): per input part (a view, DetCo's patches), the
+    encoder's level-feature dict {'2': ..., '5': ...}."""
+    raise NotImplementedError
+
+  def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
+                     weights: Sequence[float], name: str) -> tf_keras.layers.Layer:
+    """The method's objective on other features (DeCon's decoder levels), with its own heads."""
+    raise NotImplementedError
+
   def compute_objective(self, batch: Dict[str, tf.Tensor],
                         training: bool) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """Returns (loss of this replica's examples, scalar statistics to log)."""
-    raise NotImplementedError
+    online, target = self.features(batch, training)
+    return self.objective(online, target, batch, training=training)
 
   def ema_pairs(self) -> List[Tuple[tf.Variable, tf.Variable]]:
     """(target, online) variables that follow the online network by EMA; none by default."""

@@ -9,7 +9,7 @@ Per level i (res2..res5), with a query encoder and its momentum key copy:
 levels ['5'] with local=False is MoCo v2 from the same code.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -67,61 +67,39 @@ class DetCoHeads(tf_keras.layers.Layer):
     return out
 
 
-class DetCoModel(base.PretrainModel):
-  """Query encoder + heads, momentum key encoder + heads, eight (or fewer) key queues."""
+class DetCoObjective(tf_keras.layers.Layer):
+  """DetCo's loss on a set of levels: query/key heads (key heads follow by EMA) and queues."""
 
-  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    super().__init__(task.train_data, total_steps,
-                     optimization.coupled_weight_decay(task.optimization), **kwargs)
-    cfg = task.detco
-    self.task = task
-    self.cfg = cfg
-    validate(task)
-    self.encoder = encoders.build_backbone(task.encoder)
-    self.key_encoder = encoders.build_backbone(task.encoder)
-    channels = encoders.level_channels(self.encoder)
-    missing = set(cfg.levels) - set(channels)
+  def __init__(self, cfg: pretrain_config.DetCoConfig, channels: Dict[str, int],
+               levels: Sequence[str], weights: Sequence[float], num_patches: int, **kwargs):
+    super().__init__(**kwargs)
+    missing = sorted(set(levels) - set(channels))
     if missing:
-      raise ValueError(f'detco.levels {sorted(missing)} not in the encoder {sorted(channels)}')
-    num_patches = task.train_data.local_views.grid_size ** 2
-    self.query_heads = DetCoHeads(cfg, channels, num_patches, name='query_heads')
-    self.key_heads = DetCoHeads(cfg, channels, num_patches, name='key_heads')
+      raise ValueError(f'detco levels {missing} not among the features {sorted(channels)}')
+    self.cfg = cfg
+    self.weights_by_level = dict(zip(levels, weights))
+    level_cfg = cfg.replace(levels=list(levels), level_weights=list(weights))
+    self.query_heads = DetCoHeads(level_cfg, channels, num_patches, name='query_heads')
+    self.key_heads = DetCoHeads(level_cfg, channels, num_patches, name='key_heads')
     self.queues = {}
-    for level in cfg.levels:
+    for level in levels:
       for kind in ('g', 'l') if cfg.local else ('g',):
         self.queues[f'{kind}{level}'] = queues.KeyQueue(cfg.queue_size, cfg.output_dim,
                                                          name=f'queue_{kind}{level}')
 
-  def call(self, images, training=False):
-    return self.encoder(images, training=training)
-
   def ema_pairs(self):
-    def pairs(target, online):
-      return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
-    return pairs(self.key_encoder, self.encoder) + pairs(self.key_heads, self.query_heads)
+    return base.weight_pairs(self.key_heads, self.query_heads)
 
-  def ema_decay(self, step):
-    del step
-    return tf.constant(self.cfg.momentum)
-
-  def _embed(self, encoder, heads, view, patches, training):
-    batch = tf.shape(view)[0]
-    global_features = encoder(view, training=training)
-    patch_features = {}
-    if self.cfg.local:
-      size = patches.shape[2]
-      patch_features = encoder(tf.reshape(patches, [-1, size, size, 3]), training=training)
-    return heads.embed(global_features, patch_features, batch)
-
-  def compute_objective(self, batch, training) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    query = self._embed(self.encoder, self.query_heads, batch['view1'], batch.get('patches1'),
-                        training)
-    key = self._embed(self.key_encoder, self.key_heads, batch['view2'], batch.get('patches2'),
-                      training)
-    key = {name: tf.stop_gradient(value) for name, value in key.items()}
+  def call(self, online, target, batch, training=True):
+    """online/target: [global view features, patch features] (level dicts) of the query and
+    key sides; the patch dicts are empty without local views."""
+    batch_size = tf.shape(batch['view1'])[0]
+    query = self.query_heads.embed(online[0], online[1], batch_size)
+    key = {name: tf.stop_gradient(value)
+           for name, value in self.key_heads.embed(target[0], target[1], batch_size).items()}
     total, stats = 0.0, {}
     temperature = self.cfg.temperature
-    for level, weight in zip(self.cfg.levels, self.cfg.level_weights):
+    for level, weight in self.weights_by_level.items():
       g = f'g{level}'
       terms = {'gg': losses.info_nce(query[g], key[g], self.queues[g].keys, temperature)}
       if self.cfg.local:
@@ -129,12 +107,58 @@ class DetCoModel(base.PretrainModel):
         terms['ll'] = losses.info_nce(query[l], key[l], self.queues[l].keys, temperature)
         terms['gl'] = losses.info_nce(query[l], key[g], self.queues[g].keys, temperature)
       for term, value in terms.items():
-        stats[f'loss_{term}_res{level}'] = value
+        stats[f'loss_{term}_level{level}'] = value
       total += weight * tf.add_n(list(terms.values()))
     if training:
       for name, queue in self.queues.items():  # after the loss: this batch is not a negative
         queue.enqueue(key[name])
     return total, stats
+
+
+class DetCoModel(base.PretrainModel):
+  """Query encoder, momentum key encoder (`target_encoder`), DetCo objective with its queues."""
+
+  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
+    super().__init__(task.train_data, total_steps,
+                     optimization.coupled_weight_decay(task.optimization), **kwargs)
+    self.task = task
+    self.cfg = task.detco
+    validate(task)
+    self.encoder = encoders.build_backbone(task.encoder)
+    self.target_encoder = encoders.build_backbone(task.encoder)
+    self.objective = self.make_objective(encoders.level_channels(self.encoder), self.cfg.levels,
+                                         self.cfg.level_weights, name='detco')
+
+  def make_objective(self, channels, levels, weights, name):
+    return DetCoObjective(self.cfg, channels, levels, weights,
+                          self.task.train_data.local_views.grid_size ** 2, name=name)
+
+  @property
+  def queues(self) -> Dict[str, queues.KeyQueue]:
+    return self.objective.queues
+
+  def call(self, images, training=False):
+    return self.encoder(images, training=training)
+
+  def ema_pairs(self):
+    return base.weight_pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
+
+  def ema_decay(self, step):
+    del step
+    return tf.constant(self.cfg.momentum)
+
+  def features(self, batch, training):
+    """[view features, patch features] of the query (view 1) and key (view 2) sides."""
+
+    def side(encoder, view, patches):
+      patch_features = {}
+      if self.cfg.local:
+        size = patches.shape[2]
+        patch_features = encoder(tf.reshape(patches, [-1, size, size, 3]), training=training)
+      return [encoder(view, training=training), patch_features]
+
+    return (side(self.encoder, batch['view1'], batch.get('patches1')),
+            side(self.target_encoder, batch['view2'], batch.get('patches2')))
 
 
 def validate(task: pretrain_config.PretrainTask) -> None:
@@ -148,7 +172,3 @@ def validate(task: pretrain_config.PretrainTask) -> None:
                      f'{data.global_batch_size}')
   if cfg.local != data.local_views.enabled:
     raise ValueError('detco.local needs train_data.local_views.enabled (and vice versa)')
-
-
-def queue_variables(model: DetCoModel) -> List[tf.Variable]:
-  return [v for q in model.queues.values() for v in (q.keys, q.pointer)]

@@ -5,13 +5,12 @@ SimCLR, from the same code. `DetConObjective` acts on one feature level and owns
 DeCon can apply it to decoder levels too.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
 
 from tf_detcon import losses
-from tf_detcon.configs import data as data_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import base
 from tf_detcon.modeling import encoders
@@ -20,12 +19,7 @@ from tf_detcon.modeling import pooling
 from tf_detcon.training import optimization
 
 
-def _pairs(target: tf_keras.layers.Layer, online: tf_keras.layers.Layer):
-  """(target, online) pairs of the online layer's trainable weights, matched by position."""
-  return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
-
-
-class DetConObjective(tf_keras.layers.Layer):
+class DetConLevelObjective(tf_keras.layers.Layer):
   """The DetCon loss on one feature level: sample masks, pool, project (predict), contrast."""
 
   def __init__(self, cfg: pretrain_config.DetConConfig, in_channels: int,
@@ -48,7 +42,7 @@ class DetConObjective(tf_keras.layers.Layer):
       self.target_projector.build((None, in_channels))
 
   def ema_pairs(self):
-    return _pairs(self.target_projector, self.projector) if self.byol else []
+    return base.weight_pairs(self.target_projector, self.projector) if self.byol else []
 
   def sample_masks(self, mask: tf.Tensor, grid: Sequence[int],
                    seed: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -101,23 +95,67 @@ class DetConObjective(tf_keras.layers.Layer):
         temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives)
 
 
+class DetConObjective(tf_keras.layers.Layer):
+  """DetCon on one or several levels (each with its own heads), levels weighted.
+
+  The encoder uses one level (res5); DeCon's decoder uses P2 (SL) or P2..P5 averaged (ML).
+  """
+
+  def __init__(self, cfg: pretrain_config.DetConConfig, channels: Dict[str, int],
+               levels: Sequence[str], weights: Sequence[float], use_sync_bn: bool = True,
+               **kwargs):
+    super().__init__(**kwargs)
+    missing = sorted(set(levels) - set(channels))
+    if missing:
+      raise ValueError(f'levels {missing} not among the features {sorted(channels)}')
+    self.weights_by_level = dict(zip(levels, weights))
+    self.level_objectives = {
+        level: DetConLevelObjective(cfg, channels[level], use_sync_bn, name=f'level_{level}')
+        for level in levels}
+
+  def ema_pairs(self):
+    return [pair for objective in self.level_objectives.values()
+            for pair in objective.ema_pairs()]
+
+  def call(self, online: Sequence[Dict[str, tf.Tensor]],
+           target: Optional[Sequence[Dict[str, tf.Tensor]]], batch: Dict[str, tf.Tensor],
+           training: bool = True, seeds=None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Args: online/target [view1, view2] level-feature dicts (target None for DetCon_S),
+    the batch (its mask1, mask2), the BN mode, optional sampling seeds (tests)."""
+    masks = [batch['mask1'], batch['mask2']]
+    total, fractions, stats = 0.0, [], {}
+    for level, objective in self.level_objectives.items():
+      loss, level_stats = objective(
+          [online[0][level], online[1][level]],
+          None if target is None else [target[0][level], target[1][level]],
+          masks, training=training, seeds=seeds)
+      total += self.weights_by_level[level] * loss
+      fractions.append(level_stats['positive_fraction'])
+      if len(self.level_objectives) > 1:
+        stats[f'loss_level{level}'] = loss
+    stats['positive_fraction'] = tf.add_n(fractions) / len(fractions)
+    return total, stats
+
+
 class DetConModel(base.PretrainModel):
   """Online encoder (+ EMA target encoder for DetCon_B) and the DetCon objective on res5."""
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task.train_data, total_steps,
                      optimization.coupled_weight_decay(task.optimization), **kwargs)
+    if task.detcon.variant not in ('b', 's'):
+      raise ValueError(f"detcon.variant must be 'b' or 's', got {task.detcon.variant!r}")
     self.task = task
-    self.level = task.detcon.feature_level
     self.encoder = encoders.build_backbone(task.encoder)
-    channels = encoders.level_channels(self.encoder)
-    if self.level not in channels:
-      raise ValueError(f'detcon.feature_level {self.level!r} not in {sorted(channels)}')
-    self.objective = DetConObjective(task.detcon, channels[self.level],
-                                     task.encoder.norm_activation.use_sync_bn, name='detcon')
+    self.objective = self.make_objective(encoders.level_channels(self.encoder),
+                                         [task.detcon.feature_level], [1.0], name='detcon')
     self.target_encoder = None
-    if self.objective.byol:
+    if task.detcon.variant == 'b':
       self.target_encoder = encoders.build_backbone(task.encoder)
+
+  def make_objective(self, channels, levels, weights, name):
+    return DetConObjective(self.task.detcon, channels, levels, weights,
+                           self.task.encoder.norm_activation.use_sync_bn, name=name)
 
   def call(self, images, training=False):
     return self.encoder(images, training=training)
@@ -125,25 +163,17 @@ class DetConModel(base.PretrainModel):
   def ema_pairs(self):
     if self.target_encoder is None:
       return []
-    return _pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
+    return base.weight_pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
 
   def ema_decay(self, step):
     return optimization.ema_tau(step, self.total_steps, self.task.detcon.ema_tau_base)
 
-  def view_features(self, batch, training) -> Tuple[List[tf.Tensor], Optional[List[tf.Tensor]]]:
-    online = [self.encoder(batch[f'view{v}'], training=training)[self.level] for v in (1, 2)]
+  def features(self, batch, training):
+    """Level features of both views, online and (DetCon_B) target."""
+    views = [batch['view1'], batch['view2']]
+    online = [self.encoder(v, training=training) for v in views]
     target = None
     if self.target_encoder is not None:
-      target = [self.target_encoder(batch[f'view{v}'], training=training)[self.level]
-                for v in (1, 2)]
+      target = [self.target_encoder(v, training=training) for v in views]
     return online, target
 
-  def compute_objective(self, batch, training):
-    online, target = self.view_features(batch, training)
-    return self.objective(online, target, [batch['mask1'], batch['mask2']], training=training)
-
-
-def input_size(data_cfg: data_config.DataConfig) -> int:
-  if data_cfg.view1.output_size != data_cfg.view2.output_size:
-    raise ValueError('view1 and view2 must have the same output_size')
-  return data_cfg.view1.output_size
