@@ -119,3 +119,15 @@ def tiny_coco(tmp_path_factory):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 0, result.stderr[-3000:]
   return os.path.join(root, 'records', 'coco*')
+
+
+@pytest.fixture(scope='session')
+def tiny_decon_run(tmp_path_factory, embedded_files):
+  """DeCon-SL on DetCon_B tiny, 2 steps on the embedded data, exported: built once per run."""
+  del embedded_files
+  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path_factory.mktemp('tiny_decon_run'))
+  run = trainer.Run(tiny_params('decon_sl_detcon_b_tiny', train_steps=2), model_dir)
+  run.train()
+  run.export()
+  return run

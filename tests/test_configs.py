@@ -17,7 +17,11 @@ YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain',
                                   'simclr_imagenet', 'detcon_s_coco', 'detcon_b_tiny',
                                   'detcon_s_tiny', 'byol_tiny', 'simclr_tiny',
                                   'detco_imagenet_200ep', 'mocov2_imagenet_200ep', 'detco_tiny',
-                                  'mocov2_tiny'])
+                                  'mocov2_tiny', 'decon_sl_detcon_b_coco',
+                                  'decon_ml_detcon_b_coco', 'decon_sl_detcon_s_coco',
+                                  'decon_ml_detcon_b_imagenet', 'decon_sl_detco_imagenet_200ep',
+                                  'decon_sl_detcon_b_tiny', 'decon_ml_detcon_b_tiny',
+                                  'decon_sl_detco_tiny'])
 def test_experiments_are_registered(name):
   params = exp_factory.get_exp_config(name)
   assert isinstance(params, pretrain.PretrainExperiment)
@@ -53,7 +57,7 @@ def test_yaml_files_override_their_experiment_strictly(path):
   params.validate()
   registered = exp_factory.get_exp_config(name)
   # The YAML spells out the registered settings (with a real input path).
-  for key in ('detcon', 'detco', 'encoder', 'optimization'):
+  for key in ('detcon', 'detco', 'decon', 'encoder', 'optimization'):
     yaml_value = getattr(params.task, key).as_dict()
     registered_value = getattr(registered.task, key).as_dict()
     assert yaml_value == registered_value, key

@@ -57,6 +57,12 @@ def test_yaml_recipes_follow_the_paper():
       exp_factory.get_exp_config('maskrcnn_resnetfpn_coco'),
       os.path.join(FINETUNE, 'maskrcnn_detcon_coco_2x.yaml'), is_strict=True)
   assert twice.trainer.train_steps == 2 * params.trainer.train_steps
+  decon = hyperparams.override_params_dict(
+      exp_factory.get_exp_config('maskrcnn_resnetfpn_coco'),
+      os.path.join(FINETUNE, 'maskrcnn_decon_coco_1x.yaml'), is_strict=True)
+  assert list(decon.task.init_checkpoint_modules) == ['backbone', 'decoder']
+  assert (decon.task.model.min_level, decon.task.model.max_level) == (2, 6)
+  assert decon.task.model.decoder.fpn.num_filters == 256
 
 
 def test_maskrcnn_initialize_loads_every_backbone_weight_from_the_export(tiny_run):

@@ -75,11 +75,12 @@ def check_backbone(params: cfg.ExperimentConfig, metadata: Dict[str, Any]) -> No
                      f'builds {finetune}: set task.model.backbone to match')
   if 'decoder' in metadata['init_checkpoint_modules'] and 'decoder' in str(
       params.task.init_checkpoint_modules):
-    pretrained_decoder = metadata['config']['task'].get('decoder', {})
-    finetune_decoder = params.task.model.decoder.as_dict()
-    if pretrained_decoder and pretrained_decoder != finetune_decoder:
-      raise ValueError(f'the checkpoint holds decoder {pretrained_decoder} but the fine-tuning '
-                       f'model builds {finetune_decoder}')
+    model = params.task.model
+    finetune = {'decoder': model.decoder.as_dict(), 'min_level': model.min_level,
+                'max_level': model.max_level}
+    if metadata['decoder'] != finetune:
+      raise ValueError(f'the checkpoint holds decoder {metadata["decoder"]} but the fine-tuning '
+                       f'model builds {finetune}: set task.model.decoder/min_level/max_level')
 
 
 def run(params: cfg.ExperimentConfig, model_dir: str, mode: str) -> Any:

@@ -13,6 +13,7 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision.configs import backbones
 from official.vision.configs import common
+from official.vision.configs import decoders
 
 from tf_detcon.configs import data as data_config
 
@@ -67,6 +68,25 @@ class DetCoConfig(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class DeConConfig(hyperparams.Config):
+  """DeCon (SPEC §5): an FPN decoder pretrained with the base method's own objective.
+
+  variant 'sl': the decoder objective on P2 only; 'ml': on P2..P5 with per-level heads, averaged
+  (decoder deep supervision). Loss α·L_enc + (1 − α)·L_dec. Channel dropout (whole channels) on
+  the encoder features entering the decoder, in pretraining only. The FPN is built by Model
+  Garden's decoder factory exactly as the Mask R-CNN experiment builds it, so it transfers.
+  """
+  base_method: str = 'detcon'  # 'detcon' or 'detco'
+  variant: str = 'sl'
+  alpha: float = 0.5
+  channel_dropout: float = 0.1
+  decoder: decoders.Decoder = dataclasses.field(
+      default_factory=lambda: decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=256)))
+  min_level: int = 2
+  max_level: int = 6
+
+
+@dataclasses.dataclass
 class OptimizationConfig(hyperparams.Config):
   """lr = base_learning_rate · global_batch / 256, linear warmup, then cosine (or COCO's
   piecewise ÷10 at 96% and 98%). Norm parameters and biases: no decay, no LARS adaptation."""
@@ -91,6 +111,7 @@ class PretrainTask(cfg.TaskConfig):
   encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
   detcon: DetConConfig = dataclasses.field(default_factory=DetConConfig)
   detco: DetCoConfig = dataclasses.field(default_factory=DetCoConfig)
+  decon: DeConConfig = dataclasses.field(default_factory=DeConConfig)
   train_data: data_config.DataConfig = dataclasses.field(default_factory=data_config.DataConfig)
   optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
   log_every_steps: int = 100
@@ -269,3 +290,40 @@ def _register_tiny_detco(name: str, local: bool, levels, weights) -> None:
 
 _register_tiny_detco('detco_tiny', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0))
 _register_tiny_detco('mocov2_tiny', False, ('5',), (1.0,))
+
+
+# ------------------------------------------------------------------------------------- DeCon
+
+def decon_task(base: PretrainTask, base_method: str, variant: str) -> PretrainTask:
+  """DeCon-SL / DeCon-ML on a base method's task: the same data, encoder and optimiser."""
+  task = base.replace(method='decon')
+  task.decon = DeConConfig(base_method=base_method, variant=variant)
+  return task
+
+
+def _register_decon(name: str, variant: str, base_factory, base_method: str,
+                    tiny: bool = False) -> None:
+  @exp_factory.register_config_factory(name)
+  def factory() -> PretrainExperiment:
+    experiment = base_factory()
+    experiment.task = decon_task(experiment.task, base_method, variant)
+    if tiny:
+      experiment.task.decon.decoder.fpn.num_filters = 32
+      # The FPN's top-down path needs inputs in multiples of 32 px (res5's stride).
+      experiment.task.train_data.local_views.override(dict(output_size=96, patch_size=32))
+    return experiment
+
+  del factory
+
+
+for _variant in ('sl', 'ml'):
+  for _base in ('detcon_b', 'detcon_s'):
+    for _data in ('coco', 'imagenet'):
+      _register_decon(f'decon_{_variant}_{_base}_{_data}', _variant,
+                      lambda n=f'{_base}_{_data}': exp_factory.get_exp_config(n), 'detcon')
+    _register_decon(f'decon_{_variant}_{_base}_tiny', _variant,
+                    lambda n=f'{_base}_tiny': exp_factory.get_exp_config(n), 'detcon', tiny=True)
+  _register_decon(f'decon_{_variant}_detco_imagenet_200ep', _variant,
+                  lambda: exp_factory.get_exp_config('detco_imagenet_200ep'), 'detco')
+  _register_decon(f'decon_{_variant}_detco_tiny', _variant,
+                  lambda: exp_factory.get_exp_config('detco_tiny'), 'detco', tiny=True)

@@ -17,6 +17,7 @@ from tf_detcon import __version__
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.data import datasets
 from tf_detcon.modeling import base
+from tf_detcon.modeling import decon
 from tf_detcon.modeling import detco
 from tf_detcon.modeling import detcon
 from tf_detcon.modeling import encoders
@@ -28,6 +29,7 @@ from tf_detcon.training import optimization
 MODEL_BUILDERS: Dict[str, Callable[..., base.PretrainModel]] = {
     'detcon': detcon.DetConModel,
     'detco': detco.DetCoModel,
+    'decon': decon.DeConModel,
 }
 
 
@@ -108,11 +110,23 @@ class Run:
       signal.signal(signal.SIGTERM, previous)
 
   def export(self) -> str:
-    encoder = export_lib.float32_copy(
-        self.model.encoder, lambda: encoders.build_backbone(self.params.task.encoder))
-    metadata = {'method': self.params.task.method, 'step': self.step,
-                'tf_detcon_version': __version__, 'config': self.params.as_dict()}
-    return export_lib.export(self.model_dir, encoder, metadata)
+    task = self.params.task
+    encoder = export_lib.float32_copy(self.model.encoder,
+                                      lambda: encoders.build_backbone(task.encoder))
+    metadata = {'method': task.method, 'step': self.step, 'tf_detcon_version': __version__,
+                'config': self.params.as_dict()}
+    decoder = None
+    if task.method == 'decon':
+      decoder = export_lib.float32_copy(self.model.decoder,
+                                        lambda: decon.build_decoder(task, encoder))
+      metadata['decon'] = {'base_method': task.decon.base_method, 'variant': task.decon.variant,
+                           'decoder_levels': list(decon.decoder_levels(task.decon)),
+                           'alpha': task.decon.alpha,
+                           'channel_dropout': task.decon.channel_dropout}
+      metadata['decoder'] = {'decoder': task.decon.decoder.as_dict(),
+                             'min_level': task.decon.min_level,
+                             'max_level': task.decon.max_level}
+    return export_lib.export(self.model_dir, encoder, metadata, decoder)
 
 
 def _raise_interrupt(signum, frame):

@@ -1,0 +1,148 @@
+"""Tests for DeCon: the decoder as Mask R-CNN builds it, SL/ML objectives, α, channel dropout,
+EMA targets, DeCon on DetCo, and backbone + decoder transfer into Model Garden's Mask R-CNN."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.core import task_factory
+from tests.conftest import tiny_params
+from tests.test_transfer import maskrcnn_params
+from tf_detcon import transfer
+from tf_detcon.modeling import decon
+from tf_detcon.training import optimization
+
+
+def _model(name):
+  params = tiny_params(name)
+  model = decon.DeConModel(params.task, total_steps=10)
+  model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+  model.initialize_targets()
+  return model
+
+
+def _batch(local=False, seed=0):
+  rng = np.random.default_rng(seed)
+  masks = np.kron(rng.integers(0, 4, size=(4, 4, 4)), np.ones((1, 16, 16))).astype(np.int32)
+  batch = {'view1': rng.random((4, 64, 64, 3), np.float32), 'mask1': masks,
+           'view2': rng.random((4, 64, 64, 3), np.float32), 'mask2': masks}
+  if local:
+    corners = [(32 * row, 32 * col) for row in range(3) for col in range(3)]
+    for v in (1, 2):
+      batch[f'local{v}'] = rng.random((4, 96, 96, 3), np.float32)
+      batch[f'offsets{v}'] = np.array([corners] * 4, np.int32)
+  return batch
+
+
+def test_decoder_is_the_fpn_mask_rcnn_builds():
+  model = _model('decon_sl_detcon_b_tiny')
+  params = maskrcnn_params()
+  params.override({'task': {'model': {'decoder': {'fpn': {'num_filters': 32}}}}})
+  maskrcnn = task_factory.get_task(params.task).build_model()
+  ours = [(w.name.split('/', 1)[-1], tuple(w.shape)) for w in model.decoder.weights]
+  theirs = [(w.name.split('/', 1)[-1], tuple(w.shape)) for w in maskrcnn.decoder.weights]
+  assert [s for _, s in ours] == [s for _, s in theirs]
+  assert sorted(model.decoder.output_specs) == ['2', '3', '4', '5', '6']
+
+
+@pytest.mark.parametrize('name,levels', [('decon_sl_detcon_b_tiny', ['2']),
+                                         ('decon_ml_detcon_b_tiny', ['2', '3', '4', '5'])])
+def test_sl_and_ml_objectives_and_the_weighted_loss(name, levels):
+  model = _model(name)
+  assert sorted(model.decoder_objective.level_objectives) == levels
+  weights = model.decoder_objective.weights_by_level
+  np.testing.assert_allclose(sorted(weights.values()), [1 / len(levels)] * len(levels))
+  batch = model.prepare_batch({k: tf.constant(v) for k, v in _batch().items()})
+  loss, stats = model.compute_objective(batch, training=False)
+  alpha = model.task.decon.alpha
+  np.testing.assert_allclose(
+      float(loss), alpha * float(stats['loss_encoder']) + (1 - alpha) * float(
+          stats['loss_decoder']), rtol=1e-6)
+  if len(levels) > 1:
+    np.testing.assert_allclose(
+        float(stats['loss_decoder']),
+        np.mean([float(stats[f'decoder_loss_level{l}']) for l in levels]), rtol=1e-5)
+
+
+def test_channel_dropout_zeroes_whole_channels_in_training_only():
+  model = _model('decon_sl_detcon_b_tiny')
+  features = tf.ones([8, 4, 4, 64])
+  dropped = model.channel_dropout(features, training=True).numpy()
+  per_channel = dropped.reshape(8, 16, 64)
+  assert np.all(per_channel.min(axis=1) == per_channel.max(axis=1))  # constant per channel
+  zero_fraction = np.mean(per_channel[:, 0, :] == 0)
+  assert 0.02 < zero_fraction < 0.25  # rate 0.1
+  np.testing.assert_array_equal(model.channel_dropout(features, training=False), features)
+
+
+def test_ema_targets_cover_the_decoder_for_byol_and_none_for_simclr():
+  byol = _model('decon_sl_detcon_b_tiny')
+  targets = {t.ref() for t, _ in byol.ema_pairs()}
+  assert all(t.ref() in targets for t in byol.target_decoder.trainable_weights)
+  simclr = _model('decon_sl_detcon_s_tiny')
+  assert simclr.ema_pairs() == [] and simclr.target_decoder is None
+
+
+def test_lars_excludes_fpn_norm_and_bias_of_a_decon_model():
+  model = _model('decon_ml_detcon_b_tiny')
+  optimizer = optimization.build_optimizer(model.task.optimization, 10, 4)
+  names = [v.name for v in model.decoder.variables]
+  assert any('norm' in n for n in names) and any(n.endswith('bias:0') for n in names)
+  for variable in model.variables:
+    excluded = variable.name.split('/')[-1].split(':')[0] in ('gamma', 'beta', 'bias')
+    assert optimizer._use_weight_decay(variable.name) != excluded  # pylint: disable=protected-access
+
+
+def test_input_sizes_that_the_fpn_cannot_take_are_a_clear_error():
+  params = tiny_params('decon_sl_detcon_b_tiny')
+  params.task.train_data.view1.output_size = 48
+  with pytest.raises(ValueError, match='view1.output_size to be a multiple of 32, got 48'):
+    decon.DeConModel(params.task, 10)
+
+
+def test_decon_on_detco_is_configuration():
+  model = _model('decon_sl_detco_tiny')
+  assert sorted(model.decoder_objective.queues) == ['g2', 'l2']
+  assert sorted(model.objective.queues) == ['g2', 'g3', 'g4', 'g5', 'l2', 'l3', 'l4', 'l5']
+  data = tf.data.Dataset.from_tensors(_batch(local=True)).repeat()
+  history = model.fit(data, steps_per_epoch=1, epochs=1, verbose=0).history
+  assert np.isfinite(history['loss_decoder'][0]) and np.isfinite(history['loss_encoder'][0])
+  assert int(model.decoder_objective.queues['g2'].pointer.numpy()) == 4
+
+
+def test_export_holds_backbone_decoder_and_decon_metadata(tiny_decon_run):
+  export = os.path.join(tiny_decon_run.model_dir, 'export')
+  with open(os.path.join(export, 'metadata.json')) as f:
+    metadata = json.load(f)
+  assert metadata['init_checkpoint_modules'] == ['backbone', 'decoder']
+  assert metadata['decon'] == {'alpha': 0.5, 'base_method': 'detcon', 'channel_dropout': 0.1,
+                               'decoder_levels': ['2'], 'variant': 'sl'}
+  names = [name for name, _ in tf.train.list_variables(
+      tf.train.latest_checkpoint(os.path.join(export, 'checkpoint')))]
+  assert any(n.startswith('decoder/') for n in names)
+  assert any(n.startswith('backbone/') for n in names)
+
+
+def test_mask_rcnn_loads_backbone_and_decoder_from_a_decon_export(tiny_decon_run):
+  params = maskrcnn_params()
+  params.override({'task': {'model': {'decoder': {'fpn': {'num_filters': 32}}}}})
+  transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
+  assert list(params.task.init_checkpoint_modules) == ['backbone', 'decoder']
+  task = task_factory.get_task(params.task)
+  model = task.build_model()
+  task.initialize(model)
+  for part, trained in (('backbone', tiny_decon_run.model.encoder),
+                        ('decoder', tiny_decon_run.model.decoder)):
+    loaded = getattr(model, part).weights
+    assert len(loaded) == len(trained.weights)
+    for a, b in zip(loaded, trained.weights):
+      np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f'{part}: {a.name}')
+
+
+def test_a_decoder_of_another_width_is_refused(tiny_decon_run):
+  params = maskrcnn_params()  # 256 filters, the export has 32
+  with pytest.raises(ValueError, match='checkpoint holds decoder'):
+    transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
