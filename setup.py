@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     'pycocotools==2.0.11',
     'absl-py',
     'pillow',
+    'importlib_resources',  # TFDS builders need it and do not declare it
 ]
 
 setuptools.setup(

@@ -222,3 +222,37 @@ def test_embedded_dataset_is_built_once_with_three_fh_scales(embedded_files):
   assert key == sources.SAMPLE_IMAGE_NAMES[0]
   assert max(image.shape[:2]) == 256 and len(maps) == 3
   assert all(m.shape == image.shape[:2] for m in maps)
+
+
+def test_tfds_source_reads_a_prepared_dataset_by_slices(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class TinyImages(tfds.core.GeneratorBasedBuilder):
+    """Five images, prepared offline like any TFDS dataset under a data_dir."""
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(encoding_format='png'),
+          'image/filename': tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(5):
+        yield i, {'image': _coloured(i), 'image/filename': f'img{i}.png'}
+
+  data_dir = str(tmp_path / 'tfds')
+  TinyImages(data_dir=data_dir).download_and_prepare()
+  source = sources.TfdsSource('tiny_images', 'train', data_dir)
+  assert len(source) == 5
+  out = str(tmp_path / 'out')
+  manifest = _job(source, out, num_shards=2).run()
+  assert manifest['totals']['examples'] == 5
+  keys = sorted(key for name in manifest['files']
+                for key, _, _ in _read_records(os.path.join(out, name)))
+  assert keys == [f'img{i}.png' for i in range(5)]
+  with pytest.raises(ValueError, match="split 'validation' is not prepared"):
+    sources.TfdsSource('tiny_images', 'validation', data_dir)

@@ -142,3 +142,28 @@ def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedd
   assert unknown.returncode == 1
   assert "unknown experiment 'detcon_q'; known: " in unknown.stderr.strip().splitlines()[-1]
   assert 'detcon_b_tiny' in unknown.stderr
+
+
+@pytest.mark.parametrize('name', ['decon_sl_detcon_b_tiny', 'detco_tiny'])
+def test_bfloat16_training_runs_and_exports_float32(name, tmp_path, embedded_files):
+  """TPU precision on CPU: bf16 compute, float32 variables, loss in float32, float32 export."""
+  del embedded_files
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  params = tiny_params(name, train_steps=2, steps_per_loop=1)
+  params.runtime.mixed_precision_dtype = 'bfloat16'
+  try:
+    run = trainer.Run(params, str(tmp_path / name))
+    assert run.model.encoder.compute_dtype == 'bfloat16'
+    run.train()
+    assert run.step == 2
+    assert all(v.dtype == tf.float32 for v in run.model.trainable_variables)
+    export = run.export()
+  finally:
+    tf_keras.mixed_precision.set_global_policy('float32')
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(export,
+                                                                           'checkpoint')))
+  dtypes = reader.get_variable_to_dtype_map()
+  assert dtypes and all(d == tf.float32 for n, d in dtypes.items() if n.startswith('backbone/'))
+  loaded = tf.saved_model.load(os.path.join(export, 'saved_model'))
+  out = loaded.signatures['serving_default'](images=tf.zeros([1, 64, 64, 3], tf.uint8))
+  assert out['level_5'].dtype == tf.float32
