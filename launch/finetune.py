@@ -17,31 +17,19 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from official.common import flags as tfm_flags
-from official.core import exp_factory
 from official.core import train_utils
 from tf_detcon import cli
 from tf_detcon import transfer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-MODES = ('train', 'eval', 'train_and_eval', 'continuous_eval')
+MODES = ('train_and_eval', 'train', 'eval', 'continuous_eval')
 flags.DEFINE_string('init_checkpoint', None,
                     'A tf_detcon export directory, checkpoint directory or prefix.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.experiment:
-    raise ValueError('--experiment is required, e.g. --experiment=maskrcnn_resnetfpn_coco')
-  if FLAGS.experiment not in exp_factory._REGISTERED_CONFIGS:  # pylint: disable=protected-access
-    raise ValueError(f'unknown experiment {FLAGS.experiment!r}')
-  mode = FLAGS.mode or 'train_and_eval'
-  if mode not in MODES:
-    raise ValueError(f'--mode must be one of {", ".join(MODES)}, got {mode!r}')
-  if not FLAGS.model_dir:
-    raise ValueError('--model_dir is required')
+  mode = cli.check_flags(FLAGS, argv, MODES, 'maskrcnn_resnetfpn_coco')
   params = train_utils.parse_configuration(FLAGS, lock_return=False, print_return=False)
   if FLAGS.init_checkpoint:
     transfer.resolve_init_checkpoint(params, FLAGS.init_checkpoint)
@@ -53,5 +41,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  tfm_flags.define_flags()
+  cli.define_flags(MODES)
   cli.run(main)

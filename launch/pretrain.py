@@ -19,8 +19,6 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from official.common import flags as tfm_flags
-from official.core import exp_factory
 from official.core import train_utils
 from tf_detcon import cli
 from tf_detcon.configs import pretrain  # registers the experiments
@@ -32,21 +30,8 @@ MODES = ('train', 'export')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.experiment:
-    raise ValueError('--experiment is required, e.g. --experiment=detcon_b_tiny')
-  known = sorted(exp_factory._REGISTERED_CONFIGS)  # pylint: disable=protected-access
-  if FLAGS.experiment not in known or not isinstance(
-      exp_factory.get_exp_config(FLAGS.experiment), pretrain.PretrainExperiment):
-    ours = [n for n in known if isinstance(exp_factory.get_exp_config(n),
-                                           pretrain.PretrainExperiment)]
-    raise ValueError(f'unknown experiment {FLAGS.experiment!r}; known: {", ".join(ours)}')
-  mode = FLAGS.mode or 'train'
-  if mode not in MODES:
-    raise ValueError(f'--mode must be one of {", ".join(MODES)}, got {mode!r}')
-  if not FLAGS.model_dir:
-    raise ValueError('--model_dir is required')
+  mode = cli.check_flags(FLAGS, argv, MODES, 'detcon_b_tiny',
+                         accepts=lambda c: isinstance(c, pretrain.PretrainExperiment))
   params = train_utils.parse_configuration(FLAGS, print_return=False)
   train_utils.serialize_config(params, FLAGS.model_dir)
   if mode == 'train':
@@ -56,5 +41,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  tfm_flags.define_flags()
+  cli.define_flags(MODES)
   cli.run(main)

@@ -133,6 +133,11 @@ def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedd
   assert 'exported step 2' in done.stdout
   assert os.path.exists(os.path.join(model_dir, 'export', 'saved_model', 'saved_model.pb'))
   assert os.path.exists(os.path.join(model_dir, 'params.yaml'))
+  exported = _pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=export')
+  assert exported.returncode == 0 and 'exported step 2' in exported.stdout, exported.stderr[-2000:]
+  bad_mode = _pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=serve')
+  assert bad_mode.stderr.strip().splitlines()[-1] == (
+      "pretrain.py: error: --mode must be one of train, export, got 'serve'")
   bad = _pretrain('--experiment=detcon_b_tiny', f'--model_dir={model_dir}-bad',
                   '--params_override=task.detcon.no_such_field=1')
   assert bad.returncode == 1

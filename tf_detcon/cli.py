@@ -5,13 +5,33 @@ import re
 import sys
 from typing import Callable, Sequence
 
+from official.core import exp_factory
+
 from absl import app
+from absl import flags
 import tensorflow as tf
 
 # Errors that mean "the user's flags, config or data are wrong": reported in one line. Anything
 # else is a bug and keeps its traceback. TF_DETCON_TRACEBACK=1 shows tracebacks for all.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, tf.errors.InvalidArgumentError,
                tf.errors.NotFoundError)
+
+
+def define_flags(modes: Sequence[str]) -> None:
+  """Model Garden's launcher flags (official/common/flags.py) with this launcher's modes.
+
+  Ours define --mode as a plain string checked by `check_flags`, so a bad mode is one line and
+  modes Model Garden lacks (pretraining's 'export') are allowed.
+  """
+  flags.DEFINE_string('experiment', None, 'A registered experiment name.')
+  flags.DEFINE_string('mode', None, f'One of: {", ".join(modes)} (default {modes[0]}).')
+  flags.DEFINE_string('model_dir', None, 'Where checkpoints, summaries and exports go.')
+  flags.DEFINE_multi_string('config_file', None,
+                            'YAML/JSON files overriding the experiment, applied in order.')
+  flags.DEFINE_string('params_override', None,
+                      "Overrides after the config files: 'a.b=1,c.d=x' or a YAML string.")
+  flags.DEFINE_string('tpu', None, "TPU address: 'local' on a TPU VM, or a name / grpc://.")
+  flags.DEFINE_string('tf_data_service', None, 'tf.data service address, if any.')
 
 
 def one_line(error: BaseException) -> str:
@@ -41,3 +61,31 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       sys.exit(1)
 
   app.run(guarded)
+
+
+def check_flags(flags_obj, argv: Sequence[str], modes: Sequence[str], example: str,
+                accepts: Callable[[object], bool] = lambda config: True) -> str:
+  """Validates Model Garden's common flags before any config is parsed; returns the mode.
+
+  Args:
+    flags_obj: absl FLAGS with --experiment, --mode, --model_dir.
+    argv: positional arguments (none are taken).
+    modes: allowed --mode values; the first is the default.
+    example: an experiment name for the message when --experiment is missing.
+    accepts: which registered experiments this launcher runs.
+  """
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not flags_obj.experiment:
+    raise ValueError(f'--experiment is required, e.g. --experiment={example}')
+  registered = sorted(exp_factory._REGISTERED_CONFIGS)  # pylint: disable=protected-access
+  if (flags_obj.experiment not in registered or
+      not accepts(exp_factory.get_exp_config(flags_obj.experiment))):
+    known = [n for n in registered if accepts(exp_factory.get_exp_config(n))]
+    raise ValueError(f'unknown experiment {flags_obj.experiment!r}; known: {", ".join(known)}')
+  mode = flags_obj.mode or modes[0]
+  if mode not in modes:
+    raise ValueError(f'--mode must be one of {", ".join(modes)}, got {mode!r}')
+  if not flags_obj.model_dir:
+    raise ValueError('--model_dir is required')
+  return mode

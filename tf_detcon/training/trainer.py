@@ -7,11 +7,11 @@ slots and step) is restored and training continues to `trainer.train_steps`. An 
 
 import os
 import signal
+import threading
 from typing import Callable, Dict, Optional
 
 from absl import logging
 import tensorflow as tf
-import tf_keras
 
 from tf_detcon import __version__
 from tf_detcon.configs import pretrain as pretrain_config
@@ -96,7 +96,9 @@ class Run:
     print(f'training {type(self.model).__name__} for {remaining} steps '
           f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas)',
           flush=True)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Preemption (SIGTERM) becomes an interruption that checkpoints; signals are main-thread only.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
       self.model.fit(self.dataset(), epochs=1, steps_per_epoch=remaining, verbose=0,
                      callbacks=callbacks)
@@ -107,7 +109,8 @@ class Run:
             'same command to resume', flush=True)
       raise
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      if in_main_thread:
+        signal.signal(signal.SIGTERM, previous)
 
   def export(self) -> str:
     task = self.params.task
@@ -152,5 +155,3 @@ def export_only(params: pretrain_config.PretrainExperiment, model_dir: str,
   print(f'exported step {run.step} to {path}', flush=True)
   return run
 
-
-del tf_keras
