@@ -160,7 +160,7 @@ def test_rerun_skips_finished_shards_and_resumes_after_interruption(folder, tmp_
   manifest = job.run()
   assert written == [0, 1, 2, 3]  # only the unfinished shards were written again
   assert manifest['totals']['examples'] == 4
-  assert not tf.io.gfile.glob(os.path.join(out, '*.tmp'))
+  assert not tf.io.gfile.glob(os.path.join(out, '*.tmp*'))
 
 
 def test_an_exception_inside_a_shard_leaves_no_partial_file(folder, tmp_path, monkeypatch):

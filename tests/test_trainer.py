@@ -172,3 +172,10 @@ def test_bfloat16_training_runs_and_exports_float32(name, tmp_path, embedded_fil
   loaded = tf.saved_model.load(os.path.join(export, 'saved_model'))
   out = loaded.signatures['serving_default'](images=tf.zeros([1, 64, 64, 3], tf.uint8))
   assert out['level_5'].dtype == tf.float32
+
+
+def test_a_model_dir_of_another_model_is_refused_in_one_sentence(tiny_run, tmp_path):
+  model_dir = str(tmp_path / 'other')
+  shutil.copytree(tiny_run.model_dir, model_dir)
+  with pytest.raises(ValueError, match='holds a checkpoint of another model or config'):
+    trainer.Run(tiny_params('detco_tiny'), model_dir)

@@ -26,6 +26,9 @@ from tf_detcon.data import records
 from tf_detcon.data import sources
 
 
+PROGRESS_EVERY = 100  # examples between progress lines inside a shard
+
+
 class BadExampleError(ValueError):
   """An input that cannot give a correct image/mask pair; names the example and the reason."""
 
@@ -173,7 +176,10 @@ class Job:
     path = self.shard_path(index)
     begin = time.time()
     with records.ShardWriter(path) as writer:
-      for raw in self.source.read(start, stop):
+      for position, raw in enumerate(self.source.read(start, stop)):
+        if position and position % PROGRESS_EVERY == 0:
+          logging.info('shard %d/%d: %d/%d examples, %.1f/s', index + 1, self.num_shards,
+                       position, stop - start, position / (time.time() - begin))
         try:
           writer.write(process_example(raw, self.spec, self.policy, stats))
         except BadExampleError as e:

@@ -8,6 +8,7 @@ example at training time), or the ground-truth map. PNGs are 8-bit when the ids 
 import io
 import json
 import os
+import uuid
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -77,8 +78,13 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
   return f'{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord'
 
 
+def _temporary_name(path: str) -> str:
+  """A name beside `path` that no concurrent writer shares (two workers may race on a shard)."""
+  return f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+
+
 def _atomic_write_text(path: str, text: str) -> None:
-  tmp = path + '.tmp'
+  tmp = _temporary_name(path)
   with tf.io.gfile.GFile(tmp, 'w') as f:
     f.write(text)
   tf.io.gfile.rename(tmp, path, overwrite=True)
@@ -93,7 +99,7 @@ class ShardWriter:
 
   def __init__(self, path: str):
     self.path = path
-    self._tmp = path + '.tmp'
+    self._tmp = _temporary_name(path)
     self._writer: Optional[tf.io.TFRecordWriter] = None
     self.stats: Dict[str, Any] = {'examples': 0}
 

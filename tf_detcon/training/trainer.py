@@ -67,9 +67,21 @@ class Run:
       self.manager = tf.train.CheckpointManager(
           self.checkpoint, os.path.join(model_dir, 'checkpoints'),
           max_to_keep=params.trainer.max_to_keep)
-      restored = self.manager.restore_or_initialize()
+      restored = self.manager.latest_checkpoint
+      if restored:
+        self._restore(restored)
     if restored:
       logging.info('resumed from %s at step %d', restored, self.step)
+      print(f'resumed from {restored} at step {self.step}', flush=True)
+
+  def _restore(self, path: str) -> None:
+    """Restores everything or explains that model_dir belongs to another model."""
+    try:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+      first_line = str(e).strip().splitlines()[0][:300]
+      raise ValueError(f'{self.model_dir} holds a checkpoint of another model or config '
+                       f'({first_line}); use a new --model_dir') from e
 
   @property
   def step(self) -> int:
