@@ -126,7 +126,7 @@ def test_extract_patches_returns_exact_pixels():
   for b in range(2):
     for n in range(9):
       y, x = corners[b, n]
-      np.testing.assert_allclose(patches[b, n], images[b, y:y + 7, x:x + 7], atol=1e-5)
+      np.testing.assert_array_equal(patches[b, n], images[b, y:y + 7, x:x + 7])
 
 
 def test_local_view_patches_lie_in_their_grid_cells():

@@ -169,15 +169,21 @@ def host_views(example: Dict[str, tf.Tensor],
 
 
 def extract_patches(images: tf.Tensor, corners: tf.Tensor, patch_size: int) -> tf.Tensor:
-  """[B, S, S, C] images, [B, N, 2] top-left corners → [B, N, p, p, C] exact pixel patches."""
+  """[B, S, S, C] images, [B, N, 2] top-left corners → [B, N, p, p, C] exact pixel patches.
+
+  A gather (no resampling op), so it compiles for TPUs when colour runs on the accelerator.
+  """
   batch = tf.shape(images)[0]
   num = tf.shape(corners)[1]
-  size = tf.cast(tf.shape(images)[1] - 1, tf.float32)
-  top_left = tf.cast(tf.reshape(corners, [-1, 2]), tf.float32)
-  boxes = tf.concat([top_left, top_left + patch_size - 1], axis=1) / size
-  box_indices = tf.repeat(tf.range(batch), num)
-  patches = tf.image.crop_and_resize(images, boxes, box_indices, [patch_size, patch_size])
-  return tf.reshape(patches, [batch, num, patch_size, patch_size, images.shape[-1]])
+  offsets = tf.range(patch_size)
+  rows = corners[:, :, 0, None] + offsets  # [B, N, p]
+  cols = corners[:, :, 1, None] + offsets
+  image_index = tf.broadcast_to(tf.range(batch)[:, None, None, None],
+                                [batch, num, patch_size, patch_size])
+  indices = tf.stack([image_index,
+                      tf.broadcast_to(rows[:, :, :, None], tf.shape(image_index)),
+                      tf.broadcast_to(cols[:, :, None, :], tf.shape(image_index))], axis=-1)
+  return tf.gather_nd(images, indices)
 
 
 # -------------------------------------------------------------------------------- colour (batch)
