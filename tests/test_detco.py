@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from tests.conftest import tiny_params
 from tf_detcon import losses
@@ -180,3 +181,65 @@ def test_detco_trains_resumes_with_identical_queues_and_exports(tmp_path, embedd
   resumed.train()
   export = resumed.export()
   assert os.path.exists(os.path.join(export, 'checkpoint', 'checkpoint'))
+
+
+def test_shuffling_bn_permutes_across_replicas_and_restores_the_order(two_replicas):
+  """MoCo's shuffle BN: each replica normalises a random half of the global batch; outputs come
+  back in the original order. A BN-like centring shows which images were grouped."""
+  rng = np.random.default_rng(3)
+  views = rng.normal(size=(4, 2, 2, 3)).astype(np.float32)
+  patches = rng.normal(size=(4, 9, 2, 2, 3)).astype(np.float32)
+  seed = tf.constant([1, 17])
+
+  def centre(view, patch):
+    flat_patches = tf.reshape(patch, [-1, 2, 2, 3])
+    return [{'5': view - tf.reduce_mean(view, axis=0, keepdims=True)},
+            {'5': flat_patches - tf.reduce_mean(flat_patches, axis=0, keepdims=True)}]
+
+  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
+  v, p = (two_replicas.experimental_distribute_values_from_function(halves(x))
+          for x in (views, patches))
+  out = two_replicas.run(tf.function(lambda a, b: detco.shuffled_across_replicas(
+      centre, a, b, seed)), args=(v, p))
+  got_views = np.concatenate([t.numpy() for t in two_replicas.experimental_local_results(
+      out[0]['5'])])
+  got_patches = np.concatenate([t.numpy() for t in two_replicas.experimental_local_results(
+      out[1]['5'])]).reshape(4, 9, 2, 2, 3)
+  permutation = tf.argsort(tf.random.stateless_uniform([4], seed)).numpy()
+  expected_views, expected_patches = np.zeros_like(views), np.zeros_like(patches)
+  for group in (permutation[:2], permutation[2:]):
+    expected_views[group] = views[group] - views[group].mean(axis=0)
+    expected_patches[group] = patches[group] - patches[group].mean(axis=(0, 1))
+  np.testing.assert_allclose(got_views, expected_views, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_patches, expected_patches, rtol=1e-5, atol=1e-6)
+  # The permutation mixes the replicas' images (else the test shows nothing).
+  assert set(permutation[:2]) not in ({0, 1}, {2, 3})
+
+
+def test_shuffle_key_bn_builds_a_per_replica_bn_key_encoder():
+  params = tiny_params('detco_tiny')
+  params.task.detco.key_bn = 'shuffle'
+  model = detco.DetCoModel(params.task, 10)
+
+  def synchronised(encoder):
+    return {bool(getattr(layer, 'synchronized', False)) for layer in encoder.submodules
+            if isinstance(layer, tf_keras.layers.BatchNormalization)}
+
+  assert synchronised(model.target_encoder) == {False}
+  assert synchronised(model.encoder) == {True}
+  assert len(model.ema_pairs()) > 0
+
+
+def test_shuffle_key_bn_trains_under_two_replicas(two_replicas):
+  params = tiny_params('detco_tiny')
+  params.task.detco.key_bn = 'shuffle'
+  with two_replicas.scope():
+    model = detco.DetCoModel(params.task, total_steps=10)
+    model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+    model.initialize_targets()
+  data = two_replicas.experimental_distribute_dataset(_batch())
+  history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0).history
+  assert np.isfinite(history['loss'][0])
+  for queue in model.queues.values():
+    copies = two_replicas.experimental_local_results(queue.keys)
+    np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())

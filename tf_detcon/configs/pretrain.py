@@ -54,8 +54,9 @@ class DetConConfig(hyperparams.Config):
 class DetCoConfig(hyperparams.Config):
   """DetCo (SPEC §4) on MoCo v2. levels ['5'] without local views is MoCo v2.
 
-  The key encoder is a momentum (EMA) copy whose BN is synchronised across replicas (the global
-  batch statistics remove the intra-batch leak that MoCo's shuffling BN guards against).
+  The key encoder is a momentum (EMA) copy. key_bn 'sync' (default): its BN is synchronised
+  across replicas, global-batch statistics that remove the intra-batch leak MoCo guards against;
+  'shuffle': MoCo's shuffling BN, per-replica BN on a cross-replica permutation of the batch.
   """
   levels: List[str] = dataclasses.field(default_factory=lambda: ['2', '3', '4', '5'])
   level_weights: List[float] = dataclasses.field(default_factory=lambda: [0.1, 0.4, 0.7, 1.0])
@@ -65,6 +66,7 @@ class DetCoConfig(hyperparams.Config):
   momentum: float = 0.999
   head_hidden_dim: int = 2048
   output_dim: int = 128
+  key_bn: str = 'sync'
 
 
 @dataclasses.dataclass

@@ -174,7 +174,7 @@ def extract_patches(images: tf.Tensor, corners: tf.Tensor, patch_size: int) -> t
   A gather (no resampling op), so it compiles for TPUs when colour runs on the accelerator.
   """
   batch = tf.shape(images)[0]
-  num = tf.shape(corners)[1]
+  num = corners.shape[1] or tf.shape(corners)[1]  # static when known (9)
   offsets = tf.range(patch_size)
   rows = corners[:, :, 0, None] + offsets  # [B, N, p]
   cols = corners[:, :, 1, None] + offsets

@@ -125,7 +125,11 @@ class DetCoModel(base.PretrainModel):
     self.cfg = task.detco
     validate(task)
     self.encoder = encoders.build_backbone(task.encoder)
-    self.target_encoder = encoders.build_backbone(task.encoder)
+    key_encoder_cfg = task.encoder
+    if self.cfg.key_bn == 'shuffle':  # per-replica BN on a shuffled batch, MoCo's way
+      key_encoder_cfg = task.encoder.replace(
+          norm_activation=task.encoder.norm_activation.replace(use_sync_bn=False))
+    self.target_encoder = encoders.build_backbone(key_encoder_cfg)
     self.objective = self.make_objective(encoders.level_channels(self.encoder), self.cfg.levels,
                                          self.cfg.level_weights, name='detco')
 
@@ -153,12 +157,59 @@ class DetCoModel(base.PretrainModel):
     def side(encoder, view, patches):
       patch_features = {}
       if self.cfg.local:
-        size = patches.shape[2]
+        size = self.task.train_data.local_views.patch_size
         patch_features = encoder(tf.reshape(patches, [-1, size, size, 3]), training=training)
       return [encoder(view, training=training), patch_features]
 
-    return (side(self.encoder, batch['view1'], batch.get('patches1')),
-            side(self.target_encoder, batch['view2'], batch.get('patches2')))
+    query = side(self.encoder, batch['view1'], batch.get('patches1'))
+    if self.cfg.key_bn == 'shuffle':
+      # A fresh permutation each step, the same on every replica: replica 0's random seed.
+      seed = losses.gather_replicas(
+          tf.random.uniform([1, 2], maxval=2**31 - 1, dtype=tf.int32))[0]
+      key = shuffled_across_replicas(
+          lambda view, patches: side(self.target_encoder, view, patches),
+          batch['view2'], batch.get('patches2') if self.cfg.local else None, seed)
+    else:
+      key = side(self.target_encoder, batch['view2'], batch.get('patches2'))
+    return query, key
+
+
+def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
+  """MoCo's shuffling BN: run `fn(view, patches)` on a random cross-replica permutation of the
+  global batch (whole images, with their patches), then undo the permutation.
+
+  Every replica draws the same permutation from `seed`, so each gets a slice of images from all
+  replicas; per-replica BN statistics then do not belong to the queries' sub-batch. With one
+  replica there is nothing to shuffle across and `fn` runs as is.
+  """
+  replica_id, num_replicas = losses.replica_info()
+  if num_replicas == 1:
+    return fn(view, patches)
+  rows = [1, 0 if patches is None else patches.shape[1]]  # a view; its patches per image
+  # Static shapes throughout: all_gather of a tensor with an unknown batch takes a padding path.
+  local = view.shape[0]
+  if local is None:
+    raise ValueError('shuffling BN needs a static per-replica batch (drop_remainder=True)')
+  total = local * num_replicas
+  permutation = tf.argsort(tf.random.stateless_uniform([total], seed))
+  inverse = tf.math.invert_permutation(permutation)
+  mine = tf.reshape(permutation, [num_replicas, local])[replica_id]
+  view = tf.gather(losses.gather_replicas(view), mine)
+  if patches is not None:
+    patches = tf.gather(losses.gather_replicas(patches), mine)
+  outputs = fn(view, patches)
+  own = tf.reshape(inverse, [num_replicas, local])[replica_id]
+
+  def unshuffle(features: Dict[str, tf.Tensor], rows_per_image: int) -> Dict[str, tf.Tensor]:
+    restored = {}
+    for level, value in features.items():
+      value = tf.ensure_shape(value, [local * rows_per_image] + [None] * (value.shape.rank - 1))
+      gathered = losses.gather_replicas(value)
+      grouped = tf.reshape(gathered, tf.concat([[total, rows_per_image], tf.shape(value)[1:]], 0))
+      restored[level] = tf.reshape(tf.gather(grouped, own), tf.shape(value))
+    return restored
+
+  return [unshuffle(part, r) for part, r in zip(outputs, rows)]
 
 
 def validate(task: pretrain_config.PretrainTask) -> None:
@@ -170,5 +221,7 @@ def validate(task: pretrain_config.PretrainTask) -> None:
   if cfg.queue_size % data.global_batch_size:
     raise ValueError(f'detco.queue_size {cfg.queue_size} is not a multiple of the global batch '
                      f'{data.global_batch_size}')
+  if cfg.key_bn not in ('sync', 'shuffle'):
+    raise ValueError(f"detco.key_bn must be 'sync' or 'shuffle', got {cfg.key_bn!r}")
   if cfg.local != data.local_views.enabled:
     raise ValueError('detco.local needs train_data.local_views.enabled (and vice versa)')
