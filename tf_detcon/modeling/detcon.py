@@ -143,8 +143,6 @@ class DetConModel(base.PretrainModel):
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task.train_data, total_steps,
                      optimization.coupled_weight_decay(task.optimization), **kwargs)
-    if task.detcon.variant not in ('b', 's'):
-      raise ValueError(f"detcon.variant must be 'b' or 's', got {task.detcon.variant!r}")
     self.task = task
     self.encoder = encoders.build_backbone(task.encoder)
     self.objective = self.make_objective(encoders.level_channels(self.encoder),
