@@ -33,6 +33,13 @@ def weight_pairs(target: tf_keras.layers.Layer,
   return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
 
 
+def require_levels(levels: Sequence[str], channels: Dict[str, int]) -> None:
+  """Raises a clear error when an objective asks for levels the features do not have."""
+  missing = sorted(set(levels) - set(channels))
+  if missing:
+    raise ValueError(f'levels {missing} not among the features {sorted(channels)}')
+
+
 def mirror_targets(pairs: Sequence[Tuple[tf.Variable, tf.Variable]]) -> None:
   """Initialises targets as copies of the online weights."""
   for target, online in pairs:

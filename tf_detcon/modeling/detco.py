@@ -73,9 +73,7 @@ class DetCoObjective(tf_keras.layers.Layer):
   def __init__(self, cfg: pretrain_config.DetCoConfig, channels: Dict[str, int],
                levels: Sequence[str], weights: Sequence[float], num_patches: int, **kwargs):
     super().__init__(**kwargs)
-    missing = sorted(set(levels) - set(channels))
-    if missing:
-      raise ValueError(f'detco levels {missing} not among the features {sorted(channels)}')
+    base.require_levels(levels, channels)
     self.cfg = cfg
     self.weights_by_level = dict(zip(levels, weights))
     level_cfg = cfg.replace(levels=list(levels), level_weights=list(weights))

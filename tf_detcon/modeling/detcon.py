@@ -105,9 +105,7 @@ class DetConObjective(tf_keras.layers.Layer):
                levels: Sequence[str], weights: Sequence[float], use_sync_bn: bool = True,
                **kwargs):
     super().__init__(**kwargs)
-    missing = sorted(set(levels) - set(channels))
-    if missing:
-      raise ValueError(f'levels {missing} not among the features {sorted(channels)}')
+    base.require_levels(levels, channels)
     self.weights_by_level = dict(zip(levels, weights))
     self.level_objectives = {
         level: DetConLevelObjective(cfg, channels[level], use_sync_bn, name=f'level_{level}')
