@@ -80,6 +80,10 @@ def test_detcon_s_has_no_target_and_trains_under_two_replicas(two_replicas):
   dataset = strategy.experimental_distribute_dataset(_batches())
   history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
   assert np.isfinite(history.history['loss'][0])
+  # Logged values are the global ones, not a sum over replicas.
+  assert 0.0 < history.history['positive_fraction'][0] <= 1.0
+  np.testing.assert_allclose(history.history['learning_rate'][0],
+                             float(model.optimizer.learning_rate(2)), rtol=1e-6)
   assert not np.allclose(kernel.numpy(), before)
   copies = strategy.experimental_local_results(kernel)
   assert len(copies) == 2

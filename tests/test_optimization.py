@@ -60,8 +60,10 @@ def test_lars_excludes_every_norm_parameter_and_bias_by_name():
   for variable in variables:
     name = variable.name
     excluded = name.split('/')[-1].split(':')[0] in ('gamma', 'beta', 'bias')
-    assert optimizer._use_weight_decay(name) != excluded, name  # pylint: disable=protected-access
-    assert optimizer._do_layer_adaptation(name) != excluded, name  # pylint: disable=protected-access
+    # Under MirroredStrategy (and TPUStrategy) LARS sees each replica's component variable.
+    for copy in (name, name.replace(':0', '/replica_1:0'), name.replace(':0', '/replica_13:0')):
+      assert optimizer._use_weight_decay(copy) != excluded, copy  # pylint: disable=protected-access
+      assert optimizer._do_layer_adaptation(copy) != excluded, copy  # pylint: disable=protected-access
     checked += excluded
   assert checked > 20  # ResNet BN, head BN, head/FPN biases were all seen
 

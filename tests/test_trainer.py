@@ -179,3 +179,36 @@ def test_a_model_dir_of_another_model_is_refused_in_one_sentence(tiny_run, tmp_p
   shutil.copytree(tiny_run.model_dir, model_dir)
   with pytest.raises(ValueError, match='holds a checkpoint of another model or config'):
     trainer.Run(tiny_params('detco_tiny'), model_dir)
+
+
+def _mirrored_copies_differ(strategy, variables):
+  """Names of mirrored variables whose per-replica copies are not bit-identical. Variables
+  synchronised on read (per-replica BN moving statistics) are per-replica by design."""
+  differ = []
+  for variable in variables:
+    if variable.synchronization == tf.VariableSynchronization.ON_READ:
+      continue
+    copies = [c.numpy() for c in strategy.experimental_local_results(variable)]
+    assert len(copies) == strategy.num_replicas_in_sync, variable.name
+    if not all(np.array_equal(copies[0], c) for c in copies[1:]):
+      differ.append(variable.name)
+  return differ
+
+
+@pytest.mark.parametrize('name', ['detcon_b_tiny', 'detco_tiny', 'decon_sl_detcon_b_tiny'])
+def test_two_replicas_keep_every_mirrored_variable_bit_identical(name, two_replicas, tmp_path,
+                                                                 embedded_files):
+  """LARS sees each replica's component variable ('.../gamma/replica_1:0'): its exclusions must
+  hold for every copy, or replicas >= 1 decay BN and biases and drift apart."""
+  del embedded_files
+  run = trainer.Run(tiny_params(name, train_steps=3, steps_per_loop=1), str(tmp_path / name),
+                    strategy=two_replicas)
+  before = [v.numpy().copy() for v in run.model.optimized_variables()]
+  run.train()
+  assert run.step == 3
+  assert any(not np.array_equal(b, v.numpy())
+             for b, v in zip(before, run.model.optimized_variables()))
+  assert _mirrored_copies_differ(two_replicas, run.model.variables) == []
+  slots = run.optimizer.variables()
+  assert len(slots) > 1  # iterations and momentum slots
+  assert _mirrored_copies_differ(two_replicas, slots) == []

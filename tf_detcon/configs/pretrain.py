@@ -102,9 +102,10 @@ class OptimizationConfig(hyperparams.Config):
   warmup_epochs: float = 0.0  # > 0 takes precedence over warmup_fraction
   examples_per_epoch: int = IMAGENET_TRAIN_EXAMPLES
   # Regexes on variable names (Model Garden LARS uses re.search): every BN gamma/beta (ResNet's
-  # batch_normalization*, the FPN's norm_*, the heads' norm) and every bias.
+  # batch_normalization*, the FPN's norm_*, the heads' norm) and every bias. Under a multi-replica
+  # strategy LARS is handed each replica's component variable, named '.../gamma/replica_1:0'.
   exclude_from_weight_decay: List[str] = dataclasses.field(
-      default_factory=lambda: [r'(^|/)(gamma|beta|bias)(:\d+)?$'])
+      default_factory=lambda: [r'(^|/)(gamma|beta|bias)(/replica_\d+)?(:\d+)?$'])
 
 
 @dataclasses.dataclass

@@ -58,6 +58,9 @@ class PretrainModel(tf_keras.Model):
     self.data_cfg = data_cfg
     self.total_steps = total_steps
     self.l2_weight_decay = l2_weight_decay
+    # `_logs` all-reduces every value inside the step; Keras would otherwise sum the replicas'
+    # (already global) values under MirroredStrategy.
+    self.distribute_reduction_method = 'first'
 
   # ------------------------------------------------------------------ what a method supplies
   # `encoder` (exported), `target_encoder` (EMA copy or None) and `objective`, a layer called as
