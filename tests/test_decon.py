@@ -146,3 +146,25 @@ def test_a_decoder_of_another_width_is_refused(tiny_decon_run):
   params = maskrcnn_params()  # 256 filters, the export has 32
   with pytest.raises(ValueError, match='checkpoint holds decoder'):
     transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
+
+
+def test_decoder_levels_no_objective_reaches_are_not_decayed():
+  """MoCo's coupled L2 must not shrink FPN weights that get no gradient (P6 always; for SL also
+  P3..P5's post-hoc convs and norms): they are exported into Mask R-CNN."""
+  params = tiny_params('decon_sl_detco_tiny')
+  params.task.optimization.override({'weight_decay': 0.1, 'base_learning_rate': 1.0})
+  model = decon.DeConModel(params.task, total_steps=10)
+  model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+  model.initialize_targets()
+  unused = ('coarser_6', 'norm_6', 'post_hoc_3', 'post_hoc_4', 'post_hoc_5', 'norm_3', 'norm_4',
+            'norm_5')
+  frozen = [v for v in model.decoder.trainable_variables if v.name.split('/')[0] in unused]
+  trained = [v for v in model.decoder.trainable_variables
+             if v.name.split('/')[0] not in unused]
+  assert len(frozen) == 16 and trained
+  before = {id(v): v.numpy().copy() for v in model.decoder.trainable_variables}
+  data = tf.data.Dataset.from_tensors(_batch(local=True)).repeat()
+  model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+  for variable in frozen:
+    np.testing.assert_array_equal(variable.numpy(), before[id(variable)], err_msg=variable.name)
+  assert all(not np.array_equal(v.numpy(), before[id(v)]) for v in trained)

@@ -112,14 +112,18 @@ class PretrainModel(tf_keras.Model):
     variables = self.optimized_variables()
     with tf.GradientTape() as tape:
       loss, stats = self.compute_objective(batch, training=True)
-      total = loss
-      if self.l2_weight_decay:
-        total += 0.5 * self.l2_weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
       # The optimiser sums gradients over replicas: this makes it the global mean's gradient.
-      scaled_loss = total / num_replicas
+      scaled_loss = loss / num_replicas
     gradients = tape.gradient(scaled_loss, variables)
-    self.optimizer.apply_gradients(zip(gradients, variables))
+    # Variables the objective does not reach (DeCon's unused FPN levels) get no update at all:
+    # neither the coupled L2 below nor LARS's decay may shrink what nothing trains.
+    trained = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+    if self.l2_weight_decay:
+      # MoCo's coupled L2, wd/2·Σ‖w‖² over the trained variables: its gradient wd·w, split over
+      # the replicas as the loss is.
+      trained = [(g + (self.l2_weight_decay / num_replicas) * tf.cast(v, g.dtype), v)
+                 for g, v in trained]
+    self.optimizer.apply_gradients(trained)
     decay = self.ema_decay(self.optimizer.iterations)
     ema_update(self.ema_pairs(), decay)
     return self._logs(dict(stats, loss=loss), decay)
