@@ -15,6 +15,7 @@ YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain',
 
 @pytest.mark.parametrize('name', ['detcon_b_imagenet', 'detcon_s_imagenet', 'byol_imagenet',
                                   'simclr_imagenet', 'detcon_s_coco', 'detcon_b_tiny',
+                                  'detcon_b_global_imagenet_1000ep', 'detcon_b_global_tiny',
                                   'detcon_s_tiny', 'byol_tiny', 'simclr_tiny',
                                   'detco_imagenet_200ep', 'mocov2_imagenet_200ep', 'detco_tiny',
                                   'mocov2_tiny', 'decon_sl_detcon_b_coco',
@@ -35,6 +36,10 @@ def test_paper_settings():
   assert b.optimization.base_learning_rate == 0.2 and b.detcon.num_samples == 16
   b300 = exp_factory.get_exp_config('detcon_b_imagenet_300ep').task
   assert (b300.detcon.ema_tau_base, b300.optimization.weight_decay) == (0.99, 1e-6)
+  assert b300.optimization.base_learning_rate == 0.3
+  byol = exp_factory.get_exp_config('byol_imagenet_300ep').task
+  assert (byol.detcon.loss, byol.detcon.num_samples, byol.optimization.base_learning_rate) == (
+      'regression', 1, 0.3)
   s = exp_factory.get_exp_config('detcon_s_imagenet').task
   assert (s.detcon.projector.hidden_dim, s.detcon.projector.output_dim) == (2048, 128)
   assert s.optimization.base_learning_rate == 0.3
@@ -43,7 +48,10 @@ def test_paper_settings():
       'piecewise_coco')
   detco = exp_factory.get_exp_config('detco_imagenet_200ep').task
   assert (detco.detco.level_weights, detco.detco.queue_size) == ([0.1, 0.4, 0.7, 1.0], 65536)
-  assert (detco.optimization.optimizer, detco.optimization.base_learning_rate) == ('sgd', 0.03)
+  assert (detco.optimization.optimizer, detco.optimization.base_learning_rate) == ('sgd', 0.06)
+  assert detco.detco.key_bn == 'shuffle'
+  mocov2 = exp_factory.get_exp_config('mocov2_imagenet_200ep').task
+  assert mocov2.optimization.base_learning_rate == 0.03
   assert detco.train_data.view1.crop_area_min == 0.2 and detco.train_data.local_views.enabled
   assert exp_factory.get_exp_config('detcon_b_imagenet').trainer.train_steps == (
       1000 * pretrain.IMAGENET_TRAIN_EXAMPLES // 4096)

@@ -216,18 +216,28 @@ def test_shuffling_bn_permutes_across_replicas_and_restores_the_order(two_replic
   assert set(permutation[:2]) not in ({0, 1}, {2, 3})
 
 
+def _synchronised(encoder):
+  return {bool(getattr(layer, 'synchronized', False)) for layer in encoder.submodules
+          if isinstance(layer, tf_keras.layers.BatchNormalization)}
+
+
 def test_shuffle_key_bn_builds_a_per_replica_bn_key_encoder():
   params = tiny_params('detco_tiny')
   params.task.detco.key_bn = 'shuffle'
   model = detco.DetCoModel(params.task, 10)
-
-  def synchronised(encoder):
-    return {bool(getattr(layer, 'synchronized', False)) for layer in encoder.submodules
-            if isinstance(layer, tf_keras.layers.BatchNormalization)}
-
-  assert synchronised(model.target_encoder) == {False}
-  assert synchronised(model.encoder) == {True}
+  assert _synchronised(model.target_encoder) == {False}
+  assert _synchronised(model.encoder) == {True}
   assert len(model.ema_pairs()) > 0
+
+
+def test_key_bn_is_moco_shuffling_by_default_and_sync_is_an_option():
+  """DetCo takes MoCo's training details (DetCo §6.5): shuffling BN for the key encoder."""
+  for name in ('detco_imagenet_200ep', 'mocov2_imagenet_200ep', 'detco_tiny', 'mocov2_tiny'):
+    assert tiny_params(name).task.detco.key_bn == 'shuffle', name
+  params = tiny_params('detco_tiny')
+  params.task.detco.key_bn = 'sync'
+  model = detco.DetCoModel(params.task, 10)
+  assert _synchronised(model.target_encoder) == {True}
 
 
 def test_shuffle_key_bn_trains_under_two_replicas(two_replicas):

@@ -90,7 +90,7 @@ def test_detcon_s_has_no_target_and_trains_under_two_replicas(two_replicas):
   np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())
 
 
-def test_global_mask_makes_every_anchor_positive_byol_case():
+def test_global_mask_makes_every_anchor_positive_contrastive_case():
   model = _model('b', masks=data_config.MaskConfig(kind='grid', grid_size=1))
   batch = next(iter(_batches(num_ids=1)))
   batch = model.prepare_batch(batch)
@@ -116,4 +116,44 @@ def test_bad_variant_and_level_are_clear_errors():
   task = pretrain_config.tiny_detcon_task('b')
   task.detcon.feature_level = '7'
   with pytest.raises(ValueError, match=r"levels \['7'\] not among the features"):
+    detcon.DetConModel(task, 10)
+
+
+def test_byol_is_byols_regression_on_globally_pooled_features():
+  """byol_*: one global latent per view, 2 − 2·cos(q, z′) symmetrised, no negatives; computed
+  here from the encoders and heads directly (average pool → projector → predictor)."""
+  from tests.conftest import tiny_params  # pylint: disable=g-import-not-at-top
+  task = tiny_params('byol_tiny').task
+  assert (task.detcon.loss, task.detcon.num_samples, task.train_data.masks.kind,
+          task.train_data.masks.grid_size) == ('regression', 1, 'grid', 1)
+  model = detcon.DetConModel(task, 10)
+  model.initialize_targets()
+  model.encoder.set_weights([w + 0.01 for w in model.encoder.get_weights()])  # online ≠ target
+  batch = model.prepare_batch(next(iter(_batches(num_ids=1))))
+  loss, stats = model.compute_objective(batch, training=False)
+  assert float(stats['positive_fraction']) == 1.0
+  heads = model.objective.level_objectives['5']
+
+  def latent(encoder, layers, view):
+    x = tf.reduce_mean(encoder(batch[view], training=False)['5'], axis=[1, 2])
+    for layer in layers:
+      x = layer(x, training=False)
+    x = x.numpy().astype(np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+  q1, q2 = (latent(model.encoder, [heads.projector, heads.predictor], v)
+            for v in ('view1', 'view2'))
+  z1, z2 = (latent(model.target_encoder, [heads.target_projector], v)
+            for v in ('view1', 'view2'))
+  expected = np.mean(2 - 2 * np.sum(q1 * z2, -1)) + np.mean(2 - 2 * np.sum(q2 * z1, -1))
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+
+
+def test_regression_loss_needs_the_byol_variant():
+  task = pretrain_config.tiny_detcon_task('s')
+  task.detcon.loss = 'regression'
+  with pytest.raises(ValueError, match="loss 'regression'.*needs detcon.variant 'b'"):
+    detcon.DetConModel(task, 10)
+  task.detcon.loss = 'l2'
+  with pytest.raises(ValueError, match="detcon.loss must be 'contrastive' or 'regression'"):
     detcon.DetConModel(task, 10)

@@ -114,3 +114,69 @@ def test_two_replicas_give_the_loss_and_gradients_of_one(two_replicas):
   for whole, parts in ((single_g1, per_replica_grads[0]), (single_g2, per_replica_grads[1])):
     summed = np.concatenate([g.numpy() for g in strategy.experimental_local_results(parts)])
     np.testing.assert_allclose(summed, whole.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def reference_regression_loss(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2):
+  """BYOL's 2 − 2·cos per mask, one anchor at a time (float64)."""
+  pred = [_normalize(pred1.astype(np.float64)), _normalize(pred2.astype(np.float64))]
+  target = [_normalize(target1.astype(np.float64)), _normalize(target2.astype(np.float64))]
+  pind, tind = [pind1, pind2], [tind1, tind2]
+  batch, rois = pind1.shape
+  total = 0.0
+  for a in (0, 1):
+    other = 1 - a
+    for b in range(batch):
+      for r in range(rois):
+        matches = [c for c in range(rois) if tind[other][b, c] == pind[a][b, r]]
+        if not matches:
+          continue
+        cosine = np.mean([pred[a][b, r] @ target[other][b, c] for c in matches])
+        weight = 1.0 / np.sum(pind[a][b] == pind[a][b, r])
+        total += weight * (2.0 - 2.0 * cosine) / (batch * rois)
+  return total
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_regression_loss_matches_the_numpy_reference(seed):
+  (p1, p2, t1, t2), (i1, i2) = _inputs(seed)
+  got, stats = losses.regression_loss_with_stats(p1, p2, t1, t2, i1, i2, i1, i2)
+  np.testing.assert_allclose(float(got),
+                             reference_regression_loss(p1, p2, t1, t2, i1, i2, i1, i2), rtol=1e-5)
+  has_1 = np.array([[i in i2[b] for i in i1[b]] for b in range(3)])
+  assert 0 < float(stats['positive_fraction']) < 1 and not has_1.all()
+
+
+def test_one_global_latent_is_byols_symmetrised_loss():
+  """R = 1, one id: ‖q̄1 − z̄′2‖² + ‖q̄2 − z̄′1‖², averaged over the batch (Grill et al., eq. 2)."""
+  rng = np.random.default_rng(4)
+  q1, q2, z1, z2 = rng.normal(size=(4, 5, 1, 6)).astype(np.float32)
+  ids = np.zeros((5, 1), np.int32)
+  got, _ = losses.regression_loss_with_stats(q1, q2, z1, z2, ids, ids, ids, ids)
+  n = lambda x: _normalize(x[:, 0].astype(np.float64))  # pylint: disable=unnecessary-lambda-assignment
+  expected = (np.sum((n(q1) - n(z2))**2, -1).mean() + np.sum((n(q2) - n(z1))**2, -1).mean())
+  np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_regression_loss_on_two_replicas_is_that_of_one(two_replicas):
+  (p1, p2, t1, t2), (i1, i2) = _inputs(6, batch=4)
+
+  def loss_and_grads(q1, q2, z1, z2, a, b):
+    q1, q2 = tf.convert_to_tensor(q1), tf.convert_to_tensor(q2)
+    with tf.GradientTape() as tape:
+      tape.watch([q1, q2])
+      _, num_replicas = losses.replica_info()
+      loss, _ = losses.regression_loss_with_stats(q1, q2, z1, z2, a, b, a, b)
+      loss /= num_replicas
+    return loss, tape.gradient(loss, [q1, q2])
+
+  single_loss, single_grads = loss_and_grads(p1, p2, t1, t2, i1, i2)
+  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
+  values = [two_replicas.experimental_distribute_values_from_function(halves(x))
+            for x in (p1, p2, t1, t2, i1, i2)]
+  per_replica_loss, per_replica_grads = two_replicas.run(tf.function(loss_and_grads),
+                                                         args=values)
+  total = two_replicas.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+  np.testing.assert_allclose(float(total), float(single_loss), rtol=1e-5)
+  for whole, parts in zip(single_grads, per_replica_grads):
+    summed = np.concatenate([g.numpy() for g in two_replicas.experimental_local_results(parts)])
+    np.testing.assert_allclose(summed, whole.numpy(), rtol=1e-4, atol=1e-7)

@@ -113,6 +113,50 @@ def detcon_loss(pred1: tf.Tensor, pred2: tf.Tensor, target1: tf.Tensor, target2:
   return loss
 
 
+def regression_loss_with_stats(pred1: tf.Tensor, pred2: tf.Tensor,
+                               target1: tf.Tensor, target2: tf.Tensor,
+                               pind1: tf.Tensor, pind2: tf.Tensor,
+                               tind1: tf.Tensor, tind2: tf.Tensor) -> Tuple[tf.Tensor,
+                                                                            Dict[str, tf.Tensor]]:
+  """BYOL's regression loss (Grill et al. 2020, eq. 2), per mask; no negatives.
+
+  For each anchor, the prediction q of a mask in one view, the loss is ‖q̄ − z̄′‖² = 2 − 2·cos(q, z′)
+  against the target z′ of the same mask (id) in the other view of the same image (averaged over
+  that view's samples of the id, which are the same pooled vector). Anchors whose id the other
+  view lacks weigh 0, the others 1/(number of times their id was sampled in their view), as in
+  `detcon_loss`; mean over the B·R anchors, summed over both view orders. With one global mask
+  and R = 1 this is BYOL's symmetrised loss L + L̃, the baseline of DetCon's Tables 1 and 2.
+
+  No cross-replica operation: each replica's anchors only see their own image's targets.
+
+  Args:
+    pred1, pred2: [B, R, D] online predictions of views 1 and 2.
+    target1, target2: [B, R, D] target projections (treated as given; stop their gradient).
+    pind1, pind2: [B, R] int mask ids of the predictions.
+    tind1, tind2: [B, R] int mask ids of the targets.
+
+  Returns:
+    (the calling replica's loss, {'positive_fraction': share of anchors that have a target}).
+  """
+  pred1, pred2, target1, target2 = (tf.math.l2_normalize(tf.cast(x, tf.float32), -1)
+                                    for x in (pred1, pred2, target1, target2))
+
+  def branch(pred, target, pind, tind):
+    same = tf.cast(tf.equal(pind[:, :, None], tind[:, None, :]), tf.float32)  # [B, R, R]
+    num_targets = tf.reduce_sum(same, axis=-1)
+    cosine = tf.reduce_sum(same * tf.einsum('brd,bcd->brc', pred, target), axis=-1)
+    cosine /= tf.maximum(num_targets, 1.0)
+    id_count = tf.reduce_sum(tf.cast(tf.equal(pind[:, :, None], pind[:, None, :]), tf.float32),
+                             axis=-1)
+    has_target = tf.cast(num_targets > 0, tf.float32)
+    return (tf.reduce_mean((2.0 - 2.0 * cosine) * has_target / id_count),
+            tf.reduce_mean(has_target))
+
+  loss_a, positives_a = branch(pred1, target2, pind1, tind2)
+  loss_b, positives_b = branch(pred2, target1, pind2, tind1)
+  return loss_a + loss_b, {'positive_fraction': (positives_a + positives_b) / 2.0}
+
+
 def info_nce(query: tf.Tensor, key: tf.Tensor, queue: tf.Tensor,
              temperature: float = 0.2) -> tf.Tensor:
   """MoCo's InfoNCE with a queue of negatives (DetCo eq. 2, 4, 5).

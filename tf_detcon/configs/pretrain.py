@@ -38,8 +38,11 @@ class HeadConfig(hyperparams.Config):
 
 @dataclasses.dataclass
 class DetConConfig(hyperparams.Config):
-  """DetCon (SPEC §3). variant 'b': BYOL-based (predictor, EMA target); 's': SimCLR-based."""
+  """DetCon (Hénaff et al. 2021, §3.1). variant 'b': BYOL-based (predictor, EMA target); 's':
+  SimCLR-based. loss 'contrastive': the DetCon objective (eq. 3); 'regression': BYOL's
+  2 − 2·cos(q, z′) per mask, no negatives (variant 'b' only; with one global mask it is BYOL)."""
   variant: str = 'b'
+  loss: str = 'contrastive'
   feature_level: str = '5'
   num_samples: int = 16
   max_mask_ids: int = 256
@@ -54,9 +57,10 @@ class DetConConfig(hyperparams.Config):
 class DetCoConfig(hyperparams.Config):
   """DetCo (SPEC §4) on MoCo v2. levels ['5'] without local views is MoCo v2.
 
-  The key encoder is a momentum (EMA) copy. key_bn 'sync' (default): its BN is synchronised
-  across replicas, global-batch statistics that remove the intra-batch leak MoCo guards against;
-  'shuffle': MoCo's shuffling BN, per-replica BN on a cross-replica permutation of the batch.
+  The key encoder is a momentum (EMA) copy. key_bn 'shuffle' (default, as DetCo takes MoCo's
+  training details, DetCo appendix §6.5): MoCo's shuffling BN, per-replica BN on a cross-replica
+  permutation of the key batch. 'sync': BN synchronised across replicas; global-batch statistics
+  reduce, but with a queue do not remove, the intra-batch leak that shuffling guards against.
   """
   levels: List[str] = dataclasses.field(default_factory=lambda: ['2', '3', '4', '5'])
   level_weights: List[float] = dataclasses.field(default_factory=lambda: [0.1, 0.4, 0.7, 1.0])
@@ -66,7 +70,7 @@ class DetCoConfig(hyperparams.Config):
   momentum: float = 0.999
   head_hidden_dim: int = 2048
   output_dim: int = 128
-  key_bn: str = 'sync'
+  key_bn: str = 'shuffle'
 
 
 @dataclasses.dataclass
@@ -150,10 +154,12 @@ def detcon_task(variant: str, epochs: int, dataset: str = 'imagenet',
   data = data_config.DataConfig(global_batch_size=batch, masks=masks or
                                 data_config.MaskConfig(), **views)
   if variant == 'b':
+    # DetCon A.2/A.3: DetCon_B takes BYOL's settings; 1000 epochs: lr 0.2, wd 1.5e-6, τ0 0.996;
+    # 300 epochs: DetCon_S's lr 0.3 and wd 1e-6, τ0 0.99.
     detcon = DetConConfig(variant='b', projector=HeadConfig(hidden_dim=4096, output_dim=256),
                           predictor=HeadConfig(hidden_dim=4096, output_dim=256),
                           ema_tau_base=0.996 if epochs >= 1000 else 0.99)
-    optimization = OptimizationConfig(base_learning_rate=0.2,
+    optimization = OptimizationConfig(base_learning_rate=0.2 if epochs >= 1000 else 0.3,
                                       weight_decay=1.5e-6 if epochs >= 1000 else 1e-6)
   else:
     detcon = DetConConfig(variant='s', projector=HeadConfig(hidden_dim=2048, output_dim=128))
@@ -166,29 +172,50 @@ def detcon_task(variant: str, epochs: int, dataset: str = 'imagenet',
                       optimization=optimization)
 
 
+GLOBAL_MASK = data_config.MaskConfig(kind='grid', grid_size=1)
+
+
+def as_baseline(task: PretrainTask) -> PretrainTask:
+  """The method DetCon builds on (§3.1): one global mask and one latent per view (DetCon
+  Table 4, '#latents 1'). DetCon_B becomes BYOL with BYOL's regression loss, DetCon_S SimCLR."""
+  task.train_data.masks = GLOBAL_MASK.replace()
+  task.detcon.num_samples = 1
+  if task.detcon.variant == 'b':
+    task.detcon.loss = 'regression'
+  return task
+
+
+def global_contrastive(task: PretrainTask) -> PretrainTask:
+  """DetCon_B's contrastive loss on one global mask: BYOL's architecture, not its loss."""
+  task.train_data.masks = GLOBAL_MASK.replace()
+  return task
+
+
 def _register_detcon(name: str, variant: str, epochs: int, dataset: str = 'imagenet',
-                     masks: Optional[data_config.MaskConfig] = None) -> None:
+                     masks: Optional[data_config.MaskConfig] = None, derive=None) -> None:
   examples = IMAGENET_TRAIN_EXAMPLES if dataset == 'imagenet' else COCO_TRAIN_EXAMPLES
 
   @exp_factory.register_config_factory(name)
   def factory() -> PretrainExperiment:
     task = detcon_task(variant, epochs, dataset, masks)
+    if derive is not None:
+      task = derive(task)
     return _experiment(task, steps_for_epochs(epochs, 4096, examples))
 
   del factory
 
 
-GLOBAL_MASK = data_config.MaskConfig(kind='grid', grid_size=1)
-
 for _epochs in (300, 1000):
   _register_detcon(f'detcon_b_imagenet_{_epochs}ep', 'b', _epochs)
   _register_detcon(f'detcon_s_imagenet_{_epochs}ep', 's', _epochs)
-  _register_detcon(f'byol_imagenet_{_epochs}ep', 'b', _epochs, masks=GLOBAL_MASK)
-  _register_detcon(f'simclr_imagenet_{_epochs}ep', 's', _epochs, masks=GLOBAL_MASK)
+  _register_detcon(f'byol_imagenet_{_epochs}ep', 'b', _epochs, derive=as_baseline)
+  _register_detcon(f'simclr_imagenet_{_epochs}ep', 's', _epochs, derive=as_baseline)
+  _register_detcon(f'detcon_b_global_imagenet_{_epochs}ep', 'b', _epochs,
+                   derive=global_contrastive)
 _register_detcon('detcon_b_imagenet', 'b', 1000)
 _register_detcon('detcon_s_imagenet', 's', 1000)
-_register_detcon('byol_imagenet', 'b', 1000, masks=GLOBAL_MASK)
-_register_detcon('simclr_imagenet', 's', 1000, masks=GLOBAL_MASK)
+_register_detcon('byol_imagenet', 'b', 1000, derive=as_baseline)
+_register_detcon('simclr_imagenet', 's', 1000, derive=as_baseline)
 _register_detcon('detcon_b_coco', 'b', 1000, 'coco')
 _register_detcon('detcon_s_coco', 's', 1000, 'coco')
 _register_detcon('detcon_b_coco_grid', 'b', 1000, 'coco',
@@ -207,7 +234,8 @@ def tiny_encoder() -> EncoderConfig:
       type='resnet', resnet=backbones.ResNet(model_id=10, depth_multiplier=0.25)))
 
 
-def tiny_detcon_task(variant: str, masks: Optional[data_config.MaskConfig] = None) -> PretrainTask:
+def tiny_detcon_task(variant: str, masks: Optional[data_config.MaskConfig] = None,
+                     derive=None) -> PretrainTask:
   task = detcon_task(variant, epochs=1000, masks=masks, batch=TINY_BATCH)
   task.encoder = tiny_encoder()
   views = (data_config.byol_views if variant == 'b' else data_config.simclr_views)(
@@ -217,6 +245,8 @@ def tiny_detcon_task(variant: str, masks: Optional[data_config.MaskConfig] = Non
   task.detcon.projector = HeadConfig(hidden_dim=64, output_dim=32)
   task.detcon.predictor = HeadConfig(hidden_dim=64, output_dim=32)
   task.detcon.num_samples = 4
+  if derive is not None:
+    task = derive(task)
   task.optimization.warmup_epochs = 0
   task.optimization.warmup_fraction = 0.1
   task.optimization.examples_per_epoch = 18
@@ -224,53 +254,63 @@ def tiny_detcon_task(variant: str, masks: Optional[data_config.MaskConfig] = Non
   return task
 
 
-def _register_tiny(name: str, variant: str,
-                   masks: Optional[data_config.MaskConfig] = None) -> None:
+def _register_tiny(name: str, variant: str, derive=None) -> None:
   @exp_factory.register_config_factory(name)
   def factory() -> PretrainExperiment:
-    return _experiment(tiny_detcon_task(variant, masks), train_steps=20, steps_per_loop=5,
-                       checkpoint_interval=10, distribution='mirrored', precision='float32')
+    return _experiment(tiny_detcon_task(variant, derive=derive), train_steps=20,
+                       steps_per_loop=5, checkpoint_interval=10, distribution='mirrored',
+                       precision='float32')
 
   del factory
 
 
 _register_tiny('detcon_b_tiny', 'b')
 _register_tiny('detcon_s_tiny', 's')
-_register_tiny('byol_tiny', 'b', GLOBAL_MASK)
-_register_tiny('simclr_tiny', 's', GLOBAL_MASK)
+_register_tiny('byol_tiny', 'b', as_baseline)
+_register_tiny('simclr_tiny', 's', as_baseline)
+_register_tiny('detcon_b_global_tiny', 'b', global_contrastive)
 
 
 # ------------------------------------------------------------------------------------- DetCo
 
+DETCO_LEARNING_RATE = 0.06  # DetCo §6.5: "The learning rate for pre-training is 0.06"
+MOCOV2_LEARNING_RATE = 0.03  # MoCo v2 (Chen et al. 2020)
+
+
 def detco_task(local: bool = True, levels=('2', '3', '4', '5'),
-               weights=(0.1, 0.4, 0.7, 1.0), batch: int = 256) -> PretrainTask:
-  """DetCo (or MoCo v2: local=False, levels=('5',), weights=(1.0,)) per SPEC §4."""
+               weights=(0.1, 0.4, 0.7, 1.0), batch: int = 256,
+               base_learning_rate: float = DETCO_LEARNING_RATE) -> PretrainTask:
+  """DetCo (Xie et al. 2021, §3.2, §3.3, appendix §6.5), or MoCo v2 (Chen et al. 2020) with
+  local=False, levels=('5',), weights=(1.0,)."""
   data = data_config.DataConfig(global_batch_size=batch, masks=GLOBAL_MASK,
                                 local_views=data_config.LocalViewConfig(enabled=local),
                                 **data_config.mocov2_views())
+  # Cosine decay, SGD momentum 0.9 and weight decay 1e-4: MoCo's, which DetCo takes (§6.5).
   return PretrainTask(
       method='detco', train_data=data,
       detco=DetCoConfig(levels=list(levels), level_weights=list(weights), local=local),
-      optimization=OptimizationConfig(optimizer='sgd', base_learning_rate=0.03, momentum=0.9,
-                                      weight_decay=1e-4, warmup_fraction=0.0))
+      optimization=OptimizationConfig(optimizer='sgd', base_learning_rate=base_learning_rate,
+                                      momentum=0.9, weight_decay=1e-4, warmup_fraction=0.0))
 
 
-def _register_detco(name: str, local: bool, levels, weights) -> None:
+def _register_detco(name: str, local: bool, levels, weights, learning_rate: float) -> None:
   @exp_factory.register_config_factory(name)
   def factory() -> PretrainExperiment:
-    task = detco_task(local, levels, weights)
+    task = detco_task(local, levels, weights, base_learning_rate=learning_rate)
     return _experiment(task, steps_for_epochs(200, 256, IMAGENET_TRAIN_EXAMPLES),
                        distribution='tpu', precision='bfloat16')
 
   del factory
 
 
-_register_detco('detco_imagenet_200ep', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0))
-_register_detco('mocov2_imagenet_200ep', False, ('5',), (1.0,))
+_register_detco('detco_imagenet_200ep', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0),
+                DETCO_LEARNING_RATE)
+_register_detco('mocov2_imagenet_200ep', False, ('5',), (1.0,), MOCOV2_LEARNING_RATE)
 
 
-def tiny_detco_task(local: bool, levels, weights) -> PretrainTask:
-  task = detco_task(local, levels, weights, batch=TINY_BATCH)
+def tiny_detco_task(local: bool, levels, weights,
+                    learning_rate: float = DETCO_LEARNING_RATE) -> PretrainTask:
+  task = detco_task(local, levels, weights, batch=TINY_BATCH, base_learning_rate=learning_rate)
   task.encoder = tiny_encoder()
   task.train_data.override(dict(
       shuffle_buffer_size=32, cycle_length=2,
@@ -282,17 +322,19 @@ def tiny_detco_task(local: bool, levels, weights) -> PretrainTask:
   return task
 
 
-def _register_tiny_detco(name: str, local: bool, levels, weights) -> None:
+def _register_tiny_detco(name: str, local: bool, levels, weights, learning_rate: float) -> None:
   @exp_factory.register_config_factory(name)
   def factory() -> PretrainExperiment:
-    return _experiment(tiny_detco_task(local, levels, weights), train_steps=20, steps_per_loop=5,
-                       checkpoint_interval=10, distribution='mirrored', precision='float32')
+    return _experiment(tiny_detco_task(local, levels, weights, learning_rate), train_steps=20,
+                       steps_per_loop=5, checkpoint_interval=10, distribution='mirrored',
+                       precision='float32')
 
   del factory
 
 
-_register_tiny_detco('detco_tiny', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0))
-_register_tiny_detco('mocov2_tiny', False, ('5',), (1.0,))
+_register_tiny_detco('detco_tiny', True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0),
+                     DETCO_LEARNING_RATE)
+_register_tiny_detco('mocov2_tiny', False, ('5',), (1.0,), MOCOV2_LEARNING_RATE)
 
 
 # ------------------------------------------------------------------------------------- DeCon

@@ -1,7 +1,8 @@
 """DetCon (Hénaff et al. 2021): DetCon_B (BYOL-based) and DetCon_S (SimCLR-based).
 
-With a single global mask (masks.kind='grid', grid_size=1) DetCon_B is BYOL and DetCon_S is
-SimCLR, from the same code. `DetConObjective` acts on one feature level and owns its heads, so
+With a single global mask (masks.kind='grid', grid_size=1) and one latent, DetCon_S is SimCLR
+and DetCon_B has BYOL's architecture; with `loss='regression'` it is BYOL (BYOL's loss, not
+DetCon's contrastive one), from the same code. `DetConObjective` acts on one feature level and owns its heads, so
 DeCon can apply it to decoder levels too.
 """
 
@@ -27,6 +28,11 @@ class DetConLevelObjective(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     if cfg.variant not in ('b', 's'):
       raise ValueError(f"detcon.variant must be 'b' or 's', got {cfg.variant!r}")
+    if cfg.loss not in ('contrastive', 'regression'):
+      raise ValueError(f"detcon.loss must be 'contrastive' or 'regression', got {cfg.loss!r}")
+    if cfg.loss == 'regression' and cfg.variant != 'b':
+      raise ValueError("detcon.loss 'regression' (BYOL's) needs detcon.variant 'b': without a "
+                       'predictor and target network it collapses')
     self.cfg = cfg
     self.byol = cfg.variant == 'b'
 
@@ -90,6 +96,9 @@ class DetConLevelObjective(tf_keras.layers.Layer):
         projection = self.embed(online[v], cell_ids, view_ids, [self.projector], training)
         preds.append(projection)
         targets.append(projection)
+    if self.cfg.loss == 'regression':
+      return losses.regression_loss_with_stats(preds[0], preds[1], targets[0], targets[1],
+                                               ids[0], ids[1], ids[0], ids[1])
     return losses.detcon_loss_with_stats(
         preds[0], preds[1], targets[0], targets[1], ids[0], ids[1], ids[0], ids[1],
         temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives)
