@@ -9,12 +9,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from official.core import exp_factory
 from official.core import task_factory
 from official.modeling import hyperparams
 from official.vision import registry_imports  # pylint: disable=unused-import
 from tests.conftest import REPO_ROOT
+from tf_detcon import segmentation
 from tf_detcon import transfer
 
 FINETUNE = os.path.join(REPO_ROOT, 'official_configs', 'finetune')
@@ -98,20 +100,55 @@ def test_a_checkpoint_of_another_backbone_fails_to_load(tiny_run):
   gc.collect()
 
 
-def test_segmentation_fcn_loads_the_backbone(tiny_run):
-  params = exp_factory.get_exp_config('seg_deeplabv3_pascal')
+@pytest.fixture(scope='module')
+def resnet50_export(tmp_path_factory):
+  """A ResNet-50 pretraining run exported at step 0 (random weights), by the trainer's own path."""
+  from tests.conftest import tiny_params  # pylint: disable=g-import-not-at-top
+  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+  params = tiny_params('detcon_s_tiny')
+  params.task.encoder.backbone.resnet.override({'model_id': 50, 'depth_multiplier': 1.0})
+  run = trainer.Run(params, str(tmp_path_factory.mktemp('resnet50')))
+  run.export()
+  return run
+
+
+def pascal_fcn_params():
+  params = exp_factory.get_exp_config(segmentation.EXPERIMENT)
   for name in ('seg_detcon_pascal_fcn', 'cpu_offline'):
     params = hyperparams.override_params_dict(params, os.path.join(FINETUNE, f'{name}.yaml'),
                                               is_strict=True)
-  params.override({'task': {'model': {'backbone': TINY_BACKBONE}}}, is_strict=True)
-  transfer.resolve_init_checkpoint(params, os.path.join(tiny_run.model_dir, 'export'))
+  return params
+
+
+def test_pascal_fcn_is_mocos_dilated_fcn_and_loads_the_export_by_value(resnet50_export):
+  """DetCon §3.3 / MoCo's VOC FCN: res5 dilated (output stride 16), two 3×3 convs of 256 with
+  dilation 6, a 1×1 classifier; the pretrained ResNet-50 loads into the dilated ResNet."""
+  params = pascal_fcn_params()
+  transfer.resolve_init_checkpoint(params, os.path.join(resnet50_export.model_dir, 'export'))
+  assert params.task.init_checkpoint_modules == 'backbone'
   task = task_factory.get_task(params.task)
   model = task.build_model()
+  exported = resnet50_export.model.encoder.weights
+  assert len(model.backbone.weights) == len(exported)
+  assert not all(np.array_equal(a.numpy(), b.numpy())
+                 for a, b in zip(model.backbone.weights, exported))
   task.initialize(model)
-  for loaded, trained in zip(model.backbone.weights, tiny_run.model.encoder.weights):
-    np.testing.assert_array_equal(loaded.numpy(), trained.numpy())
+  for loaded, trained in zip(model.backbone.weights, exported):
+    assert loaded.shape == trained.shape, loaded.name
+    np.testing.assert_array_equal(loaded.numpy(), trained.numpy(), err_msg=loaded.name)
+  dilations = sorted({layer.dilation_rate for layer in model.backbone.submodules
+                      if isinstance(layer, tf_keras.layers.Conv2D)})
+  assert dilations == [(1, 1), (2, 2)]
+  assert [(c.dilation_rate, c.filters, c.kernel_size) for c in model.decoder._convs] == (  # pylint: disable=protected-access
+      [((6, 6), 256, (3, 3))] * 2)
   outputs = model(tf.zeros([1, 64, 64, 3]), training=False)
-  assert outputs['logits'].shape[-1] == 21
+  assert outputs['logits'].shape == (1, 4, 4, 21)  # output stride 16
+
+
+def test_pascal_fcn_refuses_a_backbone_of_another_depth_or_width(tiny_run):
+  with pytest.raises(ValueError, match='the checkpoint holds a .* backbone but the fine-tuning'):
+    transfer.resolve_init_checkpoint(pascal_fcn_params(),
+                                     os.path.join(tiny_run.model_dir, 'export'))
 
 
 def test_bad_init_checkpoint_is_a_clear_error(tmp_path):

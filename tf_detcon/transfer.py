@@ -62,9 +62,18 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str) 
 
 
 def _backbone_fields(backbone: Dict[str, Any]) -> Dict[str, Any]:
-  inner = backbone.get(backbone['type'], {})
-  return {'type': backbone['type'],
-          **{k: inner.get(k) for k in ARCHITECTURE_FIELDS if k in inner}}
+  """The fields that decide a backbone's variables. Model Garden's dilated ResNet (VOC's FCN)
+  holds exactly the variables of the ResNet of the same depth at width 1 (dilation and stride
+  change no weight), so it compares as that ResNet."""
+  kind = backbone['type']
+  inner = backbone.get(kind) or {}
+  fields = {k: inner.get(k) for k in ARCHITECTURE_FIELDS if k in inner}
+  if kind == 'dilated_resnet' and inner.get('last_stage_repeats', 1) == 1:
+    kind = 'resnet'
+    fields.update(depth_multiplier=1.0)
+  if kind == 'resnet' and fields.get('depth_multiplier') == 1.0:
+    fields.pop('scale_stem', None)  # the stem has 64 filters either way
+  return {'type': kind, **fields}
 
 
 def check_backbone(params: cfg.ExperimentConfig, metadata: Dict[str, Any]) -> None:
