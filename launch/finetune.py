@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import train_utils
 from tf_detcon import cli
-from tf_detcon import segmentation  # pylint: disable=unused-import  (registers seg_detcon_pascal_fcn)
+from tf_detcon import segmentation  # pylint: disable=unused-import  (registers its experiment)
 from tf_detcon import transfer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -9,7 +9,8 @@ from official.modeling import hyperparams
 
 @dataclasses.dataclass
 class ColorConfig(hyperparams.Config):
-  """Image-only colour ops (SPEC §2). Jitter is applied as a block, its 4 ops in random order."""
+  """Image-only colour ops (DetCon A.1; docs/design.md §2). Jitter is applied as a block, its
+  4 ops in random order."""
   jitter_prob: float = 0.8
   brightness: float = 0.4
   contrast: float = 0.4

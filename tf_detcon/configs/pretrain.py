@@ -55,7 +55,8 @@ class DetConConfig(hyperparams.Config):
 
 @dataclasses.dataclass
 class DetCoConfig(hyperparams.Config):
-  """DetCo (SPEC §4) on MoCo v2. levels ['5'] without local views is MoCo v2.
+  """DetCo (Xie et al. 2021, §3.2; docs/design.md §4) on MoCo v2. levels ['5'] without local
+  views is MoCo v2.
 
   The key encoder is a momentum (EMA) copy. key_bn 'shuffle' (default, as DetCo takes MoCo's
   training details, DetCo appendix §6.5): MoCo's shuffling BN, per-replica BN on a cross-replica
@@ -75,7 +76,8 @@ class DetCoConfig(hyperparams.Config):
 
 @dataclasses.dataclass
 class DeConConfig(hyperparams.Config):
-  """DeCon (SPEC §5): an FPN decoder pretrained with the base method's own objective.
+  """DeCon (Quetin et al. 2025; our adaptation, docs/design.md §5): an FPN decoder pretrained
+  with the base method's own objective.
 
   variant 'sl': the decoder objective on P2 only; 'ml': on P2..P5 with per-level heads, averaged
   (decoder deep supervision). Loss α·L_enc + (1 − α)·L_dec. Channel dropout (whole channels) on
@@ -149,7 +151,7 @@ def _experiment(task: PretrainTask, train_steps: int, steps_per_loop: int = 1000
 def detcon_task(variant: str, epochs: int, dataset: str = 'imagenet',
                 masks: Optional[data_config.MaskConfig] = None,
                 batch: int = 4096) -> PretrainTask:
-  """DetCon_B / DetCon_S with the paper's settings (DetCon Table A.1, SPEC §3, §6)."""
+  """DetCon_B / DetCon_S with the paper's settings (DetCon §3.1, A.1–A.3)."""
   views = data_config.byol_views() if variant == 'b' else data_config.simclr_views()
   data = data_config.DataConfig(global_batch_size=batch, masks=masks or
                                 data_config.MaskConfig(), **views)

@@ -13,7 +13,7 @@ from skimage import segmentation
 
 MAX_UINT8_SEGMENTS = 256
 MAX_UINT16_SEGMENTS = 65536
-# (scale, sigma, min_size) per mask, as in SPEC §1.
+# (scale, sigma, min_size) per mask: DetCon §3.2 (scales); docs/design.md §1 (sigma, min_size).
 IMAGENET_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = ((1000.0, 0.8, 1000),)
 COCO_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = (
     (500.0, 0.8, 500), (1000.0, 0.8, 1000), (1500.0, 0.8, 1500))

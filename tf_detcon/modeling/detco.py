@@ -1,5 +1,5 @@
 """DetCo (Xie et al. 2021): hierarchical intermediate contrast and cross global↔local contrast,
-on MoCo v2. The authors released no pretraining code; this follows the paper and SPEC §4.
+on MoCo v2. The authors released no pretraining code; this follows the paper and docs/design.md §4.
 
 Per level i (res2..res5), with a query encoder and its momentum key copy:
   q_g, k_g: global heads on the average-pooled level feature of the global views;

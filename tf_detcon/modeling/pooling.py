@@ -1,4 +1,4 @@
-"""From id maps to mask-pooled features (SPEC §3).
+"""From id maps to mask-pooled features (DetCon §3.1; docs/design.md §3).
 
 The reference one-hot encodes the full-resolution map ([B, 224, 224, K] floats), average-pools it
 to the feature grid and takes the argmax. Here the same majority vote is a segment count over
