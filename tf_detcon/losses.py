@@ -120,9 +120,9 @@ def regression_loss_with_stats(pred1: tf.Tensor, pred2: tf.Tensor,
                                                                             Dict[str, tf.Tensor]]:
   """BYOL's regression loss (Grill et al. 2020, eq. 2), per mask; no negatives.
 
-  For each anchor, the prediction q of a mask in one view, the loss is ‖q̄ − z̄′‖² = 2 − 2·cos(q, z′)
-  against the target z′ of the same mask (id) in the other view of the same image (averaged over
-  that view's samples of the id, which are the same pooled vector). Anchors whose id the other
+  For each anchor, the prediction q of a mask in one view, the loss is
+  ‖q̄ − z̄′‖² = 2 − 2·cos(q, z′) against the target z′ of the same mask (id) in the other view of
+  the same image (averaged over that view's samples of the id, which are the same pooled vector). Anchors whose id the other
   view lacks weigh 0, the others 1/(number of times their id was sampled in their view), as in
   `detcon_loss`; mean over the B·R anchors, summed over both view orders. With one global mask
   and R = 1 this is BYOL's symmetrised loss L + L̃, the baseline of DetCon's Tables 1 and 2.

@@ -1,4 +1,5 @@
-"""Joint image + mask augmentation (DetCon §3.1, A.1; docs/design.md §2), as graph code for tf.data and the train step.
+"""Joint image + mask augmentation (DetCon §3.1, A.1; docs/design.md §2), as graph code for
+tf.data and the train step.
 
 Split in two like the DeepMind release: the host part (decode, random resized crop, flip, resize;
 the same window and flip for the image and its id map, the map resized nearest-neighbour) runs per
