@@ -221,7 +221,7 @@ _register_detcon('simclr_imagenet', 's', 1000, derive=as_baseline)
 _register_detcon('detcon_b_coco', 'b', 1000, 'coco')
 _register_detcon('detcon_s_coco', 's', 1000, 'coco')
 _register_detcon('detcon_b_coco_grid', 'b', 1000, 'coco',
-                 masks=data_config.MaskConfig(kind='grid', grid_size=4))
+                 masks=data_config.MaskConfig(kind='grid', grid_size=5))
 
 
 # ----------------------------------------------------------------------------- tiny, for CPU
