@@ -10,6 +10,7 @@ import tf_keras
 
 from tests.conftest import tiny_params
 from tf_detcon import losses
+from tf_detcon import replicas
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import detco
 from tf_detcon.modeling import queues
@@ -63,7 +64,7 @@ def test_two_replicas_give_the_loss_gradients_and_queue_of_one(two_replicas):
   def step(queue, q, k):
     with tf.GradientTape() as tape:
       tape.watch(q)
-      _, num_replicas = losses.replica_info()
+      _, num_replicas = replicas.replica_info()
       loss = losses.info_nce(q, k, queue.keys, 0.2) / num_replicas
     gradient = tape.gradient(loss, q)
     queue.enqueue(k)

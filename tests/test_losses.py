@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tf_detcon import losses
+from tf_detcon import replicas
 
 
 def _normalize(x):
@@ -98,7 +99,7 @@ def test_two_replicas_give_the_loss_and_gradients_of_one(two_replicas):
     z1, z2 = tf.convert_to_tensor(z1), tf.convert_to_tensor(z2)
     with tf.GradientTape() as tape:
       tape.watch([z1, z2])
-      _, num_replicas = losses.replica_info()
+      _, num_replicas = replicas.replica_info()
       # DetCon_S: the targets are the predictions, so gradients flow through the gather.
       loss = losses.detcon_loss(z1, z2, z1, z2, a, b, a, b) / num_replicas
     return loss, tape.gradient(loss, [z1, z2])
@@ -164,7 +165,7 @@ def test_regression_loss_on_two_replicas_is_that_of_one(two_replicas):
     q1, q2 = tf.convert_to_tensor(q1), tf.convert_to_tensor(q2)
     with tf.GradientTape() as tape:
       tape.watch([q1, q2])
-      _, num_replicas = losses.replica_info()
+      _, num_replicas = replicas.replica_info()
       loss, _ = losses.regression_loss_with_stats(q1, q2, z1, z2, a, b, a, b)
       loss /= num_replicas
     return loss, tape.gradient(loss, [q1, q2])

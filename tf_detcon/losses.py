@@ -1,7 +1,7 @@
 """Contrastive objectives as pure functions, replica-aware.
 
 Called inside `strategy.run` (a replica context of a multi-replica strategy), a loss gathers the
-targets of every replica (`ReplicaContext.all_gather`, differentiable) so negatives come from the
+targets of every replica (`replicas.gather`, differentiable) so negatives come from the
 global batch, and offsets its labels by `replica_id · local batch`. It returns the loss of the
 calling replica's anchors (a mean over them); the train step divides by the number of replicas
 before the optimiser sums gradients across replicas, which gives the gradient of the global mean.
@@ -11,23 +11,9 @@ from typing import Dict, Tuple
 
 import tensorflow as tf
 
+from tf_detcon import replicas
+
 LARGE_NUM = 1e9  # stands in for infinity in masked logits
-
-
-def replica_info() -> Tuple[tf.Tensor, int]:
-  """(replica id, number of replicas) of the current replica context (0, 1 outside one)."""
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return tf.constant(0), 1
-  return context.replica_id_in_sync_group, context.num_replicas_in_sync
-
-
-def gather_replicas(tensor: tf.Tensor) -> tf.Tensor:
-  """Concatenates `tensor` over replicas along axis 0, in replica order (identity if one)."""
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return tensor
-  return context.all_gather(tensor, axis=0)
 
 
 def _same_id(ids_a: tf.Tensor, ids_b: tf.Tensor) -> tf.Tensor:
@@ -47,9 +33,9 @@ def detcon_loss_with_stats(pred1: tf.Tensor, pred2: tf.Tensor,
                                     for x in (pred1, pred2, target1, target2))
   batch, num_rois = tf.shape(pred1)[0], tf.shape(pred1)[1]
   pred1, pred2 = tf.math.l2_normalize(pred1, -1), tf.math.l2_normalize(pred2, -1)
-  target1 = tf.math.l2_normalize(gather_replicas(target1), -1)
-  target2 = tf.math.l2_normalize(gather_replicas(target2), -1)
-  replica_id, _ = replica_info()
+  target1 = tf.math.l2_normalize(replicas.gather(target1), -1)
+  target2 = tf.math.l2_normalize(replicas.gather(target2), -1)
+  replica_id, _ = replicas.replica_info()
   global_batch = tf.shape(target1)[0]
   # [B, 1, B_global, 1]: 1 where the target belongs to the anchor's own image.
   own_image = tf.one_hot(tf.range(batch) + replica_id * batch, global_batch)[:, None, :, None]

@@ -114,6 +114,12 @@ class OptimizationConfig(hyperparams.Config):
       default_factory=lambda: [r'(^|/)(gamma|beta|bias)(/replica_\d+)?(:\d+)?$'])
 
 
+def coupled_weight_decay(cfg: OptimizationConfig) -> float:
+  """MoCo's coupled L2, wd/2·Σ‖w‖², that an SGD-trained model adds to its loss (LARS decays the
+  weights itself): the weight decay for SGD, 0 for LARS."""
+  return cfg.weight_decay if cfg.optimizer == 'sgd' else 0.0
+
+
 @dataclasses.dataclass
 class PretrainTask(cfg.TaskConfig):
   method: str = 'detcon'

@@ -13,8 +13,7 @@ import tf_keras
 
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import views
-from tf_detcon.losses import replica_info
-from tf_detcon.modeling import sync
+from tf_detcon import replicas
 
 
 def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tensor) -> None:
@@ -23,7 +22,7 @@ def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tenso
   def blend(target, online, decay_):
     return target.assign(decay_ * target + (1.0 - decay_) * tf.cast(online, target.dtype))
 
-  sync.update_everywhere([(target, blend, (online, decay)) for target, online in pairs])
+  replicas.update_everywhere([(target, blend, (online, decay)) for target, online in pairs])
 
 
 def weight_pairs(target: tf_keras.layers.Layer,
@@ -108,7 +107,7 @@ class PretrainModel(tf_keras.Model):
 
   def train_step(self, batch):
     batch = self.prepare_batch(batch)
-    _, num_replicas = replica_info()
+    _, num_replicas = replicas.replica_info()
     variables = self.optimized_variables()
     with tf.GradientTape() as tape:
       loss, stats = self.compute_objective(batch, training=True)
@@ -129,13 +128,7 @@ class PretrainModel(tf_keras.Model):
     return self._logs(dict(stats, loss=loss), decay)
 
   def _logs(self, values: Dict[str, tf.Tensor], decay: tf.Tensor) -> Dict[str, tf.Tensor]:
-    context = tf.distribute.get_replica_context()
-    logs = {}
-    for name, value in values.items():
-      value = tf.cast(value, tf.float32)
-      if context is not None:
-        value = context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
-      logs[name] = value
+    logs = {name: replicas.mean(tf.cast(value, tf.float32)) for name, value in values.items()}
     learning_rate = self.optimizer.learning_rate
     if callable(learning_rate):
       learning_rate = learning_rate(self.optimizer.iterations)

@@ -18,7 +18,6 @@ from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import base
 from tf_detcon.modeling import detco
 from tf_detcon.modeling import detcon
-from tf_detcon.training import optimization
 
 BASE_MODELS = {'detcon': detcon.DetConModel, 'detco': detco.DetCoModel}
 VARIANT_LEVELS = {'sl': ['2'], 'ml': ['2', '3', '4', '5']}
@@ -63,7 +62,7 @@ class DeConModel(base.PretrainModel):
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task.train_data, total_steps,
-                     optimization.coupled_weight_decay(task.optimization), **kwargs)
+                     pretrain_config.coupled_weight_decay(task.optimization), **kwargs)
     cfg = task.decon
     if cfg.base_method not in BASE_MODELS:
       raise ValueError(f'decon.base_method must be one of {sorted(BASE_MODELS)}, got '

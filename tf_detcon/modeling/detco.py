@@ -1,5 +1,6 @@
 """DetCo (Xie et al. 2021): hierarchical intermediate contrast and cross global↔local contrast,
-on MoCo v2. The authors released no pretraining code; this follows the paper and docs/design.md §4.
+on MoCo v2. The authors released no pretraining code; this follows the paper and
+docs/design.md §4.
 
 Per level i (res2..res5), with a query encoder and its momentum key copy:
   q_g, k_g: global heads on the average-pooled level feature of the global views;
@@ -15,11 +16,11 @@ import tensorflow as tf
 import tf_keras
 
 from tf_detcon import losses
+from tf_detcon import replicas
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import base
 from tf_detcon.modeling import encoders
 from tf_detcon.modeling import queues
-from tf_detcon.training import optimization
 
 
 class ProjectionHead(tf_keras.layers.Layer):
@@ -118,7 +119,7 @@ class DetCoModel(base.PretrainModel):
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task.train_data, total_steps,
-                     optimization.coupled_weight_decay(task.optimization), **kwargs)
+                     pretrain_config.coupled_weight_decay(task.optimization), **kwargs)
     self.task = task
     self.cfg = task.detco
     validate(task)
@@ -162,7 +163,7 @@ class DetCoModel(base.PretrainModel):
     query = side(self.encoder, batch['view1'], batch.get('patches1'))
     if self.cfg.key_bn == 'shuffle':
       # A fresh permutation each step, the same on every replica: replica 0's random seed.
-      seed = losses.gather_replicas(
+      seed = replicas.gather(
           tf.random.uniform([1, 2], maxval=2**31 - 1, dtype=tf.int32))[0]
       key = shuffled_across_replicas(
           lambda view, patches: side(self.target_encoder, view, patches),
@@ -180,7 +181,7 @@ def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
   replicas; per-replica BN statistics then do not belong to the queries' sub-batch. With one
   replica there is nothing to shuffle across and `fn` runs as is.
   """
-  replica_id, num_replicas = losses.replica_info()
+  replica_id, num_replicas = replicas.replica_info()
   if num_replicas == 1:
     return fn(view, patches)
   rows = [1, 0 if patches is None else patches.shape[1]]  # a view; its patches per image
@@ -192,9 +193,9 @@ def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
   permutation = tf.argsort(tf.random.stateless_uniform([total], seed))
   inverse = tf.math.invert_permutation(permutation)
   mine = tf.reshape(permutation, [num_replicas, local])[replica_id]
-  view = tf.gather(losses.gather_replicas(view), mine)
+  view = tf.gather(replicas.gather(view), mine)
   if patches is not None:
-    patches = tf.gather(losses.gather_replicas(patches), mine)
+    patches = tf.gather(replicas.gather(patches), mine)
   outputs = fn(view, patches)
   own = tf.reshape(inverse, [num_replicas, local])[replica_id]
 
@@ -202,7 +203,7 @@ def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
     restored = {}
     for level, value in features.items():
       value = tf.ensure_shape(value, [local * rows_per_image] + [None] * (value.shape.rank - 1))
-      gathered = losses.gather_replicas(value)
+      gathered = replicas.gather(value)
       grouped = tf.reshape(gathered, tf.concat([[total, rows_per_image], tf.shape(value)[1:]], 0))
       restored[level] = tf.reshape(tf.gather(grouped, own), tf.shape(value))
     return restored

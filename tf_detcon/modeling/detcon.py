@@ -12,12 +12,12 @@ import tensorflow as tf
 import tf_keras
 
 from tf_detcon import losses
+from tf_detcon import schedules
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import base
 from tf_detcon.modeling import encoders
 from tf_detcon.modeling import heads
 from tf_detcon.modeling import pooling
-from tf_detcon.training import optimization
 
 
 class DetConLevelObjective(tf_keras.layers.Layer):
@@ -149,7 +149,7 @@ class DetConModel(base.PretrainModel):
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task.train_data, total_steps,
-                     optimization.coupled_weight_decay(task.optimization), **kwargs)
+                     pretrain_config.coupled_weight_decay(task.optimization), **kwargs)
     self.task = task
     self.encoder = encoders.build_backbone(task.encoder)
     self.objective = self.make_objective(encoders.level_channels(self.encoder),
@@ -171,7 +171,7 @@ class DetConModel(base.PretrainModel):
     return base.weight_pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
 
   def ema_decay(self, step):
-    return optimization.ema_tau(step, self.total_steps, self.task.detcon.ema_tau_base)
+    return schedules.ema_tau(step, self.total_steps, self.task.detcon.ema_tau_base)
 
   def features(self, batch, training):
     """Level features of both views, online and (DetCon_B) target."""

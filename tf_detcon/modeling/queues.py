@@ -2,8 +2,7 @@
 
 import tensorflow as tf
 
-from tf_detcon import losses
-from tf_detcon.modeling import sync
+from tf_detcon import replicas
 
 
 class KeyQueue(tf.Module):
@@ -24,7 +23,7 @@ class KeyQueue(tf.Module):
     """Writes the keys of the whole global batch (gathered across replicas, in replica order)
     at the pointer and advances it. The queue size is a multiple of the global batch."""
     keys = tf.stop_gradient(tf.math.l2_normalize(
-        tf.cast(losses.gather_replicas(local_keys), tf.float32), axis=-1))
+        tf.cast(replicas.gather(local_keys), tf.float32), axis=-1))
     count = tf.shape(keys, out_type=tf.int64)[0]
 
     def write(queue, new_keys, pointer):
@@ -32,7 +31,7 @@ class KeyQueue(tf.Module):
       return queue.scatter_nd_update(indices[:, None], new_keys)
 
     start = self.pointer.read_value()
-    sync.update_everywhere([
+    replicas.update_everywhere([
         (self.keys, write, (keys, start)),
         (self.pointer, lambda p, n: p.assign((p + n) % self.size), (count,)),
     ])
