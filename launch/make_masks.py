@@ -25,9 +25,9 @@ from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.data import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.data import precompute  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.data import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.data.offline import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.data.offline import precompute  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.data.offline import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('image_dir', None, 'A folder of images (searched recursively).')

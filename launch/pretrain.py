@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from official.core import train_utils
 from tf_detcon import cli
 from tf_detcon.configs import pretrain  # registers the experiments
+from tf_detcon.data.offline import build_embedded
 from tf_detcon.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -34,6 +35,8 @@ def main(argv):
                          accepts=lambda c: isinstance(c, pretrain.PretrainExperiment))
   params = train_utils.parse_configuration(FLAGS, print_return=False)
   train_utils.serialize_config(params, FLAGS.model_dir)
+  if mode == 'train' and not params.task.train_data.input_path:
+    build_embedded.ensure()  # the embedded sample set, built once on first use
   if mode == 'train':
     trainer.train_and_export(params, FLAGS.model_dir)
   else:

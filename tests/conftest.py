@@ -38,8 +38,8 @@ def blocky_ids(height: int, width: int, num_ids: int, block: int, seed: int = 0)
 
 @pytest.fixture(scope='session')
 def embedded_files():
-  from tf_detcon.data import embedded  # pylint: disable=g-import-not-at-top
-  return embedded.embedded_files()
+  from tf_detcon.data.offline import build_embedded  # pylint: disable=g-import-not-at-top
+  return build_embedded.ensure()
 
 
 def tiny_params(name: str = 'detcon_b_tiny', **trainer):

@@ -8,6 +8,7 @@ import pytest
 from official.core import exp_factory
 from official.modeling import hyperparams
 from tests.conftest import REPO_ROOT
+from tf_detcon.configs import data as data_config
 from tf_detcon.configs import pretrain
 
 YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain', '*.yaml')))
@@ -70,3 +71,16 @@ def test_yaml_files_override_their_experiment_strictly(path):
     registered_value = getattr(registered.task, key).as_dict()
     assert yaml_value == registered_value, key
   assert params.trainer.train_steps == registered.trainer.train_steps
+
+
+@pytest.mark.parametrize('preset', ['byol_views', 'simclr_views', 'mocov2_views'])
+def test_presets_follow_the_papers(preset):
+  views_cfg = getattr(data_config, preset)(224)
+  v1, v2 = views_cfg['view1'], views_cfg['view2']
+  if preset == 'byol_views':
+    assert (v1.color.blur_prob, v2.color.blur_prob) == (1.0, 0.1)
+    assert (v1.color.solarize_prob, v2.color.solarize_prob) == (0.0, 0.2)
+  elif preset == 'simclr_views':
+    assert (v1.color.brightness, v1.color.hue, v2.color.blur_prob) == (0.8, 0.2, 0.0)
+  else:
+    assert v1.crop_area_min == 0.2 and v2.color.blur_prob == 0.5

@@ -13,6 +13,7 @@ from tests.conftest import REPO_ROOT, blocky_ids, palette
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 from tf_detcon.data import records
+from tf_detcon.data.offline import shards
 
 
 def _config(**overrides) -> data_config.DataConfig:
@@ -54,11 +55,12 @@ def test_input_context_shards_files_and_splits_the_batch(embedded_files):
 def _write_records(path, entries):
   with tf.io.TFRecordWriter(path) as writer:
     for key, image, mask_list in entries:
-      example = {
-          records.IMAGE_KEY: records._bytes_feature([key.encode()]),  # pylint: disable=protected-access
-          records.IMAGE_ENCODED: records._bytes_feature([records.encode_png(image)]),  # pylint: disable=protected-access
-          records.MASK_ENCODED: records._bytes_feature([records.encode_png(m) for m in mask_list]),  # pylint: disable=protected-access
-      }
+      def feature(values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+      example = {records.IMAGE_KEY: feature([key.encode()]),
+                 records.IMAGE_ENCODED: feature([shards.encode_png(image)]),
+                 records.MASK_ENCODED: feature([shards.encode_png(m) for m in mask_list])}
       writer.write(tf.train.Example(
           features=tf.train.Features(feature=example)).SerializeToString())
 
@@ -140,3 +142,10 @@ def test_make_masks_launcher_rejects_bad_flags_in_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       'make_masks.py: error: give exactly one input: --image_dir, --tfds_name or '
       '--coco_annotations')
+
+
+def test_an_unbuilt_embedded_set_is_a_clear_error_not_a_silent_build(tmp_path, monkeypatch):
+  monkeypatch.setenv('TF_DETCON_CACHE', str(tmp_path / 'empty'))
+  with pytest.raises(ValueError, match='embedded sample dataset is not built in .*build_embedded'):
+    datasets.resolve_files('')
+

@@ -6,7 +6,7 @@ from skimage import segmentation
 import tensorflow as tf
 
 from tests.conftest import blocky_ids
-from tf_detcon.data import masks
+from tf_detcon.data.offline import masks
 
 
 def test_relabel_by_area_orders_ids_by_decreasing_area():
@@ -85,8 +85,8 @@ def test_grid_ids_match_an_independent_computation():
 
 
 def masks_grid(height, width, n):
-  from tf_detcon.data import views  # pylint: disable=g-import-not-at-top
-  return views.grid_ids(tf.constant(height), tf.constant(width), n).numpy()
+  from tf_detcon.data import decode  # pylint: disable=g-import-not-at-top
+  return decode.grid_ids(tf.constant(height), tf.constant(width), n).numpy()
 
 
 def test_ground_truth_mask_keeps_small_objects_on_top():

@@ -10,11 +10,12 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import blocky_ids, palette
-from tf_detcon.data import masks as masks_lib
-from tf_detcon.data import precompute
+from tf_detcon.data import decode
+from tf_detcon.data.offline import masks as masks_lib
+from tf_detcon.data.offline import precompute
+from tf_detcon.data.offline import shards
 from tf_detcon.data import records
-from tf_detcon.data import sources
-from tf_detcon.data import views
+from tf_detcon.data.offline import sources
 
 SMALL_FH = ((100.0, 0.5, 50),)
 
@@ -36,7 +37,7 @@ def _read_records(path: str):
   for record in tf.data.TFRecordDataset(path):
     parsed = records.parse_example(record)
     image = tf.io.decode_image(parsed[records.IMAGE_ENCODED], channels=3).numpy()
-    maps = [views.decode_mask_png(png).numpy() for png in parsed[records.MASK_ENCODED]]
+    maps = [decode.decode_mask_png(png).numpy() for png in parsed[records.MASK_ENCODED]]
     out.append((parsed[records.IMAGE_KEY].numpy().decode(), image, maps))
   return out
 
@@ -76,11 +77,11 @@ def test_folder_job_writes_shards_that_decode_to_the_fh_masks(folder, tmp_path):
 
 def test_uint16_masks_round_trip_through_png():
   ids = np.arange(300 * 4, dtype=np.uint16).reshape(30, 40) % 300
-  png = records.encode_png(ids)
-  np.testing.assert_array_equal(views.decode_mask_png(tf.constant(png)).numpy(), ids)
+  png = shards.encode_png(ids)
+  np.testing.assert_array_equal(decode.decode_mask_png(tf.constant(png)).numpy(), ids)
   small = (ids % 200).astype(np.uint8)
   np.testing.assert_array_equal(
-      views.decode_mask_png(tf.constant(records.encode_png(small))).numpy(), small)
+      decode.decode_mask_png(tf.constant(shards.encode_png(small))).numpy(), small)
 
 
 @pytest.mark.parametrize('name,payload,reason', [
@@ -171,7 +172,7 @@ def test_an_exception_inside_a_shard_leaves_no_partial_file(folder, tmp_path, mo
     calls.append(raw.key)
     if len(calls) == 2:
       raise RuntimeError('disk full')
-    return records.make_example(raw.key, b'x', 1, 1, [np.zeros((1, 1), np.uint8)], ['m'])
+    return shards.make_example(raw.key, b'x', 1, 1, [np.zeros((1, 1), np.uint8)], ['m'])
 
   monkeypatch.setattr(precompute, 'process_example', failing)
   with pytest.raises(RuntimeError):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT, tiny_params
-from tf_detcon.data import views
+from tf_detcon.data import color
 from tf_detcon.modeling import encoders
 from tf_detcon.training import callbacks
 from tf_detcon.training import trainer
@@ -60,7 +60,7 @@ def test_saved_model_in_a_fresh_process_matches_the_live_encoder(tiny_run, tmp_p
       capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 0, result.stderr[-2000:]
   served = np.load(tmp_path / 'features.npz')
-  live = tiny_run.model.encoder(views.normalize(images.astype(np.float32) / 255.0),
+  live = tiny_run.model.encoder(color.normalize(images.astype(np.float32) / 255.0),
                                 training=False)
   for level in ('2', '3', '4', '5'):
     np.testing.assert_allclose(served[f'level_{level}'], live[level].numpy(), rtol=1e-4,

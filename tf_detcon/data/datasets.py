@@ -5,14 +5,16 @@ from typing import List, Optional
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
+from tf_detcon.data import color
+from tf_detcon.data import decode
 from tf_detcon.data import embedded
-from tf_detcon.data import views
+from tf_detcon.data import geometry
 
 
 def resolve_files(input_path: str) -> List[str]:
   """Record files of a comma-separated list of paths/patterns; '' is the embedded sample set."""
   if not input_path:
-    return embedded.embedded_files()
+    return embedded.files()
   files = []
   for pattern in (p.strip() for p in input_path.split(',')):
     if not pattern:
@@ -47,7 +49,7 @@ def build_dataset(cfg: data_config.DataConfig,
   """Batches of two views (and masks, and DetCo patches) for one input pipeline.
 
   With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
-  calls `views.finalize_batch`; otherwise that runs here and the batches are final.
+  calls `color.finalize_batch`; otherwise that runs here and the batches are final.
   """
   validate_config(cfg)
   files = resolve_files(cfg.input_path)
@@ -66,16 +68,16 @@ def build_dataset(cfg: data_config.DataConfig,
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
   if cfg.is_training and cfg.shuffle_buffer_size > 1:
     ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
-  ds = ds.map(lambda record: views.decode_example(record, cfg.masks),
+  ds = ds.map(lambda record: decode.decode_example(record, cfg.masks),
               num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.on_bad_example == 'skip':
     ds = ds.filter(lambda example: example['valid'])
   else:
-    ds = ds.map(views.check_example, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.map(lambda example: views.host_views(example, cfg),
+    ds = ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda example: geometry.host_views(example, cfg),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=cfg.drop_remainder)
   if not cfg.color_on_device:
-    ds = ds.map(lambda batch: views.finalize_batch(batch, cfg),
+    ds = ds.map(lambda batch: color.finalize_batch(batch, cfg),
                 num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

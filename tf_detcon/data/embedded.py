@@ -1,41 +1,36 @@
-"""The embedded default dataset: scikit-image's sample images with FH masks, built once, cached.
+"""Where the embedded sample dataset lives: scikit-image's sample images with FH masks.
 
-Used when a config names no input: the README's main command and most tests train on it. The build
-is the ordinary precompute job, so it is atomic and safe to interrupt.
+Used when a config names no input (`task.train_data.input_path: ''`): the README's main command
+and most tests train on it. Reading it needs nothing of the offline precompute; building it is
+`tf_detcon.data.offline.build_embedded`, which the launchers run on first use.
 """
 
 import os
 from typing import List
 
-from absl import logging
+import tensorflow as tf
 
-from tf_detcon.data import masks as masks_lib
-from tf_detcon.data import precompute
 from tf_detcon.data import records
-from tf_detcon.data import sources
 
 # Bump when the images, their size or the mask settings change, so stale caches are not reused.
 EMBEDDED_VERSION = 'v1'
-EMBEDDED_MAX_SIDE = 256
-EMBEDDED_SHARDS = 2
 
 
 def cache_dir() -> str:
+  """`$TF_DETCON_CACHE/embedded-<version>` (default `~/.cache/tf_detcon`)."""
   root = os.environ.get('TF_DETCON_CACHE',
                         os.path.join(os.path.expanduser('~'), '.cache', 'tf_detcon'))
   return os.path.join(root, f'embedded-{EMBEDDED_VERSION}')
 
 
-def embedded_files() -> List[str]:
-  """TFRecord paths of the embedded dataset, building it on first use (a few seconds)."""
-  out_dir = cache_dir()
-  if not os.path.exists(os.path.join(out_dir, records.MANIFEST_NAME)):
-    logging.info('building the embedded sample dataset in %s', out_dir)
-    precompute.Job(
-        source=sources.SampleImageSource(max_side=EMBEDDED_MAX_SIDE),
-        out_dir=out_dir,
-        num_shards=EMBEDDED_SHARDS,
-        # COCO's three scales, so the multi-mask path is exercised by default.
-        spec=precompute.MaskSpec(kind='fh', fh_settings=masks_lib.COCO_FH_SETTINGS),
-        prefix='embedded').run()
-  return precompute.shard_paths_from_manifest(out_dir)
+def is_built() -> bool:
+  return tf.io.gfile.exists(os.path.join(cache_dir(), records.MANIFEST_NAME))
+
+
+def files() -> List[str]:
+  """The embedded set's TFRecord shards; a clear error if it has not been built."""
+  if not is_built():
+    raise ValueError(f'the embedded sample dataset is not built in {cache_dir()}: run '
+                     '`python -m tf_detcon.data.offline.build_embedded` (the launchers build it '
+                     'on first use), or set task.train_data.input_path')
+  return records.shard_paths_from_manifest(cache_dir())

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_detcon.configs import data as data_config
-from tf_detcon.data import views
+from tf_detcon.data import color
 from tf_detcon import replicas
 
 
@@ -102,7 +102,7 @@ class PretrainModel(tf_keras.Model):
   def prepare_batch(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """Colour ops + normalisation when they run on the accelerator (`color_on_device`)."""
     if self.data_cfg.color_on_device:
-      return views.finalize_batch(batch, self.data_cfg)
+      return color.finalize_batch(batch, self.data_cfg)
     return batch
 
   def train_step(self, batch):

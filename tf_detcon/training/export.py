@@ -18,7 +18,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon.data import views
+from tf_detcon.data import color
 
 EXPORT_DIR = 'export'
 
@@ -31,7 +31,7 @@ class EncoderServer(tf.Module):
     self.encoder = encoder
 
   def _features(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
-    features = self.encoder(views.normalize(images), training=False)
+    features = self.encoder(color.normalize(images), training=False)
     return {f'level_{level}': tf.cast(value, tf.float32) for level, value in features.items()}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])

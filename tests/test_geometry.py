@@ -1,15 +1,13 @@
-"""Tests for tf_detcon.data.views: joint crop/flip alignment, window statistics, colour ops."""
+"""Tests for tf_detcon.data.geometry: joint crop/flip alignment, window statistics, local views."""
 
 import math
 
 import numpy as np
-import pytest
-from scipy import ndimage
 import tensorflow as tf
 
 from tests.conftest import blocky_ids, palette
 from tf_detcon.configs import data as data_config
-from tf_detcon.data import views
+from tf_detcon.data import geometry
 
 NUM_IDS = 24
 
@@ -36,11 +34,12 @@ def _interior(mask: np.ndarray) -> np.ndarray:
   return same
 
 
+
 def test_views_keep_image_and_mask_aligned_over_many_draws():
   image, ids = _colour_coded()
   cfg = data_config.DataConfig(**data_config.byol_views(64))
   example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32)}
-  make = tf.function(lambda e: views.host_views(e, cfg))
+  make = tf.function(lambda e: geometry.host_views(e, cfg))
   interior_agreement, overall_agreement = [], []
   for _ in range(100):
     out = make(example)
@@ -63,7 +62,7 @@ def test_flip_is_applied_to_both_with_probability_one_half():
   image = palette(NUM_IDS)[ids]
   view_cfg = data_config.ViewConfig(output_size=32)
   example_image, example_mask = tf.constant(image), tf.constant(ids, tf.int32)
-  make = tf.function(lambda: views.global_view(example_image, example_mask, view_cfg))
+  make = tf.function(lambda: geometry.global_view(example_image, example_mask, view_cfg))
   flips = []
   for _ in range(400):
     view, mask = make()
@@ -80,7 +79,7 @@ def test_flip_is_applied_to_both_with_probability_one_half():
 
 
 def test_crop_window_area_and_log_aspect_statistics():
-  sample = tf.function(lambda: views.sample_crop_window(
+  sample = tf.function(lambda: geometry.sample_crop_window(
       tf.constant(400), tf.constant(600), (0.08, 1.0), (3 / 4, 4 / 3)))
   windows = np.array([sample().numpy() for _ in range(1500)])
   y, x, h, w = windows.T
@@ -113,99 +112,17 @@ def test_crop_window_area_and_log_aspect_statistics():
 
 
 def test_crop_window_falls_back_to_a_centre_crop_on_extreme_images():
-  window = views.sample_crop_window(tf.constant(10), tf.constant(1000), (0.9, 1.0),
+  window = geometry.sample_crop_window(tf.constant(10), tf.constant(1000), (0.9, 1.0),
                                     (3 / 4, 4 / 3)).numpy()
   assert window[2] == 10 and window[3] == 13
 
 
-def test_extract_patches_returns_exact_pixels():
-  rng = np.random.default_rng(0)
-  images = rng.random((2, 30, 30, 3)).astype(np.float32)
-  corners = rng.integers(0, 30 - 7, size=(2, 9, 2)).astype(np.int32)
-  patches = views.extract_patches(tf.constant(images), tf.constant(corners), 7).numpy()
-  for b in range(2):
-    for n in range(9):
-      y, x = corners[b, n]
-      np.testing.assert_array_equal(patches[b, n], images[b, y:y + 7, x:x + 7])
-
-
 def test_local_view_patches_lie_in_their_grid_cells():
   cfg = data_config.LocalViewConfig(enabled=True)
-  crop, corners = views.local_view(tf.zeros([300, 300, 3], tf.uint8),
+  crop, corners = geometry.local_view(tf.zeros([300, 300, 3], tf.uint8),
                                    data_config.ViewConfig(), cfg)
   assert crop.shape == (255, 255, 3)
   corners = corners.numpy()
   for n, (y, x) in enumerate(corners):
     row, col = divmod(n, 3)
     assert row * 85 <= y <= row * 85 + 85 - 64 and col * 85 <= x <= col * 85 + 85 - 64
-
-
-def test_gaussian_blur_matches_scipy_per_image_sigma():
-  rng = np.random.default_rng(0)
-  images = rng.random((3, 20, 24, 3)).astype(np.float32)
-  sigma = np.array([0.5, 1.0, 2.0], np.float32)
-  out = views.gaussian_blur(tf.constant(images), tf.constant(sigma), kernel_size=7).numpy()
-  for b in range(3):
-    expected = ndimage.gaussian_filter(images[b], sigma=(sigma[b], sigma[b], 0), mode='mirror',
-                                       radius=(3, 3, 0))
-    np.testing.assert_allclose(out[b], expected, atol=1e-5)
-
-
-def test_blur_kernel_size_is_23_at_224():
-  assert views.blur_kernel_size(224, 0.1) == 23
-  assert views.blur_kernel_size(64, 0.1) % 2 == 1
-
-
-def test_colour_ops_with_zero_probability_are_the_identity():
-  images = tf.random.uniform([4, 16, 16, 3])
-  cfg = data_config.ColorConfig(jitter_prob=0, grayscale_prob=0, blur_prob=0, solarize_prob=0)
-  np.testing.assert_array_equal(views.color_augment(images, cfg).numpy(), images.numpy())
-
-
-def test_grayscale_and_solarize_with_probability_one():
-  images = tf.random.uniform([4, 16, 16, 3])
-  cfg = data_config.ColorConfig(jitter_prob=0, grayscale_prob=1, blur_prob=0, solarize_prob=1)
-  out = views.color_augment(images, cfg).numpy()
-  gray = tf.image.rgb_to_grayscale(images).numpy()
-  expected = np.where(gray < 0.5, gray, 1 - gray)
-  np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=1e-6)
-
-
-def test_jitter_changes_images_and_groups_share_parameters():
-  base = tf.random.uniform([2, 16, 16, 3])
-  images = tf.repeat(base, 3, axis=0)  # groups of 3 identical images
-  cfg = data_config.ColorConfig(jitter_prob=1, grayscale_prob=0, blur_prob=1, solarize_prob=0)
-  out = views.color_augment(images, cfg, group_size=3).numpy()
-  assert not np.allclose(out, images.numpy())
-  for group in range(2):
-    for member in (1, 2):
-      np.testing.assert_allclose(out[3 * group], out[3 * group + member], atol=1e-6)
-  assert not np.allclose(out[0], out[3])
-
-
-def test_adjust_ops_match_tf_image_references():
-  images = tf.random.uniform([2, 8, 8, 3])
-  np.testing.assert_allclose(
-      views.adjust_hue(images, tf.constant([0.1, -0.2])).numpy()[0],
-      tf.image.adjust_hue(images[0], 0.1).numpy(), atol=1e-5)
-  np.testing.assert_allclose(
-      views.adjust_contrast(images, tf.constant([1.3, 0.7])).numpy()[1],
-      tf.clip_by_value(tf.image.adjust_contrast(images[1], 0.7), 0, 1).numpy(), atol=1e-5)
-
-
-def test_normalize_uses_imagenet_statistics():
-  out = views.normalize(tf.constant([[[[0.485, 0.456, 0.406]]]])).numpy()
-  np.testing.assert_allclose(out, 0.0, atol=1e-6)
-
-
-@pytest.mark.parametrize('preset', ['byol_views', 'simclr_views', 'mocov2_views'])
-def test_presets_follow_the_papers(preset):
-  views_cfg = getattr(data_config, preset)(224)
-  v1, v2 = views_cfg['view1'], views_cfg['view2']
-  if preset == 'byol_views':
-    assert (v1.color.blur_prob, v2.color.blur_prob) == (1.0, 0.1)
-    assert (v1.color.solarize_prob, v2.color.solarize_prob) == (0.0, 0.2)
-  elif preset == 'simclr_views':
-    assert (v1.color.brightness, v1.color.hue, v2.color.blur_prob) == (0.8, 0.2, 0.0)
-  else:
-    assert v1.crop_area_min == 0.2 and v2.color.blur_prob == 0.5

@@ -21,9 +21,9 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 import tensorflow as tf
 
-from tf_detcon.data import masks as masks_lib
-from tf_detcon.data import records
-from tf_detcon.data import sources
+from tf_detcon.data.offline import masks as masks_lib
+from tf_detcon.data.offline import shards
+from tf_detcon.data.offline import sources
 
 
 PROGRESS_EVERY = 100  # examples between progress lines inside a shard
@@ -76,7 +76,7 @@ def decode_image(raw: sources.RawExample) -> Tuple[np.ndarray, bytes, bool]:
     image = np.asarray(raw.image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
       raise BadExampleError(raw.key, 'not a uint8 RGB array', f'{image.dtype} {image.shape}')
-    return image, records.encode_png(image), False
+    return image, shards.encode_png(image), False
   if not raw.image_bytes:
     raise BadExampleError(raw.key, 'empty image file')
   try:
@@ -90,7 +90,7 @@ def decode_image(raw: sources.RawExample) -> Tuple[np.ndarray, bytes, bool]:
     image = tf.io.decode_image(raw.image_bytes, channels=3, expand_animations=False).numpy()
     return image, raw.image_bytes, False
   image = np.asarray(rgb, dtype=np.uint8)
-  return image, records.encode_png(image), True
+  return image, shards.encode_png(image), True
 
 
 def _decode_mask_file(raw: sources.RawExample) -> np.ndarray:
@@ -146,7 +146,7 @@ def process_example(raw: sources.RawExample, spec: MaskSpec, policy: Policy,
   stats['converted_to_rgb'] += int(converted)
   stats['single_segment'] += int(segments == 1)
   stats['uint16_masks'] += sum(int(m.dtype == np.uint16) for m in maps)
-  return records.make_example(raw.key, image_bytes, height, width, maps, spec.names())
+  return shards.make_example(raw.key, image_bytes, height, width, maps, spec.names())
 
 
 @dataclasses.dataclass
@@ -163,7 +163,7 @@ class Job:
   num_processes: int = 1
 
   def shard_path(self, index: int) -> str:
-    return os.path.join(self.out_dir, records.shard_name(self.prefix, index, self.num_shards))
+    return os.path.join(self.out_dir, shards.shard_name(self.prefix, index, self.num_shards))
 
   def shard_range(self, index: int) -> Tuple[int, int]:
     n = len(self.source)
@@ -175,7 +175,7 @@ class Job:
     stats: collections.Counter = collections.Counter()
     path = self.shard_path(index)
     begin = time.time()
-    with records.ShardWriter(path) as writer:
+    with shards.ShardWriter(path) as writer:
       for position, raw in enumerate(self.source.read(start, stop)):
         if position and position % PROGRESS_EVERY == 0:
           logging.info('shard %d/%d: %d/%d examples, %.1f/s', index + 1, self.num_shards,
@@ -194,7 +194,7 @@ class Job:
 
   def pending_shards(self) -> List[int]:
     mine = range(self.worker_index, self.num_shards, self.num_workers)
-    return [i for i in mine if not records.is_finished(self.shard_path(i))]
+    return [i for i in mine if not shards.is_finished(self.shard_path(i))]
 
   def run(self) -> Optional[Dict[str, Any]]:
     """Writes the pending shards of this worker; returns the manifest once every shard exists."""
@@ -215,7 +215,7 @@ class Job:
       for index in pending:
         self.write_shard(index)
     all_paths = [self.shard_path(i) for i in range(self.num_shards)]
-    if not all(records.is_finished(p) for p in all_paths):
+    if not all(shards.is_finished(p) for p in all_paths):
       logging.info('other workers still have shards to write; no manifest yet')
       return None
     info = {'source': self.source.name, 'num_shards': self.num_shards,
@@ -223,12 +223,7 @@ class Job:
             'fh_settings': [list(s) for s in self.spec.fh_settings] if self.spec.kind == 'fh'
                            else [],
             'on_bad_example': self.policy.on_bad_example}
-    return records.write_manifest(self.out_dir, all_paths, info)
-
-
-def shard_paths_from_manifest(out_dir: str) -> List[str]:
-  manifest = records.read_manifest(out_dir)
-  return [os.path.join(out_dir, f) for f in manifest['files']]
+    return shards.write_manifest(self.out_dir, all_paths, info)
 
 
 def sequence_of_settings(text: Sequence[str]) -> Tuple[Tuple[float, float, int], ...]:

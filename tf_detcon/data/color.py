@@ -1,0 +1,155 @@
+"""Batch colour and normalisation (DetCon A.1; docs/design.md §2): graph code that runs at the
+end of tf.data or at the start of the train step on the accelerator (`color_on_device`, as
+DeepMind's release does so TPU hosts only decode and crop).
+
+Every op draws its parameters per image and applies them with `tf.where`, without per-image
+branches, so the step compiles for TPUs. DetCo's local crops are coloured once and then cut
+into their jigsaw patches by a gather, so the nine patches of a view share its colour.
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+
+from tf_detcon.configs import data as data_config
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _where(apply: tf.Tensor, new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
+  return tf.where(apply[:, None, None, None], new, old)
+
+
+def _uniform(batch: tf.Tensor, low: float, high: float) -> tf.Tensor:
+  return tf.random.uniform([batch], low, high)
+
+
+def _grayscale(images: tf.Tensor) -> tf.Tensor:
+  return tf.image.rgb_to_grayscale(images)
+
+
+def adjust_brightness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+  return tf.clip_by_value(images * factor[:, None, None, None], 0.0, 1.0)
+
+
+def adjust_contrast(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+  mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+  return tf.clip_by_value((images - mean) * factor[:, None, None, None] + mean, 0.0, 1.0)
+
+
+def adjust_saturation(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+  gray = _grayscale(images)
+  return tf.clip_by_value((images - gray) * factor[:, None, None, None] + gray, 0.0, 1.0)
+
+
+def adjust_hue(images: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
+  hsv = tf.image.rgb_to_hsv(images)
+  hue = tf.math.floormod(hsv[..., 0] + delta[:, None, None], 1.0)
+  return tf.clip_by_value(tf.image.hsv_to_rgb(tf.stack([hue, hsv[..., 1], hsv[..., 2]], -1)),
+                          0.0, 1.0)
+
+
+def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.Tensor:
+  """Separable Gaussian blur with a per-image sigma [B]; reflect padding, one depthwise conv."""
+  radius = kernel_size // 2
+  if radius == 0:
+    return images
+  taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+  kernels = tf.exp(-tf.square(taps)[None, :] / (2.0 * tf.square(sigma)[:, None]))
+  kernels /= tf.reduce_sum(kernels, axis=1, keepdims=True)  # [B, K]
+  shape = tf.shape(images)
+  batch, height, width, channels = shape[0], shape[1], shape[2], images.shape[-1]
+  # Fold batch into channels so one depthwise conv blurs each image with its own kernel.
+  folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, height, width, -1])
+  kernels = tf.transpose(tf.repeat(kernels, channels, axis=0))  # [K, B*C]
+  folded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode='REFLECT')
+  folded = tf.nn.depthwise_conv2d(folded, kernels[:, None, :, None], [1, 1, 1, 1], 'VALID')
+  folded = tf.nn.depthwise_conv2d(folded, kernels[None, :, :, None], [1, 1, 1, 1], 'VALID')
+  return tf.transpose(tf.reshape(folded, [height, width, batch, channels]), [2, 0, 1, 3])
+
+
+def blur_kernel_size(image_size: int, fraction: float) -> int:
+  """An odd kernel of about `fraction` of the image side (23 at 224, as in BYOL)."""
+  size = int(image_size * fraction)
+  return size + 1 if size % 2 == 0 else size
+
+
+def color_augment(images: tf.Tensor, cfg: data_config.ColorConfig,
+                  group_size: int = 1) -> tf.Tensor:
+  """Colour ops on a batch [B, H, W, 3] in [0, 1]; each image draws its own parameters.
+
+  With group_size g, consecutive groups of g images share parameters (DetCo's nine patches of one
+  local view). Jitter applies brightness, contrast, saturation and hue in a random order per image.
+  """
+  num = tf.shape(images)[0] // group_size
+
+  def draw(values: tf.Tensor) -> tf.Tensor:
+    return tf.repeat(values, group_size, axis=0) if group_size > 1 else values
+
+  def coin(prob: float) -> tf.Tensor:
+    return draw(tf.random.uniform([num]) < prob)
+
+  jitter_ops = (
+      (adjust_brightness, draw(_uniform(num, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness))),
+      (adjust_contrast, draw(_uniform(num, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast))),
+      (adjust_saturation, draw(_uniform(num, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation))),
+      (adjust_hue, draw(_uniform(num, -cfg.hue, cfg.hue))),
+  )
+  order = draw(tf.argsort(tf.random.uniform([num, len(jitter_ops)]), axis=1))
+  jittered = images
+  for position in range(len(jitter_ops)):
+    step = jittered
+    for op_index, (op, param) in enumerate(jitter_ops):
+      step = _where(tf.equal(order[:, position], op_index), op(jittered, param), step)
+    jittered = step
+  images = _where(coin(cfg.jitter_prob), jittered, images)
+  images = _where(coin(cfg.grayscale_prob), tf.tile(_grayscale(images), [1, 1, 1, 3]), images)
+  if cfg.blur_prob > 0:
+    kernel = blur_kernel_size(images.shape[1], cfg.blur_kernel_fraction)
+    sigma = draw(_uniform(num, cfg.blur_sigma_min, cfg.blur_sigma_max))
+    images = _where(coin(cfg.blur_prob), gaussian_blur(images, sigma, kernel), images)
+  if cfg.solarize_prob > 0:
+    images = _where(coin(cfg.solarize_prob), tf.where(images < 0.5, images, 1.0 - images),
+                    images)
+  return images
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+  return (images - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+
+
+def extract_patches(images: tf.Tensor, corners: tf.Tensor, patch_size: int) -> tf.Tensor:
+  """[B, S, S, C] images, [B, N, 2] top-left corners → [B, N, p, p, C] exact pixel patches.
+
+  A gather (no resampling op), so it compiles for TPUs when colour runs on the accelerator.
+  """
+  batch = tf.shape(images)[0]
+  num = corners.shape[1] or tf.shape(corners)[1]  # static when known (9)
+  offsets = tf.range(patch_size)
+  rows = corners[:, :, 0, None] + offsets  # [B, N, p]
+  cols = corners[:, :, 1, None] + offsets
+  image_index = tf.broadcast_to(tf.range(batch)[:, None, None, None],
+                                [batch, num, patch_size, patch_size])
+  indices = tf.stack([image_index,
+                      tf.broadcast_to(rows[:, :, :, None], tf.shape(image_index)),
+                      tf.broadcast_to(cols[:, :, None, :], tf.shape(image_index))], axis=-1)
+  return tf.gather_nd(images, indices)
+
+
+def finalize_batch(batch: Dict[str, tf.Tensor],
+                   cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
+  """Colour + normalisation of a batch of host views; DetCo local views become patches.
+
+  Returns view1/2 [B, S, S, 3], mask1/2 [B, S, S] and, with local views, patches1/2
+  [B, grid², p, p, 3].
+  """
+  out = {}
+  for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
+    out[f'view{i}'] = normalize(color_augment(batch[f'view{i}'], view_cfg.color))
+    out[f'mask{i}'] = batch[f'mask{i}']
+    if cfg.local_views.enabled:
+      local = color_augment(batch[f'local{i}'], view_cfg.color)
+      out[f'patches{i}'] = normalize(
+          extract_patches(local, batch[f'offsets{i}'], cfg.local_views.patch_size))
+  return out

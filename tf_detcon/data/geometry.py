@@ -1,0 +1,102 @@
+"""Host geometry (tf.data, per example): joint random resized crop, flip and resize of an image
+and its id map (DetCon §3.1, A.1; docs/design.md §2), and DetCo's local views.
+
+The same window and flip go to the image (bicubic, clipped to [0, 1]) and to its id map (nearest
+neighbour), so masks stay aligned with the pixels. Colour is not applied here: it runs on whole
+batches (`tf_detcon.data.color`), on the accelerator by default.
+"""
+
+import math
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+
+from tf_detcon.configs import data as data_config
+
+CROP_ATTEMPTS = 10
+
+
+def sample_crop_window(height: tf.Tensor, width: tf.Tensor,
+                       area_range: Tuple[float, float],
+                       aspect_range: Tuple[float, float]) -> tf.Tensor:
+  """A random resized crop window [y, x, h, w] (int32), as torchvision / BYOL sample it.
+
+  Area fraction uniform in `area_range`, aspect ratio log-uniform in `aspect_range`; the first of
+  10 draws that fits the image is used, else a centre crop clamped to the aspect range.
+  """
+  h = tf.cast(height, tf.float32)
+  w = tf.cast(width, tf.float32)
+  area = h * w * tf.random.uniform([CROP_ATTEMPTS], area_range[0], area_range[1])
+  log_ratio = tf.random.uniform([CROP_ATTEMPTS], math.log(aspect_range[0]),
+                                math.log(aspect_range[1]))
+  ratio = tf.exp(log_ratio)
+  crop_w = tf.cast(tf.round(tf.sqrt(area * ratio)), tf.int32)
+  crop_h = tf.cast(tf.round(tf.sqrt(area / ratio)), tf.int32)
+  fits = (crop_w <= width) & (crop_h <= height) & (crop_w > 0) & (crop_h > 0)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  # Fallback: the whole image, narrowed to the nearest allowed aspect ratio.
+  in_ratio = w / h
+  fallback_w = tf.where(in_ratio > aspect_range[1], tf.round(h * aspect_range[1]), w)
+  fallback_h = tf.where(in_ratio < aspect_range[0], tf.round(w / aspect_range[0]), h)
+  any_fits = tf.reduce_any(fits)
+  crop_h = tf.where(any_fits, crop_h[first], tf.cast(fallback_h, tf.int32))
+  crop_w = tf.where(any_fits, crop_w[first], tf.cast(fallback_w, tf.int32))
+  y = tf.random.uniform([], 0, height - crop_h + 1, dtype=tf.int32)
+  x = tf.random.uniform([], 0, width - crop_w + 1, dtype=tf.int32)
+  return tf.stack([y, x, crop_h, crop_w])
+
+
+def crop_resize_flip(image: tf.Tensor, mask: Optional[tf.Tensor], window: tf.Tensor,
+                     flip: tf.Tensor, size: int) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+  """Applies one window and flip to image (bicubic, clipped to [0, 1]) and mask (nearest)."""
+  y, x, h, w = tf.unstack(window)
+  image = tf.image.convert_image_dtype(image[y:y + h, x:x + w], tf.float32)
+  image = tf.clip_by_value(tf.image.resize(image, [size, size], method='bicubic'), 0.0, 1.0)
+  image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+  if mask is None:
+    return image, None
+  mask = tf.image.resize(mask[y:y + h, x:x + w, None], [size, size], method='nearest')[..., 0]
+  mask = tf.cond(flip, lambda: tf.reverse(mask, axis=[1]), lambda: mask)
+  return image, mask
+
+
+def global_view(image: tf.Tensor, mask: tf.Tensor,
+                cfg: data_config.ViewConfig) -> Tuple[tf.Tensor, tf.Tensor]:
+  shape = tf.shape(image)
+  window = sample_crop_window(shape[0], shape[1], (cfg.crop_area_min, cfg.crop_area_max),
+                              (cfg.aspect_ratio_min, cfg.aspect_ratio_max))
+  flip = tf.random.uniform([]) < cfg.flip_prob
+  return crop_resize_flip(image, mask, window, flip, cfg.output_size)
+
+
+def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
+               cfg: data_config.LocalViewConfig) -> Tuple[tf.Tensor, tf.Tensor]:
+  """DetCo's local view: the crop [S, S, 3] and the top-left corners [grid², 2] of its patches.
+
+  Cell (r, c) of the grid_size × grid_size grid holds one patch_size patch at a random offset.
+  """
+  shape = tf.shape(image)
+  window = sample_crop_window(shape[0], shape[1], (cfg.crop_area_min, cfg.crop_area_max),
+                              (view_cfg.aspect_ratio_min, view_cfg.aspect_ratio_max))
+  flip = tf.random.uniform([]) < view_cfg.flip_prob
+  crop, _ = crop_resize_flip(image, None, window, flip, cfg.output_size)
+  cell = cfg.output_size // cfg.grid_size
+  if cell < cfg.patch_size:
+    raise ValueError(f'local view cells ({cell}px) are smaller than patches ({cfg.patch_size}px)')
+  corners = tf.range(cfg.grid_size) * cell
+  rows = tf.repeat(corners, cfg.grid_size)
+  cols = tf.tile(corners, [cfg.grid_size])
+  jitter = tf.random.uniform([cfg.grid_size**2, 2], 0, cell - cfg.patch_size + 1, tf.int32)
+  return crop, tf.stack([rows, cols], axis=1) + jitter
+
+
+def host_views(example: Dict[str, tf.Tensor],
+               cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
+  """The per-example host part: two global views with masks, and DetCo's local views."""
+  out = {}
+  for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
+    out[f'view{i}'], out[f'mask{i}'] = global_view(example['image'], example['mask'], view_cfg)
+    if cfg.local_views.enabled:
+      out[f'local{i}'], out[f'offsets{i}'] = local_view(example['image'], view_cfg,
+                                                         cfg.local_views)
+  return out
