@@ -15,7 +15,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
 from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
-from tf_detcon.modeling import pooling  # pylint: disable=wrong-import-position
+from tf_detcon.modeling.blocks import pooling  # pylint: disable=wrong-import-position
 
 
 def host_pipeline_examples_per_second(threads: int, examples: int = 512) -> float:

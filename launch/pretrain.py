@@ -1,4 +1,4 @@
-r"""Pretrains DetCon / BYOL / SimCLR (and, as they land, DetCo and DeCon), then exports.
+r"""Pretrains any registered method (DetCon, BYOL, SimCLR, DetCo, MoCo v2, DeCon), then exports.
 
 Model Garden's flag conventions:
   python launch/pretrain.py --experiment=detcon_b_tiny --model_dir=runs/detcon_b_tiny
@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import train_utils
 from tf_detcon import cli
-from tf_detcon.configs import pretrain  # registers the experiments
+from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
+from tf_detcon.configs import pretrain
 from tf_detcon.data.offline import build_embedded
 from tf_detcon.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position

@@ -45,7 +45,7 @@ def embedded_files():
 def tiny_params(name: str = 'detcon_b_tiny', **trainer):
   """A registered tiny experiment with trainer overrides (few steps)."""
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
-  from tf_detcon.configs import pretrain  # pylint: disable=g-import-not-at-top,unused-import
+  from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
   params = exp_factory.get_exp_config(name)
   params.override({'trainer': dict(dict(train_steps=4, steps_per_loop=2,
                                         checkpoint_interval=2), **trainer)}, is_strict=True)

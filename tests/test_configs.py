@@ -1,4 +1,4 @@
-"""Tests for tf_detcon.configs: registry, paper settings, and the YAML files."""
+"""Tests for tf_detcon.configs: the registered experiments, paper settings, YAML files."""
 
 import glob
 import os
@@ -9,48 +9,69 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from tests.conftest import REPO_ROOT
 from tf_detcon.configs import data as data_config
+from tf_detcon.configs import experiments
 from tf_detcon.configs import pretrain
+from tf_detcon.configs import validation
 
 YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain', '*.yaml')))
 
 
-@pytest.mark.parametrize('name', ['detcon_b_imagenet', 'detcon_s_imagenet', 'byol_imagenet',
-                                  'simclr_imagenet', 'detcon_s_coco', 'detcon_b_tiny',
-                                  'detcon_b_global_imagenet_1000ep', 'detcon_b_global_tiny',
-                                  'detcon_s_tiny', 'byol_tiny', 'simclr_tiny',
-                                  'detco_imagenet_200ep', 'mocov2_imagenet_200ep', 'detco_tiny',
-                                  'mocov2_tiny', 'decon_sl_detcon_b_coco',
-                                  'decon_ml_detcon_b_coco', 'decon_sl_detcon_s_coco',
-                                  'decon_ml_detcon_b_imagenet', 'decon_sl_detco_imagenet_200ep',
-                                  'decon_sl_detcon_b_tiny', 'decon_ml_detcon_b_tiny',
-                                  'decon_sl_detco_tiny'])
-def test_experiments_are_registered(name):
+EXPERIMENTS = sorted(
+    n for n in exp_factory._REGISTERED_CONFIGS  # pylint: disable=protected-access
+    if isinstance(exp_factory.get_exp_config(n), pretrain.PretrainExperiment))
+EXPECTED = ['detcon_b_imagenet', 'detcon_s_imagenet', 'byol_imagenet', 'simclr_imagenet',
+            'detcon_s_coco', 'detcon_b_tiny', 'detcon_b_global_imagenet_1000ep',
+            'detcon_b_global_tiny', 'detcon_s_tiny', 'byol_tiny', 'simclr_tiny',
+            'detco_imagenet_200ep', 'mocov2_imagenet_200ep', 'detco_tiny', 'mocov2_tiny',
+            'decon_sl_detcon_b_coco', 'decon_ml_detcon_b_coco', 'decon_sl_detcon_s_coco',
+            'decon_ml_detcon_b_imagenet', 'decon_sl_detco_imagenet_200ep', 'decon_sl_detcon_b_tiny',
+            'decon_ml_detcon_b_tiny', 'decon_sl_detco_tiny']
+
+
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_experiments_are_registered_and_valid(name):
   params = exp_factory.get_exp_config(name)
   assert isinstance(params, pretrain.PretrainExperiment)
   params.validate()
+  validation.validate(params)
+
+
+def test_the_expected_experiments_are_all_there():
+  assert set(EXPECTED) <= set(EXPERIMENTS) and len(EXPERIMENTS) == 42
+
+
+def test_each_experiment_is_one_factory_named_as_it():
+  """`grep -n "def <name>" tf_detcon/configs/experiments.py` finds every experiment."""
+  with open(experiments.__file__, encoding='utf-8') as f:
+    source = f.read()
+  for name in EXPERIMENTS:
+    assert f"@exp_factory.register_config_factory('{name}')\ndef {name}() ->" in source, name
 
 
 def test_paper_settings():
   b = exp_factory.get_exp_config('detcon_b_imagenet_1000ep').task
-  assert (b.detcon.projector.hidden_dim, b.detcon.projector.output_dim) == (4096, 256)
-  assert (b.detcon.ema_tau_base, b.optimization.weight_decay) == (0.996, 1.5e-6)
-  assert b.optimization.base_learning_rate == 0.2 and b.detcon.num_samples == 16
+  b_detcon = b.method.detcon
+  assert (b_detcon.projector.hidden_dim, b_detcon.projector.output_dim) == (4096, 256)
+  assert (b_detcon.ema_tau_base, b.optimization.weight_decay) == (0.996, 1.5e-6)
+  assert b.optimization.base_learning_rate == 0.2 and b_detcon.num_samples == 16
   b300 = exp_factory.get_exp_config('detcon_b_imagenet_300ep').task
-  assert (b300.detcon.ema_tau_base, b300.optimization.weight_decay) == (0.99, 1e-6)
+  assert (b300.method.detcon.ema_tau_base, b300.optimization.weight_decay) == (0.99, 1e-6)
   assert b300.optimization.base_learning_rate == 0.3
   byol = exp_factory.get_exp_config('byol_imagenet_300ep').task
-  assert (byol.detcon.loss, byol.detcon.num_samples, byol.optimization.base_learning_rate) == (
-      'regression', 1, 0.3)
+  assert (byol.method.detcon.loss, byol.method.detcon.num_samples,
+          byol.optimization.base_learning_rate) == ('regression', 1, 0.3)
   s = exp_factory.get_exp_config('detcon_s_imagenet').task
-  assert (s.detcon.projector.hidden_dim, s.detcon.projector.output_dim) == (2048, 128)
+  assert (s.method.detcon.projector.hidden_dim, s.method.detcon.projector.output_dim) == (
+      2048, 128)
   assert s.optimization.base_learning_rate == 0.3
   assert exp_factory.get_exp_config('byol_imagenet').task.train_data.masks.kind == 'grid'
   assert exp_factory.get_exp_config('detcon_b_coco').task.optimization.schedule == (
       'piecewise_coco')
   detco = exp_factory.get_exp_config('detco_imagenet_200ep').task
-  assert (detco.detco.level_weights, detco.detco.queue_size) == ([0.1, 0.4, 0.7, 1.0], 65536)
+  assert (detco.method.detco.level_weights, detco.method.detco.queue_size) == (
+      [0.1, 0.4, 0.7, 1.0], 65536)
   assert (detco.optimization.optimizer, detco.optimization.base_learning_rate) == ('sgd', 0.06)
-  assert detco.detco.key_bn == 'shuffle'
+  assert detco.method.detco.key_bn == 'shuffle'
   mocov2 = exp_factory.get_exp_config('mocov2_imagenet_200ep').task
   assert mocov2.optimization.base_learning_rate == 0.03
   assert detco.train_data.view1.crop_area_min == 0.2 and detco.train_data.local_views.enabled
@@ -66,7 +87,8 @@ def test_yaml_files_override_their_experiment_strictly(path):
   params.validate()
   registered = exp_factory.get_exp_config(name)
   # The YAML spells out the registered settings (with a real input path).
-  for key in ('detcon', 'detco', 'decon', 'encoder', 'optimization'):
+  validation.validate(params)
+  for key in ('method', 'encoder', 'optimization'):
     yaml_value = getattr(params.task, key).as_dict()
     registered_value = getattr(registered.task, key).as_dict()
     assert yaml_value == registered_value, key

@@ -103,7 +103,7 @@ def test_config_errors_are_clear():
     datasets.build_dataset(_config(on_bad_example='ignore'))
   with pytest.raises(ValueError, match='crop_area'):
     datasets.build_dataset(_config(view1={'crop_area_min': 0.0}))
-  with pytest.raises(ValueError, match="masks must be kind"):
+  with pytest.raises(ValueError, match="masks.kind must be one of 'stored', 'grid'"):
     datasets.build_dataset(_config(masks={'kind': 'superpixels'}))
 
 

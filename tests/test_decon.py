@@ -12,7 +12,7 @@ from official.core import task_factory
 from tests.conftest import tiny_params
 from tests.test_transfer import maskrcnn_params
 from tf_detcon import transfer
-from tf_detcon.modeling import decon
+from tf_detcon.modeling.methods import decon
 from tf_detcon.training import optimization
 
 
@@ -55,9 +55,10 @@ def test_sl_and_ml_objectives_and_the_weighted_loss(name, levels):
   assert sorted(model.decoder_objective.level_objectives) == levels
   weights = model.decoder_objective.weights_by_level
   np.testing.assert_allclose(sorted(weights.values()), [1 / len(levels)] * len(levels))
-  batch = model.prepare_batch({k: tf.constant(v) for k, v in _batch().items()})
-  loss, stats = model.compute_objective(batch, training=False)
-  alpha = model.task.decon.alpha
+  inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch().items()})
+  result = model.compute_objective(inputs, training=False)
+  loss, stats = result.loss, result.stats
+  alpha = model.cfg.alpha
   np.testing.assert_allclose(
       float(loss), alpha * float(stats['loss_encoder']) + (1 - alpha) * float(
           stats['loss_decoder']), rtol=1e-6)
@@ -94,13 +95,6 @@ def test_lars_excludes_fpn_norm_and_bias_of_a_decon_model():
   for variable in model.variables:
     excluded = variable.name.split('/')[-1].split(':')[0] in ('gamma', 'beta', 'bias')
     assert optimizer._use_weight_decay(variable.name) != excluded  # pylint: disable=protected-access
-
-
-def test_input_sizes_that_the_fpn_cannot_take_are_a_clear_error():
-  params = tiny_params('decon_sl_detcon_b_tiny')
-  params.task.train_data.view1.output_size = 48
-  with pytest.raises(ValueError, match='view1.output_size to be a multiple of 32, got 48'):
-    decon.DeConModel(params.task, 10)
 
 
 def test_decon_on_detco_is_configuration():

@@ -6,13 +6,13 @@ import tensorflow as tf
 
 from tests.conftest import blocky_ids
 from tf_detcon import schedules
-from tf_detcon.configs import data as data_config
-from tf_detcon.configs import pretrain as pretrain_config
+from tests.conftest import tiny_params
+from tf_detcon.configs import experiments
 from tf_detcon.modeling import base
-from tf_detcon.modeling import detcon
+from tf_detcon.modeling.methods import detcon
 from tf_detcon.training import optimization
 
-SIZE = pretrain_config.TINY_IMAGE_SIZE
+SIZE = experiments.TINY_IMAGE_SIZE
 
 
 def _batches(batch_size=4, num_ids=6, seed=0):
@@ -26,8 +26,8 @@ def _batches(batch_size=4, num_ids=6, seed=0):
   return tf.data.Dataset.from_tensors(element).repeat()
 
 
-def _model(variant, strategy=None, masks=None, total_steps=10):
-  task = pretrain_config.tiny_detcon_task(variant, masks)
+def _model(name, strategy=None, total_steps=10):
+  task = tiny_params(name).task
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = detcon.DetConModel(task, total_steps)
@@ -38,7 +38,7 @@ def _model(variant, strategy=None, masks=None, total_steps=10):
 
 
 def test_detcon_b_targets_start_equal_and_follow_the_online_net_by_ema():
-  model = _model('b')
+  model = _model('detcon_b_tiny')
   pairs = model.ema_pairs()
   assert len(pairs) == len([v for v in model.encoder.weights if v.trainable]) + len(
       [v for v in model.objective.level_objectives['5'].projector.weights if v.trainable])
@@ -50,7 +50,7 @@ def test_detcon_b_targets_start_equal_and_follow_the_online_net_by_ema():
   model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)  # lr is 0 at step 0 (warmup)
   before = [t.numpy().copy() for t, _ in pairs]
   history = model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)
-  tau = float(schedules.ema_tau(2, 10, model.task.detcon.ema_tau_base))
+  tau = float(schedules.ema_tau(2, 10, model.cfg.ema_tau_base))
   np.testing.assert_allclose(history.history['tau'][0], tau, rtol=1e-6)
   moved = 0
   for (target, online), old in zip(pairs, before):
@@ -74,7 +74,7 @@ def test_ema_update_works_in_replica_and_cross_replica_context(two_replicas):
 
 def test_detcon_s_has_no_target_and_trains_under_two_replicas(two_replicas):
   strategy = two_replicas
-  model = _model('s', strategy)
+  model = _model('detcon_s_tiny', strategy)
   assert model.ema_pairs() == [] and model.target_encoder is None
   kernel = model.encoder.trainable_variables[0]
   before = kernel.numpy().copy()
@@ -83,8 +83,8 @@ def test_detcon_s_has_no_target_and_trains_under_two_replicas(two_replicas):
   assert np.isfinite(history.history['loss'][0])
   # Logged values are the global ones, not a sum over replicas.
   assert 0.0 < history.history['positive_fraction'][0] <= 1.0
-  np.testing.assert_allclose(history.history['learning_rate'][0],
-                             float(model.optimizer.learning_rate(2)), rtol=1e-6)
+  np.testing.assert_allclose(history.history['learning_rate'][0],  # applied at the 2nd step
+                             float(model.optimizer.learning_rate(1)), rtol=1e-6)
   assert not np.allclose(kernel.numpy(), before)
   copies = strategy.experimental_local_results(kernel)
   assert len(copies) == 2
@@ -92,69 +92,47 @@ def test_detcon_s_has_no_target_and_trains_under_two_replicas(two_replicas):
 
 
 def test_global_mask_makes_every_anchor_positive_contrastive_case():
-  model = _model('b', masks=data_config.MaskConfig(kind='grid', grid_size=1))
+  model = _model('detcon_b_global_tiny')
   batch = next(iter(_batches(num_ids=1)))
-  batch = model.prepare_batch(batch)
-  loss, stats = model.compute_objective(batch, training=True)
-  assert float(stats['positive_fraction']) == 1.0 and np.isfinite(float(loss))
+  result = model.compute_objective(model.prepare_inputs(batch), training=True)
+  assert float(result.stats['positive_fraction']) == 1.0 and np.isfinite(float(result.loss))
 
 
 def test_objective_samples_the_same_ids_for_online_and_target():
-  model = _model('b')
-  batch = model.prepare_batch(next(iter(_batches())))
-  online, target = model.features(batch, training=False)
+  model = _model('detcon_b_tiny')
+  inputs = model.prepare_inputs(next(iter(_batches())))
+  encoded = model.features(inputs, training=False)
+  assert isinstance(encoded.target, base.Branch) and len(encoded.online.views) == 2
   seeds = [tf.constant([1, 2]), tf.constant([3, 4])]
-  loss_a, _ = model.objective(online, target, batch, False, seeds)
-  loss_b, _ = model.objective(online, target, batch, False, seeds)
-  np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)  # seeded: reproducible
-
-
-def test_bad_variant_and_level_are_clear_errors():
-  task = pretrain_config.tiny_detcon_task('b')
-  task.detcon.variant = 'x'
-  with pytest.raises(ValueError, match="variant must be 'b' or 's'"):
-    detcon.DetConModel(task, 10)
-  task = pretrain_config.tiny_detcon_task('b')
-  task.detcon.feature_level = '7'
-  with pytest.raises(ValueError, match=r"levels \['7'\] not among the features"):
-    detcon.DetConModel(task, 10)
+  result_a = model.objective(encoded, inputs, training=False, seeds=seeds)
+  result_b = model.objective(encoded, inputs, training=False, seeds=seeds)
+  np.testing.assert_allclose(float(result_a.loss), float(result_b.loss), rtol=1e-6)  # seeded
 
 
 def test_byol_is_byols_regression_on_globally_pooled_features():
   """byol_*: one global latent per view, 2 − 2·cos(q, z′) symmetrised, no negatives; computed
   here from the encoders and heads directly (average pool → projector → predictor)."""
-  from tests.conftest import tiny_params  # pylint: disable=g-import-not-at-top
   task = tiny_params('byol_tiny').task
-  assert (task.detcon.loss, task.detcon.num_samples, task.train_data.masks.kind,
+  detcon_cfg = task.method.detcon
+  assert (detcon_cfg.loss, detcon_cfg.num_samples, task.train_data.masks.kind,
           task.train_data.masks.grid_size) == ('regression', 1, 'grid', 1)
   model = detcon.DetConModel(task, 10)
   model.initialize_targets()
   model.encoder.set_weights([w + 0.01 for w in model.encoder.get_weights()])  # online ≠ target
-  batch = model.prepare_batch(next(iter(_batches(num_ids=1))))
-  loss, stats = model.compute_objective(batch, training=False)
-  assert float(stats['positive_fraction']) == 1.0
+  inputs = model.prepare_inputs(next(iter(_batches(num_ids=1))))
+  result = model.compute_objective(inputs, training=False)
+  loss = result.loss
+  assert float(result.stats['positive_fraction']) == 1.0
   heads = model.objective.level_objectives['5']
 
   def latent(encoder, layers, view):
-    x = tf.reduce_mean(encoder(batch[view], training=False)['5'], axis=[1, 2])
+    x = tf.reduce_mean(encoder(view, training=False)['5'], axis=[1, 2])
     for layer in layers:
       x = layer(x, training=False)
     x = x.numpy().astype(np.float64)
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
-  q1, q2 = (latent(model.encoder, [heads.projector, heads.predictor], v)
-            for v in ('view1', 'view2'))
-  z1, z2 = (latent(model.target_encoder, [heads.target_projector], v)
-            for v in ('view1', 'view2'))
+  q1, q2 = (latent(model.encoder, [heads.projector, heads.predictor], v) for v in inputs.views)
+  z1, z2 = (latent(model.target_encoder, [heads.target_projector], v) for v in inputs.views)
   expected = np.mean(2 - 2 * np.sum(q1 * z2, -1)) + np.mean(2 - 2 * np.sum(q2 * z1, -1))
   np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
-
-
-def test_regression_loss_needs_the_byol_variant():
-  task = pretrain_config.tiny_detcon_task('s')
-  task.detcon.loss = 'regression'
-  with pytest.raises(ValueError, match="loss 'regression'.*needs detcon.variant 'b'"):
-    detcon.DetConModel(task, 10)
-  task.detcon.loss = 'l2'
-  with pytest.raises(ValueError, match="detcon.loss must be 'contrastive' or 'regression'"):
-    detcon.DetConModel(task, 10)

@@ -12,12 +12,17 @@ def _normalize(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def _per_view(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2):
+  """[view 1, view 2] of normalised float64 predictions and targets, and of their ids."""
+  pred = [_normalize(pred1.astype(np.float64)), _normalize(pred2.astype(np.float64))]
+  target = [_normalize(target1.astype(np.float64)), _normalize(target2.astype(np.float64))]
+  return pred, target, [pind1, pind2], [tind1, tind2]
+
+
 def reference_detcon_loss(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2,
                           temperature=0.1, local_negatives=True):
   """DetCon's loss written from the paper, one anchor at a time (float64)."""
-  pred = [_normalize(pred1.astype(np.float64)), _normalize(pred2.astype(np.float64))]
-  target = [_normalize(target1.astype(np.float64)), _normalize(target2.astype(np.float64))]
-  pind, tind = [pind1, pind2], [tind1, tind2]
+  pred, target, pind, tind = _per_view(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2)
   batch, rois = pind1.shape
   total = 0.0
   for a in (0, 1):
@@ -119,9 +124,7 @@ def test_two_replicas_give_the_loss_and_gradients_of_one(two_replicas):
 
 def reference_regression_loss(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2):
   """BYOL's 2 − 2·cos per mask, one anchor at a time (float64)."""
-  pred = [_normalize(pred1.astype(np.float64)), _normalize(pred2.astype(np.float64))]
-  target = [_normalize(target1.astype(np.float64)), _normalize(target2.astype(np.float64))]
-  pind, tind = [pind1, pind2], [tind1, tind2]
+  pred, target, pind, tind = _per_view(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2)
   batch, rois = pind1.shape
   total = 0.0
   for a in (0, 1):

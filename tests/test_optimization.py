@@ -6,8 +6,9 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.decoders import fpn
+from tests.conftest import tiny_params
 from tf_detcon.configs import pretrain as pretrain_config
-from tf_detcon.modeling import detcon
+from tf_detcon.modeling.methods import detcon
 from tf_detcon.training import optimization
 
 
@@ -18,7 +19,7 @@ def test_unknown_optimizer_is_a_clear_error():
 
 
 def test_lars_excludes_every_norm_parameter_and_bias_by_name():
-  task = pretrain_config.tiny_detcon_task('b')
+  task = tiny_params('detcon_b_tiny').task
   model = detcon.DetConModel(task, total_steps=10)
   # An FPN built as Model Garden's Mask R-CNN builds it: its BN layers are named norm_*.
   decoder = fpn.FPN(input_specs=model.encoder.output_specs, min_level=2, max_level=6,

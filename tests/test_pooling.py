@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import blocky_ids
-from tf_detcon.modeling import pooling
+from tf_detcon.modeling.blocks import pooling
 
 
 def reference_cells(mask: np.ndarray, grid: int, num_ids: int) -> np.ndarray:

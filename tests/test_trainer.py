@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT, tiny_params
 from tf_detcon.data import color
-from tf_detcon.modeling import encoders
+from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import callbacks
 from tf_detcon.training import trainer
 
@@ -28,7 +28,7 @@ def test_training_writes_checkpoints_summaries_and_export(tiny_run):
   assert metadata['method'] == 'detcon' and metadata['step'] == 4
   assert metadata['init_checkpoint_modules'] == ['backbone']
   assert metadata['levels'] == {'2': 16, '3': 32, '4': 64, '5': 128}
-  assert metadata['config']['task']['detcon']['variant'] == 'b'
+  assert metadata['config']['task']['method']['detcon']['variant'] == 'b'
 
 
 def test_exported_checkpoint_restores_every_backbone_weight(tiny_run):
@@ -139,7 +139,7 @@ def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedd
   assert bad_mode.stderr.strip().splitlines()[-1] == (
       "pretrain.py: error: --mode must be one of train, export, got 'serve'")
   bad = _pretrain('--experiment=detcon_b_tiny', f'--model_dir={model_dir}-bad',
-                  '--params_override=task.detcon.no_such_field=1')
+                  '--params_override=task.method.detcon.no_such_field=1')
   assert bad.returncode == 1
   last = bad.stderr.strip().splitlines()[-1]
   assert last.startswith('pretrain.py: error: ') and 'no_such_field' in last, bad.stderr[-2000:]

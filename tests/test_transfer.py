@@ -68,6 +68,23 @@ def test_yaml_recipes_follow_the_paper():
   assert decon.task.model.decoder.fpn.num_filters == 256
 
 
+FINETUNE_YAMLS = {'maskrcnn_detcon_coco_1x.yaml': 'maskrcnn_resnetfpn_coco',
+                  'maskrcnn_detcon_coco_2x.yaml': 'maskrcnn_resnetfpn_coco',
+                  'maskrcnn_detcon_coco_frozen.yaml': 'maskrcnn_resnetfpn_coco',
+                  'maskrcnn_decon_coco_1x.yaml': 'maskrcnn_resnetfpn_coco',
+                  'maskrcnn_cpu_offline.yaml': 'maskrcnn_resnetfpn_coco',
+                  'cpu_offline.yaml': 'maskrcnn_resnetfpn_coco',
+                  'seg_detcon_pascal_fcn.yaml': segmentation.EXPERIMENT}
+
+
+def test_every_finetune_yaml_overrides_its_experiment_strictly():
+  assert sorted(FINETUNE_YAMLS) == sorted(os.listdir(FINETUNE))
+  for name, experiment in FINETUNE_YAMLS.items():
+    params = hyperparams.override_params_dict(exp_factory.get_exp_config(experiment),
+                                              os.path.join(FINETUNE, name), is_strict=True)
+    params.validate()
+
+
 def test_maskrcnn_initialize_loads_every_backbone_weight_from_the_export(tiny_run):
   params = maskrcnn_params()
   transfer.resolve_init_checkpoint(params, os.path.join(tiny_run.model_dir, 'export'))

@@ -5,6 +5,7 @@ from typing import List, Optional
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
+from tf_detcon.configs import validation
 from tf_detcon.data import color
 from tf_detcon.data import decode
 from tf_detcon.data import embedded
@@ -26,24 +27,6 @@ def resolve_files(input_path: str) -> List[str]:
   return files
 
 
-def validate_config(cfg: data_config.DataConfig) -> None:
-  """Clear messages for settings that would otherwise fail deep inside TF."""
-  if cfg.on_bad_example not in ('error', 'skip'):
-    raise ValueError(f"on_bad_example must be 'error' or 'skip', got {cfg.on_bad_example!r}")
-  if cfg.masks.kind not in ('stored', 'grid') or cfg.masks.grid_size < 1:
-    raise ValueError(f"masks must be kind 'stored' or 'grid' with grid_size >= 1, got "
-                     f'{cfg.masks.as_dict()}')
-  for name, view in (('view1', cfg.view1), ('view2', cfg.view2)):
-    if not 0 < view.crop_area_min <= view.crop_area_max <= 1:
-      raise ValueError(f'{name}: need 0 < crop_area_min <= crop_area_max <= 1')
-    if not 0 < view.aspect_ratio_min <= view.aspect_ratio_max:
-      raise ValueError(f'{name}: need 0 < aspect_ratio_min <= aspect_ratio_max')
-    if view.output_size < 8:
-      raise ValueError(f'{name}: output_size must be >= 8, got {view.output_size}')
-  if cfg.global_batch_size < 1:
-    raise ValueError(f'global_batch_size must be >= 1, got {cfg.global_batch_size}')
-
-
 def build_dataset(cfg: data_config.DataConfig,
                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
   """Batches of two views (and masks, and DetCo patches) for one input pipeline.
@@ -51,7 +34,7 @@ def build_dataset(cfg: data_config.DataConfig,
   With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
   calls `color.finalize_batch`; otherwise that runs here and the batches are final.
   """
-  validate_config(cfg)
+  validation.validate_data(cfg)
   files = resolve_files(cfg.input_path)
   batch_size = cfg.global_batch_size
   ds = tf.data.Dataset.from_tensor_slices(files)

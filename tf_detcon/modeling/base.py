@@ -1,22 +1,116 @@
-"""The shared tf_keras model and train step of every method.
+"""The method contract and the one train step that every pretraining method shares.
 
-One skeleton: views (colour on the accelerator if configured) → the method's objective →
-gradients → optimiser → EMA/momentum targets → logs. A method subclasses `PretrainModel` and
-supplies `compute_objective` (and, with a target network, `ema_pairs` and `ema_decay`); DeCon
-wraps another method's objective. Nothing here is method-specific.
+A method is a `PretrainModel` subclass registered with `registry.register_method(name)` under its
+`task.method.type`. In its constructor it sets
+
+  encoder         the online encoder, exported as Model Garden's `backbone`;
+  objective       an `Objective`: its heads, its loss and any state it keeps (DetCo's queues);
+  target_encoder  an EMA / momentum copy of the encoder, or None (the default);
+
+and it implements `features(inputs, training) -> Encoded` (which network encodes which input)
+and, if it has a target network, `ema_decay(step)`. It may extend `ema_pairs()`,
+`checkpoint_items` and `export_metadata()` (DeCon adds its decoder), `compute_objective` and
+`update_state` (DeCon combines two objectives). A missing piece fails at construction, naming it.
+
+`train_step`, the same for every method (docs/architecture.md draws it):
+  1. inputs  = `prepare_inputs(batch)`: colour and normalisation of the host views, on the
+               accelerator when `color_on_device`; an `Inputs` (views, masks, DetCo's patches).
+  2. result  = `compute_objective(inputs)`: `features(inputs)` → `objective(encoded, inputs)`,
+               an `ObjectiveOutput` (this replica's loss, statistics, state to keep).
+  3. optimiser step on the gradient of the global mean loss, for the variables the loss reaches;
+               SGD methods add MoCo's coupled L2 on those variables.
+  4. EMA     : every (target, online) pair of `ema_pairs()` ← τ·target + (1 − τ)·online, with
+               τ = `ema_decay(step)`, on every replica's copy.
+  5. state   : `update_state(result.state)`, e.g. DetCo enqueues this step's keys.
+  6. logs    : the statistics averaged over replicas, the learning rate applied, τ.
 """
 
-from typing import Dict, List, Sequence, Tuple
+import abc
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon.configs import data as data_config
-from tf_detcon.data import color
 from tf_detcon import replicas
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.data import color
+
+LevelFeatures = Dict[str, tf.Tensor]  # {'2': [B, h, w, C], ..., '5': ...}
+VariablePair = Tuple[tf.Variable, tf.Variable]
 
 
-def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tensor) -> None:
+@dataclasses.dataclass
+class Inputs:
+  """A batch as the methods see it, after colour and normalisation.
+
+  views:   the two augmented views, [B, S, S, 3] each.
+  masks:   their aligned id maps, [B, S, S] int each.
+  patches: DetCo's jigsaw patches of each view's local crop, [B, N, p, p, 3] each, or None.
+  """
+  views: Tuple[tf.Tensor, tf.Tensor]
+  masks: Tuple[tf.Tensor, tf.Tensor]
+  patches: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+
+  @classmethod
+  def from_batch(cls, batch: Dict[str, tf.Tensor]) -> 'Inputs':
+    patches = (batch['patches1'], batch['patches2']) if 'patches1' in batch else None
+    return cls(views=(batch['view1'], batch['view2']), masks=(batch['mask1'], batch['mask2']),
+               patches=patches)
+
+
+@dataclasses.dataclass
+class Branch:
+  """One network's level features: of each view it encodes, and of each view's patches."""
+  views: List[LevelFeatures]
+  patches: Optional[List[LevelFeatures]] = None
+
+  def map(self, fn: Callable[[LevelFeatures], LevelFeatures]) -> 'Branch':
+    """The same branch with `fn` applied to every features dict (DeCon's decoder)."""
+    return Branch(views=[fn(f) for f in self.views],
+                  patches=None if self.patches is None else [fn(f) for f in self.patches])
+
+
+@dataclasses.dataclass
+class Encoded:
+  """What `features` returns: the online network's branch and the target network's (None for
+  methods without one, DetCon_S and SimCLR)."""
+  online: Branch
+  target: Optional[Branch] = None
+
+
+@dataclasses.dataclass
+class ObjectiveOutput:
+  """loss: the calling replica's loss (a mean over its examples); stats: scalars to log; state:
+  what the objective keeps after the optimiser step (`Objective.update_state`)."""
+  loss: tf.Tensor
+  stats: Dict[str, tf.Tensor]
+  state: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Objective(tf_keras.layers.Layer):
+  """A method's heads and loss. Called as `objective(encoded, inputs, training=...)`."""
+
+  def call(self, encoded: Encoded, inputs: Inputs, training: bool = True) -> ObjectiveOutput:
+    raise NotImplementedError
+
+  def ema_pairs(self) -> List[VariablePair]:
+    """(target, online) variables of heads that follow by EMA (BYOL's target projector)."""
+    return []
+
+  def update_state(self, state: Dict[str, Any]) -> None:
+    """Keeps `ObjectiveOutput.state` after the optimiser step (DetCo: enqueue keys)."""
+    del state
+
+
+def weight_pairs(target: tf_keras.layers.Layer,
+                 online: tf_keras.layers.Layer) -> List[VariablePair]:
+  """(target, online) pairs of the online layer's trainable weights, matched by position in two
+  identically built layers."""
+  return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
+
+
+def ema_update(pairs: Sequence[VariablePair], decay: tf.Tensor) -> None:
   """target ← decay · target + (1 − decay) · online, on every replica's copy (from any context)."""
 
   def blend(target, online, decay_):
@@ -25,71 +119,95 @@ def ema_update(pairs: Sequence[Tuple[tf.Variable, tf.Variable]], decay: tf.Tenso
   replicas.update_everywhere([(target, blend, (online, decay)) for target, online in pairs])
 
 
-def weight_pairs(target: tf_keras.layers.Layer,
-                 online: tf_keras.layers.Layer) -> List[Tuple[tf.Variable, tf.Variable]]:
-  """(target, online) pairs of the online layer's trainable weights, matched by position in two
-  identically built layers."""
-  return [(t, o) for t, o in zip(target.weights, online.weights) if o.trainable]
-
-
-def require_levels(levels: Sequence[str], channels: Dict[str, int]) -> None:
-  """Raises a clear error when an objective asks for levels the features do not have."""
-  missing = sorted(set(levels) - set(channels))
-  if missing:
-    raise ValueError(f'levels {missing} not among the features {sorted(channels)}')
-
-
-def mirror_targets(pairs: Sequence[Tuple[tf.Variable, tf.Variable]]) -> None:
+def mirror_targets(pairs: Sequence[VariablePair]) -> None:
   """Initialises targets as copies of the online weights."""
   for target, online in pairs:
     target.assign(online)
 
 
-class PretrainModel(tf_keras.Model):
-  """Base of the pretraining models; `model.fit` drives `train_step`."""
+def require_levels(levels: Sequence[str], channels: Dict[str, int]) -> None:
+  """A clear error when an objective asks for levels its features do not have."""
+  missing = sorted(set(levels) - set(channels))
+  if missing:
+    raise ValueError(f'levels {missing} not among the features {sorted(channels)}')
 
-  def __init__(self, data_cfg: data_config.DataConfig, total_steps: int,
-               l2_weight_decay: float = 0.0, **kwargs):
-    """Args: the data config (for on-device colour), the schedule length, and a coupled L2
-    penalty (MoCo's SGD weight decay: wd/2·Σ‖w‖² over the optimised variables; LARS decays in
-    the optimiser instead)."""
+
+class _Contract(abc.ABCMeta):
+  """Checks the contract once a method's constructor has run."""
+
+  def __call__(cls, *args, **kwargs):
+    model = super().__call__(*args, **kwargs)
+    model.check_contract()
+    return model
+
+
+class PretrainModel(tf_keras.Model, metaclass=_Contract):
+  """Base of the pretraining methods; `model.fit` drives `train_step` (see the module doc)."""
+
+  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
+    """Args: the (validated) task, and the schedule length for step-dependent settings (τ)."""
     super().__init__(**kwargs)
-    self.data_cfg = data_cfg
+    self.task = task
+    self.data_cfg = task.train_data
     self.total_steps = total_steps
-    self.l2_weight_decay = l2_weight_decay
+    # MoCo's coupled L2 for SGD; LARS decays in the optimiser.
+    self.l2_weight_decay = pretrain_config.coupled_weight_decay(task.optimization)
     # `_logs` all-reduces every value inside the step; Keras would otherwise sum the replicas'
     # (already global) values under MirroredStrategy.
     self.distribute_reduction_method = 'first'
+    self.encoder: Optional[tf_keras.Model] = None
+    self.objective: Optional[Objective] = None
+    self.target_encoder: Optional[tf_keras.Model] = None
 
-  # ------------------------------------------------------------------ what a method supplies
-  # `encoder` (exported), `target_encoder` (EMA copy or None) and `objective`, a layer called as
-  # objective(online_parts, target_parts, batch, training) -> (loss, stats), and:
-
-  def features(self, batch: Dict[str, tf.Tensor], training: bool):
-    """(online parts, target parts or None): per input part (a view, DetCo's patches), the
-    encoder's level-feature dict {'2': ..., '5': ...}."""
-    raise NotImplementedError
-
-  def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
-                     weights: Sequence[float], name: str) -> tf_keras.layers.Layer:
-    """The method's objective on other features (DeCon's decoder levels), with its own heads."""
-    raise NotImplementedError
-
-  def compute_objective(self, batch: Dict[str, tf.Tensor],
-                        training: bool) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    """Returns (loss of this replica's examples, scalar statistics to log)."""
-    online, target = self.features(batch, training)
-    return self.objective(online, target, batch, training=training)
-
-  def ema_pairs(self) -> List[Tuple[tf.Variable, tf.Variable]]:
-    """(target, online) variables that follow the online network by EMA; none by default."""
-    return []
+  # ------------------------------------------------------------------ what a method provides
+  @abc.abstractmethod
+  def features(self, inputs: Inputs, training: bool) -> Encoded:
+    """Encodes the inputs: which network sees which view (and patches)."""
 
   def ema_decay(self, step: tf.Tensor) -> tf.Tensor:
-    del step
-    return tf.constant(0.0)
+    """τ at `step` for the EMA of `ema_pairs()`; a method with a target network defines it."""
+    raise NotImplementedError
 
-  # ------------------------------------------------------------------------- shared machinery
+  def ema_pairs(self) -> List[VariablePair]:
+    """(target, online) variables that follow the online network by EMA."""
+    pairs = [] if self.target_encoder is None else weight_pairs(self.target_encoder,
+                                                                self.encoder)
+    return pairs + self.objective.ema_pairs()
+
+  @property
+  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
+    """The modules exported for transfer, by the name Model Garden's tasks load them under."""
+    return {'backbone': self.encoder}
+
+  def export_metadata(self) -> Dict[str, Any]:
+    """Method-specific entries of the export's metadata.json."""
+    return {}
+
+  def check_contract(self) -> None:
+    name = type(self).__name__
+    if not isinstance(self.encoder, tf_keras.layers.Layer):
+      raise TypeError(f'{name} must set self.encoder (the online encoder) in its constructor')
+    if not isinstance(self.objective, Objective):
+      raise TypeError(f'{name} must set self.objective to a base.Objective in its constructor')
+    if self.ema_pairs() and type(self).ema_decay is PretrainModel.ema_decay:
+      raise TypeError(f'{name} has a target network but does not define ema_decay(step)')
+
+  def call(self, images, training=False):
+    return self.encoder(images, training=training)
+
+  # ------------------------------------------------------------------------- the train step
+  def prepare_inputs(self, batch: Dict[str, tf.Tensor]) -> Inputs:
+    """Colour + normalisation when they run on the accelerator (`color_on_device`)."""
+    if self.data_cfg.color_on_device:
+      batch = color.finalize_batch(batch, self.data_cfg)
+    return Inputs.from_batch(batch)
+
+  def compute_objective(self, inputs: Inputs, training: bool) -> ObjectiveOutput:
+    return self.objective(self.features(inputs, training), inputs, training=training)
+
+  def update_state(self, state: Dict[str, Any]) -> None:
+    self.objective.update_state(state)
+
   def optimized_variables(self) -> List[tf.Variable]:
     """Trainable variables minus the EMA targets. Targets stay `trainable` so that their BN
     uses batch statistics (Keras runs a non-trainable BN in inference mode), as BYOL's does."""
@@ -99,20 +217,14 @@ class PretrainModel(tf_keras.Model):
   def initialize_targets(self) -> None:
     mirror_targets(self.ema_pairs())
 
-  def prepare_batch(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """Colour ops + normalisation when they run on the accelerator (`color_on_device`)."""
-    if self.data_cfg.color_on_device:
-      return color.finalize_batch(batch, self.data_cfg)
-    return batch
-
   def train_step(self, batch):
-    batch = self.prepare_batch(batch)
+    inputs = self.prepare_inputs(batch)
     _, num_replicas = replicas.replica_info()
     variables = self.optimized_variables()
     with tf.GradientTape() as tape:
-      loss, stats = self.compute_objective(batch, training=True)
+      result = self.compute_objective(inputs, training=True)
       # The optimiser sums gradients over replicas: this makes it the global mean's gradient.
-      scaled_loss = loss / num_replicas
+      scaled_loss = result.loss / num_replicas
     gradients = tape.gradient(scaled_loss, variables)
     # Variables the objective does not reach (DeCon's unused FPN levels) get no update at all:
     # neither the coupled L2 below nor LARS's decay may shrink what nothing trains.
@@ -123,16 +235,26 @@ class PretrainModel(tf_keras.Model):
       trained = [(g + (self.l2_weight_decay / num_replicas) * tf.cast(v, g.dtype), v)
                  for g, v in trained]
     self.optimizer.apply_gradients(trained)
-    decay = self.ema_decay(self.optimizer.iterations)
-    ema_update(self.ema_pairs(), decay)
-    return self._logs(dict(stats, loss=loss), decay)
+    learning_rate = self._applied_learning_rate()
+    decay = None
+    if self.ema_pairs():
+      decay = self.ema_decay(self.optimizer.iterations)
+      ema_update(self.ema_pairs(), decay)
+    self.update_state(result.state)
+    return self._logs(dict(result.stats, loss=result.loss), learning_rate, decay)
 
-  def _logs(self, values: Dict[str, tf.Tensor], decay: tf.Tensor) -> Dict[str, tf.Tensor]:
-    logs = {name: replicas.mean(tf.cast(value, tf.float32)) for name, value in values.items()}
+  def _applied_learning_rate(self) -> tf.Tensor:
+    """The learning rate the optimiser step just applied (read after it: Keras creates
+    `iterations` on the first step)."""
     learning_rate = self.optimizer.learning_rate
     if callable(learning_rate):
-      learning_rate = learning_rate(self.optimizer.iterations)
-    logs['learning_rate'] = tf.cast(learning_rate, tf.float32)
-    if self.ema_pairs():
-      logs['tau'] = decay
+      learning_rate = learning_rate(self.optimizer.iterations - 1)
+    return tf.cast(learning_rate, tf.float32)
+
+  def _logs(self, values: Dict[str, tf.Tensor], learning_rate: tf.Tensor,
+            decay: Optional[tf.Tensor]) -> Dict[str, tf.Tensor]:
+    logs = {name: replicas.mean(tf.cast(value, tf.float32)) for name, value in values.items()}
+    logs['learning_rate'] = learning_rate
+    if decay is not None:
+      logs['tau'] = tf.cast(decay, tf.float32)
     return logs

@@ -12,7 +12,7 @@ The export is written beside its final place and renamed into it, so it is whole
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from absl import logging
 import tensorflow as tf
@@ -43,33 +43,32 @@ class EncoderServer(tf.Module):
     return self._features(images)
 
 
-def float32_copy(model: tf_keras.Model, build_fn) -> tf_keras.Model:
-  """A float32 copy of a (possibly bfloat16-compute) model, for serving and checkpoints."""
+def float32_copy(module: tf_keras.Model) -> tf_keras.Model:
+  """A float32 copy of a (possibly bfloat16-compute) Keras model, rebuilt from its own config
+  (Model Garden's backbones and decoders are serialisable), for serving and checkpoints."""
   policy = tf_keras.mixed_precision.global_policy()
   tf_keras.mixed_precision.set_global_policy('float32')
   try:
-    copy = build_fn()
+    copy = type(module).from_config(module.get_config())
   finally:
     tf_keras.mixed_precision.set_global_policy(policy)
-  copy.set_weights(model.get_weights())
+  copy.set_weights(module.get_weights())
   return copy
 
 
-def export(model_dir: str, encoder: tf_keras.Model, metadata: Dict[str, Any],
-           decoder: Optional[tf_keras.Model] = None) -> str:
-  """Writes `<model_dir>/export/` (replacing an older export); returns its path."""
+def export(model_dir: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, Any]) -> str:
+  """Writes `<model_dir>/export/` (replacing an older export) from the float32 modules by their
+  checkpoint names (`backbone`, and e.g. `decoder`); returns its path."""
   final = os.path.join(model_dir, EXPORT_DIR)
   staging = final + '.tmp'
   if tf.io.gfile.exists(staging):
     tf.io.gfile.rmtree(staging)
   tf.io.gfile.makedirs(staging)
+  encoder = modules['backbone']
   server = EncoderServer(encoder)
   tf.saved_model.save(server, os.path.join(staging, 'saved_model'),
                       signatures={'serving_default': server.serve_uint8,
                                   'serve_float': server.serve_float})
-  modules = {'backbone': encoder}
-  if decoder is not None:
-    modules['decoder'] = decoder
   tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
   metadata = dict(metadata, init_checkpoint_modules=sorted(modules),
                   levels={k: int(v[-1]) for k, v in encoder.output_specs.items()})

@@ -8,35 +8,20 @@ slots and step) is restored and training continues to `trainer.train_steps`. An 
 import os
 import signal
 import threading
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 from absl import logging
 import tensorflow as tf
 
 from tf_detcon import __version__
 from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.configs import validation
 from tf_detcon.data import datasets
-from tf_detcon.modeling import base
-from tf_detcon.modeling import decon
-from tf_detcon.modeling import detco
-from tf_detcon.modeling import detcon
-from tf_detcon.modeling import encoders
+from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
 from tf_detcon.training import distribute
 from tf_detcon.training import export as export_lib
 from tf_detcon.training import optimization
-
-MODEL_BUILDERS: Dict[str, Callable[..., base.PretrainModel]] = {
-    'detcon': detcon.DetConModel,
-    'detco': detco.DetCoModel,
-    'decon': decon.DeConModel,
-}
-
-
-def build_model(task: pretrain_config.PretrainTask, total_steps: int) -> base.PretrainModel:
-  if task.method not in MODEL_BUILDERS:
-    raise ValueError(f'unknown task.method {task.method!r}; known: {sorted(MODEL_BUILDERS)}')
-  return MODEL_BUILDERS[task.method](task, total_steps)
 
 
 class Run:
@@ -46,18 +31,17 @@ class Run:
                strategy: Optional[tf.distribute.Strategy] = None):
     if not model_dir:
       raise ValueError('--model_dir is required')
+    validation.validate(params)
     self.params = params
     self.model_dir = model_dir
     distribute.configure_precision(params.runtime)
     self.strategy = strategy or distribute.build_strategy(params.runtime)
+    validation.validate(params, num_replicas=self.strategy.num_replicas_in_sync)
     task = params.task
     self.total_steps = params.trainer.train_steps
     self.global_batch = task.train_data.global_batch_size
-    if self.global_batch % self.strategy.num_replicas_in_sync:
-      raise ValueError(f'global batch {self.global_batch} is not divisible by '
-                       f'{self.strategy.num_replicas_in_sync} replicas')
     with self.strategy.scope():
-      self.model = build_model(task, self.total_steps)
+      self.model = registry.build_model(task, self.total_steps)
       self.optimizer = optimization.build_optimizer(task.optimization, self.total_steps,
                                                     self.global_batch)
       self.model.compile(optimizer=self.optimizer,
@@ -125,23 +109,13 @@ class Run:
         signal.signal(signal.SIGTERM, previous)
 
   def export(self) -> str:
-    task = self.params.task
-    encoder = export_lib.float32_copy(self.model.encoder,
-                                      lambda: encoders.build_backbone(task.encoder))
-    metadata = {'method': task.method, 'step': self.step, 'tf_detcon_version': __version__,
-                'config': self.params.as_dict()}
-    decoder = None
-    if task.method == 'decon':
-      decoder = export_lib.float32_copy(self.model.decoder,
-                                        lambda: decon.build_decoder(task, encoder))
-      metadata['decon'] = {'base_method': task.decon.base_method, 'variant': task.decon.variant,
-                           'decoder_levels': list(decon.decoder_levels(task.decon)),
-                           'alpha': task.decon.alpha,
-                           'channel_dropout': task.decon.channel_dropout}
-      metadata['decoder'] = {'decoder': task.decon.decoder.as_dict(),
-                             'min_level': task.decon.min_level,
-                             'max_level': task.decon.max_level}
-    return export_lib.export(self.model_dir, encoder, metadata, decoder)
+    """The model's `checkpoint_items` as float32 modules, and metadata for fine-tuning."""
+    modules = {name: export_lib.float32_copy(module)
+               for name, module in self.model.checkpoint_items.items()}
+    metadata = {'method': self.params.task.method.type, 'step': self.step,
+                'tf_detcon_version': __version__, 'config': self.params.as_dict(),
+                **self.model.export_metadata()}
+    return export_lib.export(self.model_dir, modules, metadata)
 
 
 def _raise_interrupt(signum, frame):

@@ -6,9 +6,8 @@ import tf_keras
 def batch_norm(use_sync_bn: bool, momentum: float = 0.9, epsilon: float = 1e-5,
                name: str = 'batch_norm') -> tf_keras.layers.Layer:
   """Synchronised BN (statistics over the global batch) or per-replica BN."""
-  layer = (tf_keras.layers.experimental.SyncBatchNormalization if use_sync_bn
-           else tf_keras.layers.BatchNormalization)
-  return layer(momentum=momentum, epsilon=epsilon, name=name)
+  return tf_keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon,
+                                            synchronized=use_sync_bn, name=name)
 
 
 class MLPHead(tf_keras.layers.Layer):

@@ -13,26 +13,21 @@ import tf_keras
 
 from tf_detcon import losses
 from tf_detcon import schedules
+from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import base
-from tf_detcon.modeling import encoders
-from tf_detcon.modeling import heads
-from tf_detcon.modeling import pooling
+from tf_detcon.modeling import registry
+from tf_detcon.modeling.blocks import encoders
+from tf_detcon.modeling.blocks import heads
+from tf_detcon.modeling.blocks import pooling
 
 
 class DetConLevelObjective(tf_keras.layers.Layer):
   """The DetCon loss on one feature level: sample masks, pool, project (predict), contrast."""
 
-  def __init__(self, cfg: pretrain_config.DetConConfig, in_channels: int,
+  def __init__(self, cfg: methods_config.DetConConfig, in_channels: int,
                use_sync_bn: bool = True, **kwargs):
     super().__init__(**kwargs)
-    if cfg.variant not in ('b', 's'):
-      raise ValueError(f"detcon.variant must be 'b' or 's', got {cfg.variant!r}")
-    if cfg.loss not in ('contrastive', 'regression'):
-      raise ValueError(f"detcon.loss must be 'contrastive' or 'regression', got {cfg.loss!r}")
-    if cfg.loss == 'regression' and cfg.variant != 'b':
-      raise ValueError("detcon.loss 'regression' (BYOL's) needs detcon.variant 'b': without a "
-                       'predictor and target network it collapses')
     self.cfg = cfg
     self.byol = cfg.variant == 'b'
 
@@ -104,13 +99,13 @@ class DetConLevelObjective(tf_keras.layers.Layer):
         temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives)
 
 
-class DetConObjective(tf_keras.layers.Layer):
+class DetConObjective(base.Objective):
   """DetCon on one or several levels (each with its own heads), levels weighted.
 
   The encoder uses one level (res5); DeCon's decoder uses P2 (SL) or P2..P5 averaged (ML).
   """
 
-  def __init__(self, cfg: pretrain_config.DetConConfig, channels: Dict[str, int],
+  def __init__(self, cfg: methods_config.DetConConfig, channels: Dict[str, int],
                levels: Sequence[str], weights: Sequence[float], use_sync_bn: bool = True,
                **kwargs):
     super().__init__(**kwargs)
@@ -124,61 +119,52 @@ class DetConObjective(tf_keras.layers.Layer):
     return [pair for objective in self.level_objectives.values()
             for pair in objective.ema_pairs()]
 
-  def call(self, online: Sequence[Dict[str, tf.Tensor]],
-           target: Optional[Sequence[Dict[str, tf.Tensor]]], batch: Dict[str, tf.Tensor],
-           training: bool = True, seeds=None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    """Args: online/target [view1, view2] level-feature dicts (target None for DetCon_S),
-    the batch (its mask1, mask2), the BN mode, optional sampling seeds (tests)."""
-    masks = [batch['mask1'], batch['mask2']]
+  def call(self, encoded: base.Encoded, inputs: base.Inputs, training: bool = True,
+           seeds: Optional[Sequence[tf.Tensor]] = None) -> base.ObjectiveOutput:
+    """Args: the two views' features (online; target for DetCon_B), the inputs (their masks),
+    the BN mode, optional per-view sampling seeds (tests)."""
+    online, target = encoded.online.views, encoded.target
     total, fractions, stats = 0.0, [], {}
     for level, objective in self.level_objectives.items():
       loss, level_stats = objective(
           [online[0][level], online[1][level]],
-          None if target is None else [target[0][level], target[1][level]],
-          masks, training=training, seeds=seeds)
+          None if target is None else [target.views[0][level], target.views[1][level]],
+          list(inputs.masks), training=training, seeds=seeds)
       total += self.weights_by_level[level] * loss
       fractions.append(level_stats['positive_fraction'])
       if len(self.level_objectives) > 1:
         stats[f'loss_level{level}'] = loss
     stats['positive_fraction'] = tf.add_n(fractions) / len(fractions)
-    return total, stats
+    return base.ObjectiveOutput(total, stats)
 
 
+@registry.register_method('detcon')
 class DetConModel(base.PretrainModel):
   """Online encoder (+ EMA target encoder for DetCon_B) and the DetCon objective on res5."""
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    super().__init__(task.train_data, total_steps,
-                     pretrain_config.coupled_weight_decay(task.optimization), **kwargs)
-    self.task = task
+    super().__init__(task, total_steps, **kwargs)
+    self.cfg = task.method.detcon
     self.encoder = encoders.build_backbone(task.encoder)
-    self.objective = self.make_objective(encoders.level_channels(self.encoder),
-                                         [task.detcon.feature_level], [1.0], name='detcon')
-    self.target_encoder = None
-    if task.detcon.variant == 'b':
+    if self.cfg.variant == 'b':
       self.target_encoder = encoders.build_backbone(task.encoder)
+    self.objective = self.make_objective(encoders.level_channels(self.encoder),
+                                         [self.cfg.feature_level], [1.0], name='detcon')
 
-  def make_objective(self, channels, levels, weights, name):
-    return DetConObjective(self.task.detcon, channels, levels, weights,
+  def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
+                     weights: Sequence[float], name: str) -> DetConObjective:
+    """The DetCon objective on other features (DeCon's decoder levels), with heads of its own."""
+    return DetConObjective(self.cfg, channels, levels, weights,
                            self.task.encoder.norm_activation.use_sync_bn, name=name)
 
-  def call(self, images, training=False):
-    return self.encoder(images, training=training)
-
-  def ema_pairs(self):
-    if self.target_encoder is None:
-      return []
-    return base.weight_pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
-
   def ema_decay(self, step):
-    return schedules.ema_tau(step, self.total_steps, self.task.detcon.ema_tau_base)
+    return schedules.ema_tau(step, self.total_steps, self.cfg.ema_tau_base)
 
-  def features(self, batch, training):
-    """Level features of both views, online and (DetCon_B) target."""
-    views = [batch['view1'], batch['view2']]
-    online = [self.encoder(v, training=training) for v in views]
+  def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
+    """Both views through the online encoder and (DetCon_B) the target encoder."""
+    online = base.Branch(views=[self.encoder(v, training=training) for v in inputs.views])
     target = None
     if self.target_encoder is not None:
-      target = [self.target_encoder(v, training=training) for v in views]
-    return online, target
-
+      target = base.Branch(views=[self.target_encoder(v, training=training)
+                                  for v in inputs.views])
+    return base.Encoded(online, target)

@@ -10,17 +10,19 @@ Per level i (res2..res5), with a query encoder and its momentum key copy:
 levels ['5'] with local=False is MoCo v2 from the same code.
 """
 
-from typing import Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
 from tf_detcon import losses
 from tf_detcon import replicas
+from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.modeling import base
-from tf_detcon.modeling import encoders
-from tf_detcon.modeling import queues
+from tf_detcon.modeling import registry
+from tf_detcon.modeling.blocks import encoders
+from tf_detcon.modeling.blocks import queues
 
 
 class ProjectionHead(tf_keras.layers.Layer):
@@ -43,7 +45,7 @@ class ProjectionHead(tf_keras.layers.Layer):
 class DetCoHeads(tf_keras.layers.Layer):
   """Global (and local) heads of every level: one side, query or key."""
 
-  def __init__(self, cfg: pretrain_config.DetCoConfig, channels: Dict[str, int],
+  def __init__(self, cfg: methods_config.DetCoConfig, channels: Dict[str, int],
                num_patches: int, **kwargs):
     super().__init__(**kwargs)
     self.global_heads, self.local_heads = {}, {}
@@ -56,9 +58,10 @@ class DetCoHeads(tf_keras.layers.Layer):
         head.build((None, num_patches * channels[level]))
         self.local_heads[level] = head
 
-  def embed(self, global_features: Dict[str, tf.Tensor],
-            patch_features: Dict[str, tf.Tensor], batch: int) -> Dict[str, tf.Tensor]:
-    """{'g2': [B, D], 'l2': [B, D], ...} from level features of the view and of its patches."""
+  def embed(self, global_features: base.LevelFeatures,
+            patch_features: Optional[base.LevelFeatures], batch: int) -> Dict[str, tf.Tensor]:
+    """{'g2': [B, D], 'l2': [B, D], ...} from level features of the view and of its patches
+    (None without local views)."""
     out = {}
     for level, head in self.global_heads.items():
       out[f'g{level}'] = head(tf.reduce_mean(global_features[level], axis=[1, 2]))
@@ -68,10 +71,15 @@ class DetCoHeads(tf_keras.layers.Layer):
     return out
 
 
-class DetCoObjective(tf_keras.layers.Layer):
-  """DetCo's loss on a set of levels: query/key heads (key heads follow by EMA) and queues."""
+class DetCoObjective(base.Objective):
+  """DetCo's loss on a set of levels: query/key heads (key heads follow by EMA) and queues.
 
-  def __init__(self, cfg: pretrain_config.DetCoConfig, channels: Dict[str, int],
+  The queues are this objective's state: its output carries the step's keys, and
+  `update_state` enqueues them after the optimiser step (the train step's step 5), so the
+  current batch is never its own negative.
+  """
+
+  def __init__(self, cfg: methods_config.DetCoConfig, channels: Dict[str, int],
                levels: Sequence[str], weights: Sequence[float], num_patches: int, **kwargs):
     super().__init__(**kwargs)
     base.require_levels(levels, channels)
@@ -89,13 +97,21 @@ class DetCoObjective(tf_keras.layers.Layer):
   def ema_pairs(self):
     return base.weight_pairs(self.key_heads, self.query_heads)
 
-  def call(self, online, target, batch, training=True):
-    """online/target: [global view features, patch features] (level dicts) of the query and
-    key sides; the patch dicts are empty without local views."""
-    batch_size = tf.shape(batch['view1'])[0]
-    query = self.query_heads.embed(online[0], online[1], batch_size)
-    key = {name: tf.stop_gradient(value)
-           for name, value in self.key_heads.embed(target[0], target[1], batch_size).items()}
+  def call(self, encoded: base.Encoded, inputs: base.Inputs,
+           training: bool = True) -> base.ObjectiveOutput:
+    """encoded.online: the query side (view 1 and its patches); encoded.target: the key side
+    (view 2 and its patches, through the momentum encoder)."""
+    del inputs
+    query_side, key_side = encoded.online, encoded.target
+    first_level = next(iter(query_side.views[0]))
+    batch_size = tf.shape(query_side.views[0][first_level])[0]
+
+    def patches(branch: base.Branch) -> Optional[base.LevelFeatures]:
+      return None if branch.patches is None else branch.patches[0]
+
+    query = self.query_heads.embed(query_side.views[0], patches(query_side), batch_size)
+    key = {name: tf.stop_gradient(value) for name, value in
+           self.key_heads.embed(key_side.views[0], patches(key_side), batch_size).items()}
     total, stats = 0.0, {}
     temperature = self.cfg.temperature
     for level, weight in self.weights_by_level.items():
@@ -108,21 +124,21 @@ class DetCoObjective(tf_keras.layers.Layer):
       for term, value in terms.items():
         stats[f'loss_{term}_level{level}'] = value
       total += weight * tf.add_n(list(terms.values()))
-    if training:
-      for name, queue in self.queues.items():  # after the loss: this batch is not a negative
-        queue.enqueue(key[name])
-    return total, stats
+    return base.ObjectiveOutput(total, stats, state={name: key[name] for name in self.queues})
+
+  def update_state(self, state):
+    """Enqueues the step's keys (gathered from every replica) into their queues."""
+    for name, queue in self.queues.items():
+      queue.enqueue(state[name])
 
 
+@registry.register_method('detco')
 class DetCoModel(base.PretrainModel):
   """Query encoder, momentum key encoder (`target_encoder`), DetCo objective with its queues."""
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    super().__init__(task.train_data, total_steps,
-                     pretrain_config.coupled_weight_decay(task.optimization), **kwargs)
-    self.task = task
-    self.cfg = task.detco
-    validate(task)
+    super().__init__(task, total_steps, **kwargs)
+    self.cfg = task.method.detco
     self.encoder = encoders.build_backbone(task.encoder)
     key_encoder_cfg = task.encoder
     if self.cfg.key_bn == 'shuffle':  # per-replica BN on a shuffled batch, MoCo's way
@@ -132,7 +148,10 @@ class DetCoModel(base.PretrainModel):
     self.objective = self.make_objective(encoders.level_channels(self.encoder), self.cfg.levels,
                                          self.cfg.level_weights, name='detco')
 
-  def make_objective(self, channels, levels, weights, name):
+  def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
+                     weights: Sequence[float], name: str) -> DetCoObjective:
+    """The DetCo objective on other features (DeCon's decoder levels), with its own heads and
+    queues."""
     return DetCoObjective(self.cfg, channels, levels, weights,
                           self.task.train_data.local_views.grid_size ** 2, name=name)
 
@@ -140,40 +159,38 @@ class DetCoModel(base.PretrainModel):
   def queues(self) -> Dict[str, queues.KeyQueue]:
     return self.objective.queues
 
-  def call(self, images, training=False):
-    return self.encoder(images, training=training)
-
-  def ema_pairs(self):
-    return base.weight_pairs(self.target_encoder, self.encoder) + self.objective.ema_pairs()
-
   def ema_decay(self, step):
     del step
     return tf.constant(self.cfg.momentum)
 
-  def features(self, batch, training):
-    """[view features, patch features] of the query (view 1) and key (view 2) sides."""
+  def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
+    """The query side (view 1 and its patches) through the encoder, the key side (view 2 and its
+    patches) through the momentum encoder, on a cross-replica shuffle with `key_bn: shuffle`."""
+    size = self.task.train_data.local_views.patch_size
 
-    def side(encoder, view, patches):
-      patch_features = {}
-      if self.cfg.local:
-        size = self.task.train_data.local_views.patch_size
-        patch_features = encoder(tf.reshape(patches, [-1, size, size, 3]), training=training)
-      return [encoder(view, training=training), patch_features]
+    def side(encoder: tf_keras.Model, view: tf.Tensor,
+             patches: Optional[tf.Tensor]) -> base.Branch:
+      patch_features = None
+      if patches is not None:
+        patch_features = [encoder(tf.reshape(patches, [-1, size, size, 3]), training=training)]
+      return base.Branch(views=[encoder(view, training=training)], patches=patch_features)
 
-    query = side(self.encoder, batch['view1'], batch.get('patches1'))
+    patches = inputs.patches if self.cfg.local else (None, None)
+    query = side(self.encoder, inputs.views[0], patches[0])
     if self.cfg.key_bn == 'shuffle':
       # A fresh permutation each step, the same on every replica: replica 0's random seed.
-      seed = replicas.gather(
-          tf.random.uniform([1, 2], maxval=2**31 - 1, dtype=tf.int32))[0]
+      seed = replicas.gather(tf.random.uniform([1, 2], maxval=2**31 - 1, dtype=tf.int32))[0]
       key = shuffled_across_replicas(
           lambda view, patches: side(self.target_encoder, view, patches),
-          batch['view2'], batch.get('patches2') if self.cfg.local else None, seed)
+          inputs.views[1], patches[1], seed)
     else:
-      key = side(self.target_encoder, batch['view2'], batch.get('patches2'))
-    return query, key
+      key = side(self.target_encoder, inputs.views[1], patches[1])
+    return base.Encoded(online=query, target=key)
 
 
-def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
+def shuffled_across_replicas(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base.Branch],
+                             view: tf.Tensor, patches: Optional[tf.Tensor],
+                             seed: tf.Tensor) -> base.Branch:
   """MoCo's shuffling BN: run `fn(view, patches)` on a random cross-replica permutation of the
   global batch (whole images, with their patches), then undo the permutation.
 
@@ -184,7 +201,7 @@ def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
   replica_id, num_replicas = replicas.replica_info()
   if num_replicas == 1:
     return fn(view, patches)
-  rows = [1, 0 if patches is None else patches.shape[1]]  # a view; its patches per image
+  patch_rows = 0 if patches is None else patches.shape[1]  # patches per image
   # Static shapes throughout: all_gather of a tensor with an unknown batch takes a padding path.
   local = view.shape[0]
   if local is None:
@@ -199,7 +216,7 @@ def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
   outputs = fn(view, patches)
   own = tf.reshape(inverse, [num_replicas, local])[replica_id]
 
-  def unshuffle(features: Dict[str, tf.Tensor], rows_per_image: int) -> Dict[str, tf.Tensor]:
+  def unshuffle(features: base.LevelFeatures, rows_per_image: int) -> base.LevelFeatures:
     restored = {}
     for level, value in features.items():
       value = tf.ensure_shape(value, [local * rows_per_image] + [None] * (value.shape.rank - 1))
@@ -208,19 +225,7 @@ def shuffled_across_replicas(fn, view: tf.Tensor, patches, seed: tf.Tensor):
       restored[level] = tf.reshape(tf.gather(grouped, own), tf.shape(value))
     return restored
 
-  return [unshuffle(part, r) for part, r in zip(outputs, rows)]
-
-
-def validate(task: pretrain_config.PretrainTask) -> None:
-  """Config errors as clear messages at start-up."""
-  cfg, data = task.detco, task.train_data
-  if len(cfg.levels) != len(cfg.level_weights):
-    raise ValueError(f'detco.levels {cfg.levels} and level_weights {cfg.level_weights} differ '
-                     'in length')
-  if cfg.queue_size % data.global_batch_size:
-    raise ValueError(f'detco.queue_size {cfg.queue_size} is not a multiple of the global batch '
-                     f'{data.global_batch_size}')
-  if cfg.key_bn not in ('sync', 'shuffle'):
-    raise ValueError(f"detco.key_bn must be 'sync' or 'shuffle', got {cfg.key_bn!r}")
-  if cfg.local != data.local_views.enabled:
-    raise ValueError('detco.local needs train_data.local_views.enabled (and vice versa)')
+  return base.Branch(
+      views=[unshuffle(f, 1) for f in outputs.views],
+      patches=None if outputs.patches is None else [unshuffle(f, patch_rows)
+                                                    for f in outputs.patches])

@@ -1,0 +1,88 @@
+"""The package's layers point one way: configs → data → modeling (blocks, then methods) →
+training → launch glue. Read from the modules' own import statements."""
+
+import ast
+import os
+from typing import Dict, List
+
+from tests.conftest import REPO_ROOT
+
+PACKAGE = os.path.join(REPO_ROOT, 'tf_detcon')
+
+# Lower rank = lower layer; a module may import only modules of its own rank or lower.
+RANKS = [
+    ('tf_detcon.configs', 0), ('tf_detcon.replicas', 0), ('tf_detcon.schedules', 1),
+    ('tf_detcon.losses', 1), ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3),
+    ('tf_detcon.modeling', 4), ('tf_detcon.training', 5), ('tf_detcon.transfer', 6),
+    ('tf_detcon.segmentation', 6), ('tf_detcon.cli', 6), ('tf_detcon', 0),
+]
+
+
+def rank(module: str) -> int:
+  for prefix, value in RANKS:
+    if module == prefix or module.startswith(prefix + '.'):
+      return value
+  raise AssertionError(f'{module} has no layer')
+
+
+def package_imports() -> Dict[str, List[str]]:
+  """{module: [tf_detcon modules it imports]} for every module of the package."""
+  out = {}
+  for root, _, files in os.walk(PACKAGE):
+    for name in files:
+      if not name.endswith('.py'):
+        continue
+      path = os.path.join(root, name)
+      module = os.path.relpath(path, REPO_ROOT)[:-3].replace(os.sep, '.')
+      module = module[:-len('.__init__')] if module.endswith('.__init__') else module
+      with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+      imported = []
+      for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+            'tf_detcon'):
+          imported += [f'{node.module}.{alias.name}' for alias in node.names]
+        elif isinstance(node, ast.Import):
+          imported += [a.name for a in node.names if a.name.startswith('tf_detcon')]
+      out[module] = imported
+  return out
+
+
+IMPORTS = package_imports()
+
+
+def test_every_module_imports_only_its_layer_or_lower():
+  assert 'tf_detcon.replicas' in IMPORTS['tf_detcon.modeling.base']  # the reading works
+  assert 'tf_detcon.modeling.registry' in IMPORTS['tf_detcon.training.trainer']
+  upward = [f'{module} → {target}' for module, targets in IMPORTS.items()
+            for target in targets if rank(target) > rank(module)]
+  assert not upward
+
+
+def test_no_modeling_module_imports_training():
+  assert not [m for m, targets in IMPORTS.items() if m.startswith('tf_detcon.modeling')
+              and any(t.startswith('tf_detcon.training') for t in targets)]
+
+
+def test_blocks_do_not_know_the_methods():
+  blocks = {m: t for m, t in IMPORTS.items() if m.startswith('tf_detcon.modeling.blocks')}
+  assert blocks and not [m for m, targets in blocks.items() for t in targets
+                         if t.startswith('tf_detcon.modeling.') and
+                         not t.startswith('tf_detcon.modeling.blocks')]
+
+
+def test_the_training_input_does_not_import_the_offline_precompute():
+  online = {m: t for m, t in IMPORTS.items()
+            if m.startswith('tf_detcon.data') and not m.startswith('tf_detcon.data.offline')}
+  assert 'tf_detcon.data.datasets' in online
+  assert not [m for m, targets in online.items() for t in targets
+              if t.startswith('tf_detcon.data.offline')]
+
+
+def test_the_trainer_and_export_name_no_method():
+  for module in ('tf_detcon.training.trainer', 'tf_detcon.training.export'):
+    with open(os.path.join(REPO_ROOT, *module.split('.')) + '.py', encoding='utf-8') as f:
+      source = f.read()
+    for word in ("'detcon'", "'detco'", "'decon'", 'methods.detcon', 'methods.detco',
+                 'methods.decon', 'DeCon', 'DetCo', 'DetCon'):
+      assert word not in source, (module, word)

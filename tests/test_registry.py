@@ -1,0 +1,146 @@
+"""Tests for tf_detcon.modeling.registry and the method contract of modeling.base: a toy method
+registers itself and trains through the unchanged trainer; a method that breaks the contract
+fails at construction, naming what is missing."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from official.modeling import hyperparams
+from tests.conftest import tiny_params
+from tf_detcon import losses
+from tf_detcon.configs import checks
+from tf_detcon.configs import methods
+from tf_detcon.configs import validation
+from tf_detcon.modeling import base
+from tf_detcon.modeling import registry
+from tf_detcon.modeling.blocks import encoders
+from tf_detcon.training import trainer
+
+
+# ---------------------------------------------------------------- the toy method's config ...
+@dataclasses.dataclass
+class ToyConfig(hyperparams.Config):
+  """Global average pool → one linear layer → SimCLR's NT-Xent; it checks its own settings."""
+  dim: int = 16
+  temperature: float = 0.5
+
+  def check(self, task, path):
+    del task
+    checks.positive(self.temperature, f'{path}.temperature')
+
+
+@dataclasses.dataclass
+class ToyMethodConfig(methods.MethodConfig):
+  toy: ToyConfig = dataclasses.field(default_factory=ToyConfig)
+
+
+# ------------------------------------------------------------------ ... and its module
+class ToyObjective(base.Objective):
+
+  def __init__(self, cfg: ToyConfig, channels: int, **kwargs):
+    super().__init__(**kwargs)
+    self.cfg = cfg
+    self.head = tf_keras.layers.Dense(cfg.dim, name='head')
+    self.head.build((None, channels))
+
+  def call(self, encoded, inputs, training=True):
+    z1, z2 = (self.head(tf.reduce_mean(f['5'], axis=[1, 2]))[:, None]
+              for f in encoded.online.views)
+    ids = tf.zeros(tf.shape(z1)[:2], tf.int32)  # one global latent per view: SimCLR
+    loss, stats = losses.detcon_loss_with_stats(z1, z2, z1, z2, ids, ids, ids, ids,
+                                                temperature=self.cfg.temperature)
+    return base.ObjectiveOutput(loss, stats)
+
+
+@registry.register_method('toy')
+class ToyModel(base.PretrainModel):
+
+  def __init__(self, task, total_steps, **kwargs):
+    super().__init__(task, total_steps, **kwargs)
+    self.encoder = encoders.build_backbone(task.encoder)
+    self.objective = ToyObjective(task.method.toy, encoders.level_channels(self.encoder)['5'])
+
+  def features(self, inputs, training):
+    return base.Encoded(online=base.Branch(
+        views=[self.encoder(v, training=training) for v in inputs.views]))
+
+
+def toy_params(**trainer_overrides):
+  params = tiny_params('simclr_tiny', **trainer_overrides)
+  params.task.method = ToyMethodConfig(type='toy')
+  return params
+
+
+def test_a_new_method_registers_itself_and_trains_without_touching_the_trainer(
+    tmp_path, embedded_files):
+  del embedded_files
+  params = toy_params(train_steps=2, steps_per_loop=1)
+  run = trainer.Run(params, str(tmp_path / 'toy'))
+  assert isinstance(run.model, ToyModel)
+  before = [v.numpy().copy() for v in run.model.encoder.trainable_variables]
+  run.train()
+  assert run.step == 2
+  assert any(not np.array_equal(b, v.numpy())
+             for b, v in zip(before, run.model.encoder.trainable_variables))
+  export = run.export()
+  with open(os.path.join(export, 'metadata.json')) as f:
+    metadata = json.load(f)
+  assert metadata['method'] == 'toy' and metadata['init_checkpoint_modules'] == ['backbone']
+  assert metadata['config']['task']['method'] == {'type': 'toy',
+                                                  'toy': {'dim': 16, 'temperature': 0.5}}
+
+
+def test_a_new_methods_own_checks_run_in_the_validation_pass():
+  params = toy_params()
+  params.task.method.toy.temperature = -1.0
+  with pytest.raises(validation.ConfigError,
+                     match=r'^task.method.toy.temperature must be > 0, got -1.0$'):
+    validation.validate(params)
+
+
+def test_registered_methods_and_an_unknown_one():
+  assert {'detcon', 'detco', 'decon'} <= set(registry._METHODS)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="no model is registered for task.method.type 'swav'"):
+    registry.lookup('swav')
+
+
+class NoEncoder(base.PretrainModel):
+
+  def __init__(self, task, total_steps):
+    super().__init__(task, total_steps)
+    self.objective = ToyObjective(task.method.toy, 8)
+
+  def features(self, inputs, training):
+    raise NotImplementedError
+
+
+class NoFeatures(base.PretrainModel):
+
+  def __init__(self, task, total_steps):
+    super().__init__(task, total_steps)
+    self.encoder = encoders.build_backbone(task.encoder)
+    self.objective = ToyObjective(task.method.toy, 128)
+
+
+class TargetWithoutDecay(ToyModel):
+
+  def __init__(self, task, total_steps):
+    super().__init__(task, total_steps)
+    self.target_encoder = encoders.build_backbone(task.encoder)
+
+
+@pytest.mark.parametrize('cls,message', [
+    (NoEncoder, 'NoEncoder must set self.encoder'),
+    (NoFeatures, "Can't instantiate abstract class NoFeatures with abstract method features"),
+    (TargetWithoutDecay, 'TargetWithoutDecay has a target network but does not define '
+                         r'ema_decay\(step\)'),
+])
+def test_a_broken_contract_fails_at_construction(cls, message):
+  with pytest.raises(TypeError, match=message):
+    cls(toy_params().task, 10)

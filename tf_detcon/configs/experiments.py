@@ -1,0 +1,366 @@
+"""The registered pretraining experiments: one decorated factory per run, named as the experiment.
+
+`--experiment=<name>` takes these names; `grep -n "def <name>" tf_detcon/configs/experiments.py`
+finds each one. The settings come from the papers (`docs/paper_settings.md` quotes and cites each,
+and a test holds every experiment to it). Three helpers derive the variants: `as_baseline` (the
+method DetCon builds on: SimCLR or BYOL), `decon` (DeCon around a method) and `tiny` (the CPU
+miniature of any experiment).
+"""
+
+from typing import Optional, Sequence
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.vision.configs import backbones
+
+from tf_detcon.configs import data as data_config
+from tf_detcon.configs import methods
+from tf_detcon.configs import pretrain
+from tf_detcon.configs.pretrain import PretrainExperiment, PretrainTask
+
+GLOBAL_MASK = data_config.MaskConfig(kind='grid', grid_size=1)
+DETCON_BATCH = 4096  # DetCon A.3
+DETCO_BATCH = 256  # DetCo §3.3
+DETCO_LEARNING_RATE = 0.06  # DetCo §6.5: "The learning rate for pre-training is 0.06"
+MOCOV2_LEARNING_RATE = 0.03  # MoCo v2 (Chen et al. 2020)
+
+
+def experiment(task: PretrainTask, train_steps: int) -> PretrainExperiment:
+  """A TPU run: bfloat16, checkpoints every 5000 steps, 1000 steps per loop."""
+  return PretrainExperiment(
+      task=task,
+      trainer=cfg.TrainerConfig(train_steps=train_steps, steps_per_loop=1000,
+                                checkpoint_interval=5000, summary_interval=1000, max_to_keep=3),
+      runtime=cfg.RuntimeConfig(distribution_strategy='tpu', mixed_precision_dtype='bfloat16'),
+      restrictions=['task.train_data.global_batch_size > 0'])
+
+
+# ----------------------------------------------------------------------------- DetCon family
+
+def detcon_experiment(variant: str, epochs: int, dataset: str = 'imagenet',
+                      masks: Optional[data_config.MaskConfig] = None) -> PretrainExperiment:
+  """DetCon_B / DetCon_S with the paper's settings (DetCon §3.1, A.1–A.3): the views, heads and
+  optimisation of BYOL (b) or SimCLR (s), FH masks, LARS at batch 4096."""
+  views = data_config.byol_views() if variant == 'b' else data_config.simclr_views()
+  data = data_config.DataConfig(global_batch_size=DETCON_BATCH,
+                                masks=masks or data_config.MaskConfig(), **views)
+  if variant == 'b':
+    # DetCon A.2/A.3: DetCon_B takes BYOL's settings; 1000 epochs: lr 0.2, wd 1.5e-6, τ0 0.996;
+    # 300 epochs: DetCon_S's lr 0.3 and wd 1e-6, τ0 0.99.
+    detcon = methods.DetConConfig(
+        variant='b', projector=methods.HeadConfig(hidden_dim=4096, output_dim=256),
+        predictor=methods.HeadConfig(hidden_dim=4096, output_dim=256),
+        ema_tau_base=0.996 if epochs >= 1000 else 0.99)
+    optimization = pretrain.OptimizationConfig(
+        base_learning_rate=0.2 if epochs >= 1000 else 0.3,
+        weight_decay=1.5e-6 if epochs >= 1000 else 1e-6)
+  else:
+    detcon = methods.DetConConfig(variant='s',
+                                  projector=methods.HeadConfig(hidden_dim=2048, output_dim=128))
+    optimization = pretrain.OptimizationConfig(base_learning_rate=0.3, weight_decay=1e-6)
+  optimization.warmup_epochs = 10  # BYOL and SimCLR: 10 epochs of linear warmup
+  examples = pretrain.IMAGENET_TRAIN_EXAMPLES
+  if dataset == 'coco':
+    optimization.schedule = 'piecewise_coco'
+    examples = optimization.examples_per_epoch = pretrain.COCO_TRAIN_EXAMPLES
+  task = PretrainTask(method=methods.MethodConfig(type='detcon', detcon=detcon), train_data=data,
+                      optimization=optimization)
+  return experiment(task, pretrain.steps_for_epochs(epochs, DETCON_BATCH, examples))
+
+
+def as_baseline(params: PretrainExperiment) -> PretrainExperiment:
+  """The method DetCon builds on (§3.1): one global mask and one latent per view (DetCon
+  Table 4, '#latents 1'). DetCon_B becomes BYOL with BYOL's regression loss, DetCon_S SimCLR."""
+  params.task.train_data.masks = GLOBAL_MASK.replace()
+  detcon = params.task.method.detcon
+  detcon.num_samples = 1
+  if detcon.variant == 'b':
+    detcon.loss = 'regression'
+  return params
+
+
+def global_contrastive(params: PretrainExperiment) -> PretrainExperiment:
+  """DetCon_B's contrastive loss on one global mask: BYOL's architecture, not its loss."""
+  params.task.train_data.masks = GLOBAL_MASK.replace()
+  return params
+
+
+@exp_factory.register_config_factory('detcon_b_imagenet_1000ep')
+def detcon_b_imagenet_1000ep() -> PretrainExperiment:
+  return detcon_experiment('b', 1000)
+
+
+@exp_factory.register_config_factory('detcon_b_imagenet_300ep')
+def detcon_b_imagenet_300ep() -> PretrainExperiment:
+  return detcon_experiment('b', 300)
+
+
+@exp_factory.register_config_factory('detcon_b_imagenet')
+def detcon_b_imagenet() -> PretrainExperiment:
+  return detcon_b_imagenet_1000ep()
+
+
+@exp_factory.register_config_factory('detcon_s_imagenet_1000ep')
+def detcon_s_imagenet_1000ep() -> PretrainExperiment:
+  return detcon_experiment('s', 1000)
+
+
+@exp_factory.register_config_factory('detcon_s_imagenet_300ep')
+def detcon_s_imagenet_300ep() -> PretrainExperiment:
+  return detcon_experiment('s', 300)
+
+
+@exp_factory.register_config_factory('detcon_s_imagenet')
+def detcon_s_imagenet() -> PretrainExperiment:
+  return detcon_s_imagenet_1000ep()
+
+
+@exp_factory.register_config_factory('byol_imagenet_1000ep')
+def byol_imagenet_1000ep() -> PretrainExperiment:
+  return as_baseline(detcon_experiment('b', 1000))
+
+
+@exp_factory.register_config_factory('byol_imagenet_300ep')
+def byol_imagenet_300ep() -> PretrainExperiment:
+  return as_baseline(detcon_experiment('b', 300))
+
+
+@exp_factory.register_config_factory('byol_imagenet')
+def byol_imagenet() -> PretrainExperiment:
+  return byol_imagenet_1000ep()
+
+
+@exp_factory.register_config_factory('simclr_imagenet_1000ep')
+def simclr_imagenet_1000ep() -> PretrainExperiment:
+  return as_baseline(detcon_experiment('s', 1000))
+
+
+@exp_factory.register_config_factory('simclr_imagenet_300ep')
+def simclr_imagenet_300ep() -> PretrainExperiment:
+  return as_baseline(detcon_experiment('s', 300))
+
+
+@exp_factory.register_config_factory('simclr_imagenet')
+def simclr_imagenet() -> PretrainExperiment:
+  return simclr_imagenet_1000ep()
+
+
+@exp_factory.register_config_factory('detcon_b_global_imagenet_1000ep')
+def detcon_b_global_imagenet_1000ep() -> PretrainExperiment:
+  return global_contrastive(detcon_experiment('b', 1000))
+
+
+@exp_factory.register_config_factory('detcon_b_global_imagenet_300ep')
+def detcon_b_global_imagenet_300ep() -> PretrainExperiment:
+  return global_contrastive(detcon_experiment('b', 300))
+
+
+@exp_factory.register_config_factory('detcon_b_coco')
+def detcon_b_coco() -> PretrainExperiment:
+  return detcon_experiment('b', 1000, 'coco')
+
+
+@exp_factory.register_config_factory('detcon_s_coco')
+def detcon_s_coco() -> PretrainExperiment:
+  return detcon_experiment('s', 1000, 'coco')
+
+
+@exp_factory.register_config_factory('detcon_b_coco_grid')
+def detcon_b_coco_grid() -> PretrainExperiment:
+  """5×5 grid masks, the best grid of DetCon §4.3, Fig. 7."""
+  return detcon_experiment('b', 1000, 'coco', data_config.MaskConfig(kind='grid', grid_size=5))
+
+
+# ------------------------------------------------------------------------------ DetCo family
+
+def detco_experiment(local: bool, levels: Sequence[str], weights: Sequence[float],
+                     learning_rate: float) -> PretrainExperiment:
+  """DetCo (Xie et al. 2021, §3.2, §3.3, appendix §6.5), or MoCo v2 (Chen et al. 2020) with
+  local=False, levels ('5',), weights (1.0,): ImageNet, 200 epochs, batch 256."""
+  data = data_config.DataConfig(global_batch_size=DETCO_BATCH, masks=GLOBAL_MASK.replace(),
+                                local_views=data_config.LocalViewConfig(enabled=local),
+                                **data_config.mocov2_views())
+  detco = methods.DetCoConfig(levels=list(levels), level_weights=list(weights), local=local)
+  # Cosine decay, SGD momentum 0.9 and weight decay 1e-4: MoCo's, which DetCo takes (§6.5).
+  optimization = pretrain.OptimizationConfig(optimizer='sgd', base_learning_rate=learning_rate,
+                                             momentum=0.9, weight_decay=1e-4, warmup_fraction=0.0)
+  task = PretrainTask(method=methods.MethodConfig(type='detco', detco=detco), train_data=data,
+                      optimization=optimization)
+  return experiment(task, pretrain.steps_for_epochs(200, DETCO_BATCH,
+                                                    pretrain.IMAGENET_TRAIN_EXAMPLES))
+
+
+@exp_factory.register_config_factory('detco_imagenet_200ep')
+def detco_imagenet_200ep() -> PretrainExperiment:
+  return detco_experiment(True, ('2', '3', '4', '5'), (0.1, 0.4, 0.7, 1.0), DETCO_LEARNING_RATE)
+
+
+@exp_factory.register_config_factory('mocov2_imagenet_200ep')
+def mocov2_imagenet_200ep() -> PretrainExperiment:
+  return detco_experiment(False, ('5',), (1.0,), MOCOV2_LEARNING_RATE)
+
+
+# ------------------------------------------------------------------------------------ DeCon
+
+def decon(params: PretrainExperiment, variant: str) -> PretrainExperiment:
+  """DeCon-SL / DeCon-ML around an experiment's method, with its data, encoder and optimiser."""
+  method = params.task.method
+  base = methods.BaseMethodConfig(type=method.type, **{method.type: method.get()})
+  params.task.method = methods.MethodConfig(
+      type='decon', decon=methods.DeConConfig(base=base, variant=variant))
+  return params
+
+
+@exp_factory.register_config_factory('decon_sl_detcon_b_coco')
+def decon_sl_detcon_b_coco() -> PretrainExperiment:
+  return decon(detcon_b_coco(), 'sl')
+
+
+@exp_factory.register_config_factory('decon_ml_detcon_b_coco')
+def decon_ml_detcon_b_coco() -> PretrainExperiment:
+  return decon(detcon_b_coco(), 'ml')
+
+
+@exp_factory.register_config_factory('decon_sl_detcon_s_coco')
+def decon_sl_detcon_s_coco() -> PretrainExperiment:
+  return decon(detcon_s_coco(), 'sl')
+
+
+@exp_factory.register_config_factory('decon_ml_detcon_s_coco')
+def decon_ml_detcon_s_coco() -> PretrainExperiment:
+  return decon(detcon_s_coco(), 'ml')
+
+
+@exp_factory.register_config_factory('decon_sl_detcon_b_imagenet')
+def decon_sl_detcon_b_imagenet() -> PretrainExperiment:
+  return decon(detcon_b_imagenet(), 'sl')
+
+
+@exp_factory.register_config_factory('decon_ml_detcon_b_imagenet')
+def decon_ml_detcon_b_imagenet() -> PretrainExperiment:
+  return decon(detcon_b_imagenet(), 'ml')
+
+
+@exp_factory.register_config_factory('decon_sl_detcon_s_imagenet')
+def decon_sl_detcon_s_imagenet() -> PretrainExperiment:
+  return decon(detcon_s_imagenet(), 'sl')
+
+
+@exp_factory.register_config_factory('decon_ml_detcon_s_imagenet')
+def decon_ml_detcon_s_imagenet() -> PretrainExperiment:
+  return decon(detcon_s_imagenet(), 'ml')
+
+
+@exp_factory.register_config_factory('decon_sl_detco_imagenet_200ep')
+def decon_sl_detco_imagenet_200ep() -> PretrainExperiment:
+  return decon(detco_imagenet_200ep(), 'sl')
+
+
+@exp_factory.register_config_factory('decon_ml_detco_imagenet_200ep')
+def decon_ml_detco_imagenet_200ep() -> PretrainExperiment:
+  return decon(detco_imagenet_200ep(), 'ml')
+
+
+# ------------------------------------------------------------------------- CPU miniatures
+
+TINY_IMAGE_SIZE = 64
+TINY_BATCH = 4
+
+
+def tiny(params: PretrainExperiment) -> PretrainExperiment:
+  """The CPU miniature of an experiment: the same method, views and losses on a ResNet-10 at a
+  quarter width (a few hundred thousand weights), 64 px views, batch 4, small heads and queues,
+  20 steps; float32 under MirroredStrategy. Sizes stay multiples of 32 for DeCon's FPN."""
+  task = params.task
+  task.encoder.backbone = backbones.Backbone(
+      type='resnet', resnet=backbones.ResNet(model_id=10, depth_multiplier=0.25))
+  data = task.train_data
+  data.override(dict(global_batch_size=TINY_BATCH, shuffle_buffer_size=32, cycle_length=2,
+                     view1=dict(output_size=TINY_IMAGE_SIZE),
+                     view2=dict(output_size=TINY_IMAGE_SIZE),
+                     local_views=dict(output_size=48, grid_size=3, patch_size=16)))
+  method = task.method
+  inner = method.decon.base if method.type == 'decon' else method
+  if method.type == 'decon':
+    method.decon.decoder.fpn.num_filters = 32
+    data.local_views.override(dict(output_size=96, patch_size=32))  # multiples of 32
+  if inner.type == 'detcon':
+    inner.detcon.override(dict(num_samples=min(inner.detcon.num_samples, 4),
+                               projector=dict(hidden_dim=64, output_dim=32),
+                               predictor=dict(hidden_dim=64, output_dim=32)))
+  elif inner.type == 'detco':
+    inner.detco.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32))
+  optimization = task.optimization
+  if optimization.warmup_epochs > 0:
+    optimization.override(dict(warmup_epochs=0, warmup_fraction=0.1))
+  optimization.examples_per_epoch = 18
+  task.log_every_steps = 5
+  params.trainer.override(dict(train_steps=20, steps_per_loop=5, checkpoint_interval=10,
+                               summary_interval=5))
+  params.runtime.override(dict(distribution_strategy='mirrored', mixed_precision_dtype='float32'))
+  return params
+
+
+@exp_factory.register_config_factory('detcon_b_tiny')
+def detcon_b_tiny() -> PretrainExperiment:
+  return tiny(detcon_b_imagenet_1000ep())
+
+
+@exp_factory.register_config_factory('detcon_s_tiny')
+def detcon_s_tiny() -> PretrainExperiment:
+  return tiny(detcon_s_imagenet_1000ep())
+
+
+@exp_factory.register_config_factory('byol_tiny')
+def byol_tiny() -> PretrainExperiment:
+  return tiny(byol_imagenet_1000ep())
+
+
+@exp_factory.register_config_factory('simclr_tiny')
+def simclr_tiny() -> PretrainExperiment:
+  return tiny(simclr_imagenet_1000ep())
+
+
+@exp_factory.register_config_factory('detcon_b_global_tiny')
+def detcon_b_global_tiny() -> PretrainExperiment:
+  return tiny(detcon_b_global_imagenet_1000ep())
+
+
+@exp_factory.register_config_factory('detco_tiny')
+def detco_tiny() -> PretrainExperiment:
+  return tiny(detco_imagenet_200ep())
+
+
+@exp_factory.register_config_factory('mocov2_tiny')
+def mocov2_tiny() -> PretrainExperiment:
+  return tiny(mocov2_imagenet_200ep())
+
+
+@exp_factory.register_config_factory('decon_sl_detcon_b_tiny')
+def decon_sl_detcon_b_tiny() -> PretrainExperiment:
+  return tiny(decon_sl_detcon_b_imagenet())
+
+
+@exp_factory.register_config_factory('decon_ml_detcon_b_tiny')
+def decon_ml_detcon_b_tiny() -> PretrainExperiment:
+  return tiny(decon_ml_detcon_b_imagenet())
+
+
+@exp_factory.register_config_factory('decon_sl_detcon_s_tiny')
+def decon_sl_detcon_s_tiny() -> PretrainExperiment:
+  return tiny(decon_sl_detcon_s_imagenet())
+
+
+@exp_factory.register_config_factory('decon_ml_detcon_s_tiny')
+def decon_ml_detcon_s_tiny() -> PretrainExperiment:
+  return tiny(decon_ml_detcon_s_imagenet())
+
+
+@exp_factory.register_config_factory('decon_sl_detco_tiny')
+def decon_sl_detco_tiny() -> PretrainExperiment:
+  return tiny(decon_sl_detco_imagenet_200ep())
+
+
+@exp_factory.register_config_factory('decon_ml_detco_tiny')
+def decon_ml_detco_tiny() -> PretrainExperiment:
+  return tiny(decon_ml_detco_imagenet_200ep())

@@ -1,0 +1,167 @@
+"""Method configs: one block per method, chosen by a one-of (`task.method.type`).
+
+A YAML holds only its own method's block (`method: {type: detco, detco: {...}}`), and a block set
+for a method that is not the chosen one is refused at start-up (`configs.validation`). DeCon is a
+method that wraps another: its `base` is itself a one-of of the methods it can wrap.
+
+Each block checks itself against the task (`check(task, path)`), which `configs.validation`
+runs before anything is built. To add a method: its config dataclass here (with its checks) and a
+field for it in `MethodConfig`; its model in a module of `tf_detcon/modeling/methods/`
+(docs/architecture.md walks through one).
+"""
+
+import dataclasses
+from typing import Any, List
+
+from official.modeling import hyperparams
+from official.vision.configs import decoders
+
+from tf_detcon.configs import checks
+
+
+@dataclasses.dataclass
+class HeadConfig(hyperparams.Config):
+  hidden_dim: int = 4096
+  output_dim: int = 256
+
+
+@dataclasses.dataclass
+class DetConConfig(hyperparams.Config):
+  """DetCon (Hénaff et al. 2021, §3.1). variant 'b': BYOL-based (predictor, EMA target); 's':
+  SimCLR-based. loss 'contrastive': the DetCon objective (eq. 3); 'regression': BYOL's
+  2 − 2·cos(q, z′) per mask, no negatives (variant 'b' only; with one global mask it is BYOL)."""
+  variant: str = 'b'
+  loss: str = 'contrastive'
+  feature_level: str = '5'
+  num_samples: int = 16
+  max_mask_ids: int = 256
+  temperature: float = 0.1
+  local_negatives: bool = True
+  projector: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+  predictor: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+  ema_tau_base: float = 0.996
+
+  def check(self, task: Any, path: str) -> None:
+    checks.one_of(self.variant, ('b', 's'), f'{path}.variant')
+    checks.one_of(self.loss, ('contrastive', 'regression'), f'{path}.loss')
+    checks.require(self.loss != 'regression' or self.variant == 'b',
+                   f"{path}.loss 'regression' (BYOL's) needs {path}.variant 'b': without a "
+                   'predictor and target network it collapses')
+    levels = checks.encoder_levels(task)
+    if levels is not None:
+      checks.require(self.feature_level in levels,
+                     f'{path}.feature_level {self.feature_level!r} is not a level of the '
+                     f'encoder ({", ".join(levels)})')
+      stride = 2 ** int(self.feature_level)
+      for name in ('view1', 'view2'):
+        size = getattr(task.train_data, name).output_size
+        checks.require(size % stride == 0,
+                       f'task.train_data.{name}.output_size {size} is not a multiple of '
+                       f'{stride}, the stride of feature level {self.feature_level} (masks are '
+                       'pooled to its grid)')
+    checks.require(self.num_samples >= 1,
+                   f'{path}.num_samples must be >= 1, got {self.num_samples}')
+    checks.require(self.max_mask_ids >= 1, f'{path}.max_mask_ids must be >= 1')
+    checks.positive(self.temperature, f'{path}.temperature')
+    checks.probability(self.ema_tau_base, f'{path}.ema_tau_base')
+
+
+@dataclasses.dataclass
+class DetCoConfig(hyperparams.Config):
+  """DetCo (Xie et al. 2021, §3.2; docs/design.md §4) on MoCo v2. levels ['5'] without local
+  views is MoCo v2.
+
+  The key encoder is a momentum (EMA) copy. key_bn 'shuffle' (default, as DetCo takes MoCo's
+  training details, DetCo appendix §6.5): MoCo's shuffling BN, per-replica BN on a cross-replica
+  permutation of the key batch. 'sync': BN synchronised across replicas; global-batch statistics
+  reduce, but with a queue do not remove, the intra-batch leak that shuffling guards against.
+  """
+  levels: List[str] = dataclasses.field(default_factory=lambda: ['2', '3', '4', '5'])
+  level_weights: List[float] = dataclasses.field(default_factory=lambda: [0.1, 0.4, 0.7, 1.0])
+  local: bool = True  # l↔l and g↔l terms on the jigsaw patches
+  queue_size: int = 65536
+  temperature: float = 0.2
+  momentum: float = 0.999
+  head_hidden_dim: int = 2048
+  output_dim: int = 128
+  key_bn: str = 'shuffle'
+
+  def check(self, task: Any, path: str) -> None:
+    data = task.train_data
+    checks.require(len(self.levels) == len(self.level_weights) and self.levels,
+                   f'{path}.levels {self.levels} and level_weights {self.level_weights} differ '
+                   'in length')
+    levels = checks.encoder_levels(task)
+    if levels is not None:
+      missing = sorted(set(self.levels) - set(levels))
+      checks.require(not missing, f'{path}.levels {missing} are not levels of the encoder '
+                     f'({", ".join(levels)})')
+    checks.require(self.queue_size >= 1 and self.queue_size % data.global_batch_size == 0,
+                   f'{path}.queue_size {self.queue_size} is not a multiple of the global batch '
+                   f'(task.train_data.global_batch_size {data.global_batch_size})')
+    checks.one_of(self.key_bn, ('sync', 'shuffle'), f'{path}.key_bn')
+    checks.require(self.local == data.local_views.enabled,
+                   f'{path}.local needs task.train_data.local_views.enabled (and vice versa)')
+    checks.positive(self.temperature, f'{path}.temperature')
+    checks.probability(self.momentum, f'{path}.momentum')
+
+
+@dataclasses.dataclass
+class BaseMethodConfig(hyperparams.OneOfConfig):
+  """A method that DeCon can wrap: 'detcon' or 'detco'."""
+  type: str = 'detcon'
+  detcon: DetConConfig = dataclasses.field(default_factory=DetConConfig)
+  detco: DetCoConfig = dataclasses.field(default_factory=DetCoConfig)
+
+
+# The decoder levels each DeCon variant trains (docs/design.md §5).
+DECON_VARIANT_LEVELS = {'sl': ('2',), 'ml': ('2', '3', '4', '5')}
+
+
+@dataclasses.dataclass
+class DeConConfig(hyperparams.Config):
+  """DeCon (Quetin et al. 2025; our adaptation, docs/design.md §5): an FPN decoder pretrained
+  with the base method's own objective.
+
+  variant 'sl': the decoder objective on P2 only; 'ml': on P2..P5 with per-level heads, averaged
+  (decoder deep supervision). Loss α·L_enc + (1 − α)·L_dec. Channel dropout (whole channels) on
+  the encoder features entering the decoder, in pretraining only. The FPN is built by Model
+  Garden's decoder factory exactly as the Mask R-CNN experiment builds it, so it transfers.
+  """
+  base: BaseMethodConfig = dataclasses.field(default_factory=BaseMethodConfig)
+  variant: str = 'sl'
+  alpha: float = 0.5
+  channel_dropout: float = 0.1
+  decoder: decoders.Decoder = dataclasses.field(
+      default_factory=lambda: decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=256)))
+  min_level: int = 2
+  max_level: int = 6
+
+  def check(self, task: Any, path: str) -> None:
+    checks.one_of(self.variant, tuple(DECON_VARIANT_LEVELS), f'{path}.variant')
+    checks.probability(self.alpha, f'{path}.alpha')
+    checks.require(0.0 <= self.channel_dropout < 1.0,
+                   f'{path}.channel_dropout must be in [0, 1), got {self.channel_dropout}')
+    checks.one_of(self.decoder.type, ('fpn',), f'{path}.decoder.type')
+    levels = DECON_VARIANT_LEVELS[self.variant]
+    checks.require(self.min_level <= int(min(levels)) and int(max(levels)) <= self.max_level,
+                   f'{path}.variant {self.variant!r} uses decoder levels {list(levels)}, '
+                   f'outside the FPN levels {self.min_level}..{self.max_level}')
+    # The FPN adds upsampled res(i+1) to res(i): inputs must be multiples of res5's stride.
+    data = task.train_data
+    sizes = {'view1.output_size': data.view1.output_size,
+             'view2.output_size': data.view2.output_size}
+    if data.local_views.enabled:
+      sizes['local_views.patch_size'] = data.local_views.patch_size
+    for name, size in sizes.items():
+      checks.require(size % 32 == 0,
+                     f'DeCon needs task.train_data.{name} to be a multiple of 32, got {size}')
+    base = checks.one_of_config(self.base, f'{path}.base')
+    checks.check_block(base, task, f'{path}.base.{self.base.type}')
+
+
+@dataclasses.dataclass
+class MethodConfig(BaseMethodConfig):
+  """The pretraining method: 'detcon' (DetCon_B/S, BYOL, SimCLR), 'detco' (DetCo, MoCo v2) or
+  'decon' (DeCon around one of them)."""
+  decon: DeConConfig = dataclasses.field(default_factory=DeConConfig)

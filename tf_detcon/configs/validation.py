@@ -1,0 +1,91 @@
+"""Every config check in one pass, before anything is built: ranges, divisibility, sizes, kinds.
+
+Each problem is a `ConfigError` (a ValueError, so the launchers print it as one line) that names
+the setting by its full path, says what it holds and what would be valid. The method blocks
+check themselves (`configs/methods.py`); this module runs them with the data, optimisation,
+runtime and trainer checks. Code below this layer assumes a validated config.
+"""
+
+from typing import Optional
+
+from official.core import config_definitions as cfg
+
+from tf_detcon.configs import checks
+from tf_detcon.configs import data as data_config
+from tf_detcon.configs import pretrain
+
+ConfigError = checks.ConfigError
+STRATEGIES = ('tpu', 'mirrored', 'multi_worker_mirrored', 'one_device', 'off')
+PRECISIONS = ('float32', 'bfloat16')
+
+
+def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -> None:
+  """The input pipeline's settings (`datasets.build_dataset` runs this on its own too)."""
+  checks.one_of(data.on_bad_example, ('error', 'skip'), f'{path}.on_bad_example')
+  checks.one_of(data.masks.kind, ('stored', 'grid'), f'{path}.masks.kind')
+  checks.require(data.masks.grid_size >= 1,
+                 f'{path}.masks.grid_size must be >= 1, got {data.masks.grid_size}')
+  checks.require(data.global_batch_size >= 1,
+                 f'{path}.global_batch_size must be >= 1, got {data.global_batch_size}')
+  for name in ('view1', 'view2'):
+    view = getattr(data, name)
+    where = f'{path}.{name}'
+    checks.require(0 < view.crop_area_min <= view.crop_area_max <= 1,
+                   f'{where}: need 0 < crop_area_min <= crop_area_max <= 1, got '
+                   f'{view.crop_area_min}, {view.crop_area_max}')
+    checks.require(0 < view.aspect_ratio_min <= view.aspect_ratio_max,
+                   f'{where}: need 0 < aspect_ratio_min <= aspect_ratio_max')
+    checks.require(view.output_size >= 8,
+                   f'{where}.output_size must be >= 8, got {view.output_size}')
+    checks.probability(view.flip_prob, f'{where}.flip_prob')
+    for prob in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob'):
+      checks.probability(getattr(view.color, prob), f'{where}.color.{prob}')
+  local = data.local_views
+  if local.enabled:
+    checks.require(0 < local.crop_area_min <= local.crop_area_max <= 1,
+                   f'{path}.local_views: need 0 < crop_area_min <= crop_area_max <= 1')
+    cell = local.output_size // max(local.grid_size, 1)
+    checks.require(local.grid_size >= 1 and cell >= local.patch_size >= 1,
+                   f'{path}.local_views: cells of {local.output_size}/{local.grid_size} = '
+                   f'{cell} px cannot hold patches of {local.patch_size} px')
+
+
+def validate_optimization(opt: pretrain.OptimizationConfig,
+                          path: str = 'task.optimization') -> None:
+  checks.one_of(opt.optimizer, ('lars', 'sgd'), f'{path}.optimizer')
+  checks.one_of(opt.schedule, ('cosine', 'piecewise_coco'), f'{path}.schedule')
+  checks.positive(opt.base_learning_rate, f'{path}.base_learning_rate')
+  checks.require(opt.weight_decay >= 0, f'{path}.weight_decay must be >= 0')
+  checks.require(0 <= opt.warmup_fraction < 1, f'{path}.warmup_fraction must be in [0, 1)')
+  checks.require(opt.warmup_epochs >= 0, f'{path}.warmup_epochs must be >= 0')
+
+
+def validate_task(task: pretrain.PretrainTask) -> None:
+  """The task: data, the chosen method's block (and no other), optimisation."""
+  validate_data(task.train_data)
+  method = checks.one_of_config(task.method, 'task.method')
+  checks.check_block(method, task, f'task.method.{task.method.type}')
+  validate_optimization(task.optimization)
+  checks.require(task.log_every_steps >= 1, 'task.log_every_steps must be >= 1')
+
+
+def validate_runtime(runtime: cfg.RuntimeConfig) -> None:
+  checks.one_of(runtime.mixed_precision_dtype or 'float32', PRECISIONS,
+                'runtime.mixed_precision_dtype')
+  checks.one_of(runtime.distribution_strategy, STRATEGIES, 'runtime.distribution_strategy')
+
+
+def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = None) -> None:
+  """The whole experiment; with `num_replicas`, also that the global batch splits over them."""
+  validate_task(params.task)
+  validate_runtime(params.runtime)
+  trainer = params.trainer
+  checks.require(trainer.train_steps >= 1,
+                 f'trainer.train_steps must be >= 1, got {trainer.train_steps}')
+  checks.require(trainer.steps_per_loop >= 1, 'trainer.steps_per_loop must be >= 1')
+  checks.require(trainer.checkpoint_interval >= 1, 'trainer.checkpoint_interval must be >= 1')
+  if num_replicas is not None:
+    batch = params.task.train_data.global_batch_size
+    checks.require(batch % num_replicas == 0,
+                   f'task.train_data.global_batch_size {batch} is not divisible by the '
+                   f'{num_replicas} replicas')

@@ -1,0 +1,111 @@
+"""DeCon (Quetin, Ghosh, Maleki 2025): joint encoder–decoder contrastive pretraining.
+
+A wrapper around any registered method that offers `make_objective` (DetCon_S, DetCon_B, DetCo):
+the base method supplies its features and objective; DeCon adds Model Garden's FPN (and its EMA
+target copy when the base has a target network), applies the base method's objective to decoder
+levels with heads of their own, and trains on α·L_enc + (1 − α)·L_dec (docs/design.md §5).
+"""
+
+import copy
+from typing import Any, Dict
+
+import tf_keras
+
+from tf_detcon.configs import methods as methods_config
+from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.modeling import base
+from tf_detcon.modeling import registry
+from tf_detcon.modeling.blocks import decoders
+
+
+def base_task(task: pretrain_config.PretrainTask) -> pretrain_config.PretrainTask:
+  """The task of the method DeCon wraps: the same task with `method` set to the base."""
+  wrapped = task.method.decon.base
+  inner = copy.deepcopy(task)
+  inner.method = methods_config.MethodConfig(type=wrapped.type,
+                                             **{wrapped.type: wrapped.get()})
+  return inner
+
+
+@registry.register_method('decon')
+class DeConModel(base.PretrainModel):
+  """Base method + FPN decoder (+ EMA target FPN) + the base objective on decoder levels."""
+
+  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
+    super().__init__(task, total_steps, **kwargs)
+    self.cfg = task.method.decon
+    self.base_model = registry.lookup(self.cfg.base.type)(base_task(task), total_steps)
+    self.encoder = self.base_model.encoder
+    self.target_encoder = self.base_model.target_encoder
+    self.objective = self.base_model.objective
+    norm = task.encoder.norm_activation
+    self.decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
+    self.target_decoder = None
+    if self.target_encoder is not None:
+      self.target_decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
+    self.channel_dropout = tf_keras.layers.SpatialDropout2D(self.cfg.channel_dropout)
+    self.levels = methods_config.DECON_VARIANT_LEVELS[self.cfg.variant]
+    filters = self.cfg.decoder.fpn.num_filters
+    self.decoder_objective = self.base_model.make_objective(
+        {level: filters for level in self.levels}, self.levels,
+        [1.0 / len(self.levels)] * len(self.levels), name='decoder_objective')
+
+  def call(self, images, training=False):
+    return self.decoder(self.encoder(images, training=training), training=training)
+
+  @property
+  def checkpoint_items(self) -> Dict[str, tf_keras.layers.Layer]:
+    return dict(super().checkpoint_items, decoder=self.decoder)
+
+  def export_metadata(self) -> Dict[str, Any]:
+    """What `transfer.py` checks against the fine-tuning model, and the choices of §5."""
+    cfg = self.cfg
+    return {'decon': {'base_method': cfg.base.type, 'variant': cfg.variant,
+                      'decoder_levels': list(self.levels), 'alpha': cfg.alpha,
+                      'channel_dropout': cfg.channel_dropout},
+            'decoder': {'decoder': cfg.decoder.as_dict(), 'min_level': cfg.min_level,
+                        'max_level': cfg.max_level}}
+
+  def ema_pairs(self):
+    pairs = self.base_model.ema_pairs()
+    if self.target_decoder is not None:
+      pairs += base.weight_pairs(self.target_decoder, self.decoder)
+    return pairs + self.decoder_objective.ema_pairs()
+
+  def ema_decay(self, step):
+    return self.base_model.ema_decay(step)
+
+  def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
+    return self.base_model.features(inputs, training)
+
+  def decode(self, encoded: base.Encoded, training: bool) -> base.Encoded:
+    """Every features dict through the decoder: online ones after channel dropout, target ones
+    through the EMA target decoder."""
+
+    def online(features: base.LevelFeatures) -> base.LevelFeatures:
+      dropped = {level: self.channel_dropout(value, training=training)
+                 for level, value in features.items()}
+      return self.decoder(dropped, training=training)
+
+    def target(features: base.LevelFeatures) -> base.LevelFeatures:
+      return self.target_decoder(features, training=training)
+
+    return base.Encoded(online=encoded.online.map(online),
+                        target=None if encoded.target is None else encoded.target.map(target))
+
+  def compute_objective(self, inputs: base.Inputs, training: bool) -> base.ObjectiveOutput:
+    encoded = self.features(inputs, training)
+    encoder_result = self.objective(encoded, inputs, training=training)
+    decoder_result = self.decoder_objective(self.decode(encoded, training), inputs,
+                                            training=training)
+    alpha = self.cfg.alpha
+    stats = {'loss_encoder': encoder_result.loss, 'loss_decoder': decoder_result.loss}
+    stats.update({f'encoder_{k}': v for k, v in encoder_result.stats.items()})
+    stats.update({f'decoder_{k}': v for k, v in decoder_result.stats.items()})
+    loss = alpha * encoder_result.loss + (1.0 - alpha) * decoder_result.loss
+    return base.ObjectiveOutput(loss, stats, state={'encoder': encoder_result.state,
+                                                    'decoder': decoder_result.state})
+
+  def update_state(self, state: Dict[str, Any]) -> None:
+    self.objective.update_state(state['encoder'])
+    self.decoder_objective.update_state(state['decoder'])
