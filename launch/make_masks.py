@@ -17,6 +17,7 @@ Rerunning skips finished shards; an interrupted run resumes. The manifest (manif
 written once every shard exists, by whichever worker finishes last.
 """
 
+import json
 import os
 import sys
 
@@ -24,10 +25,15 @@ from absl import flags
 from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.data.offline import masks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.data.offline import precompute  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.data.offline import sources  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon import cli
+from tf_detcon.data import records
+from tf_detcon.data.offline import mask_report
+from tf_detcon.data.offline import masks
+from tf_detcon.data.offline import precompute
+from tf_detcon.data.offline import shards
+from tf_detcon.data.offline import sources
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('image_dir', None, 'A folder of images (searched recursively).')
@@ -54,6 +60,12 @@ flags.DEFINE_enum('on_bad_example', 'error', ['error', 'skip'],
                   'A corrupt/too small image or missing/mismatched mask: stop, or skip and count.')
 flags.DEFINE_integer('min_image_side', 32, 'Images with a smaller side are bad examples.')
 flags.DEFINE_integer('min_segments', 1, 'Images with fewer segments are bad examples.')
+flags.DEFINE_boolean('report', False, 'After writing, report on the stored masks (segments per '
+                     'image, merged segments and, with ground truth, the ABO of DetCon Fig. 7) '
+                     'into the manifest and print it.')
+flags.DEFINE_boolean('report_only', False, 'Only report on the shards in --output_dir.')
+flags.DEFINE_string('report_instances', None, 'Ground truth for the ABO: a folder of instance-id '
+                    'PNGs named like the example keys (or use --coco_annotations).')
 
 
 def make_source() -> sources.Source:
@@ -69,11 +81,32 @@ def make_source() -> sources.Source:
   return sources.CocoSource(FLAGS.coco_annotations, FLAGS.coco_image_dir)
 
 
+def mask_quality_report(manifest) -> None:
+  """Reports on the stored masks, writes it into the manifest and prints it."""
+  instances = None
+  if FLAGS.report_instances:
+    if not os.path.isdir(FLAGS.report_instances):
+      raise ValueError(f'--report_instances {FLAGS.report_instances!r} is not a folder')
+    instances = mask_report.instance_pngs(FLAGS.report_instances)
+  elif FLAGS.coco_annotations:
+    instances = mask_report.coco_instances(FLAGS.coco_annotations)
+  paths = records.shard_paths_from_manifest(FLAGS.output_dir)
+  report = mask_report.report(paths, instances,
+                              manifest.get('totals', {}).get('merged_segments', 0))
+  shards.update_manifest(FLAGS.output_dir, report=report)
+  print('mask report:', json.dumps(report, indent=2, sort_keys=True))
+
+
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.output_dir:
     raise ValueError('--output_dir is required')
+  if FLAGS.report_only:
+    if not os.path.exists(os.path.join(FLAGS.output_dir, records.MANIFEST_NAME)):
+      raise ValueError(f'--report_only: no {records.MANIFEST_NAME} in {FLAGS.output_dir!r}')
+    mask_quality_report(records.read_manifest(FLAGS.output_dir))
+    return
   if FLAGS.mask_kind == 'file' and not FLAGS.mask_dir:
     raise ValueError('--mask_kind=file needs --mask_dir')
   if FLAGS.mask_kind == 'gt' and not FLAGS.coco_annotations:
@@ -102,6 +135,8 @@ def main(argv):
     logging.info('manifest: %s', manifest['totals'])
     print(f"wrote {manifest['totals'].get('examples', 0)} examples in {FLAGS.num_shards} shards "
           f"to {FLAGS.output_dir}")
+    if FLAGS.report:
+      mask_quality_report(manifest)
 
 
 if __name__ == '__main__':

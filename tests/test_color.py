@@ -75,3 +75,15 @@ def test_adjust_ops_match_tf_image_references():
 def test_normalize_uses_imagenet_statistics():
   out = color.normalize(tf.constant([[[[0.485, 0.456, 0.406]]]])).numpy()
   np.testing.assert_allclose(out, 0.0, atol=1e-6)
+
+
+def test_blur_sigma_is_given_at_224_and_scales_with_the_view():
+  """σ ∈ [0.1, 2.0] is BYOL's at 224 px; a 112 px view gets half of it, as its kernel."""
+  cfg = data_config.ColorConfig(jitter_prob=0, grayscale_prob=0, blur_prob=1, solarize_prob=0,
+                                blur_sigma_min=2.0, blur_sigma_max=2.0)
+  for size, sigma in ((224, 2.0), (112, 1.0)):
+    images = tf.random.uniform([2, size, size, 3], seed=size)
+    expected = color.gaussian_blur(images, tf.constant([sigma, sigma]),
+                                   color.blur_kernel_size(size, cfg.blur_kernel_fraction))
+    np.testing.assert_allclose(color.color_augment(images, cfg).numpy(), expected.numpy(),
+                               atol=1e-6)

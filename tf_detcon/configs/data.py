@@ -18,6 +18,7 @@ class ColorConfig(hyperparams.Config):
   hue: float = 0.1
   grayscale_prob: float = 0.2
   blur_prob: float = 1.0
+  # σ in pixels of a 224 px view, scaled with the view's size (as the kernel is).
   blur_sigma_min: float = 0.1
   blur_sigma_max: float = 2.0
   blur_kernel_fraction: float = 0.1  # 23×23 at 224, as in BYOL/DetCon
@@ -96,3 +97,31 @@ def mocov2_views(size: int = 224) -> dict:
     return ViewConfig(crop_area_min=0.2, output_size=size, color=ColorConfig(
         brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_prob=0.5))
   return dict(view1=view(), view2=view())
+
+
+@dataclasses.dataclass
+class ProbeDataConfig(hyperparams.Config):
+  """A labelled set for the frozen linear probe that pretraining runs every
+  `trainer.validation_interval` steps (`launch/evaluate.py`'s probe; the run's mIoU goes to
+  TensorBoard under `<model_dir>/validation/`). `source` '' turns it off.
+
+  source: 'synthetic' (the built-in scenes), 'tfrecord' (Model Garden segmentation records:
+  `input_path` to fit on, `eval_input_path` to score on) or 'folder' (image and label-PNG
+  folders). The probe fits on `num_train` images and scores on `num_eval`; with
+  `trainer.validation_steps` > 0, on at most validation_steps × global_batch_size of them.
+  """
+  source: str = ''
+  input_path: str = ''
+  eval_input_path: str = ''
+  train_images: str = ''
+  train_labels: str = ''
+  eval_images: str = ''
+  eval_labels: str = ''
+  num_classes: int = 0
+  ignore_label: int = 255
+  image_size: int = 96
+  level: str = '4'
+  num_train: int = 64
+  num_eval: int = 64
+  global_batch_size: int = 32
+

@@ -61,6 +61,8 @@ class PretrainTask(cfg.TaskConfig):
   method: methods.MethodConfig = dataclasses.field(default_factory=methods.MethodConfig)
   encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
   train_data: data_config.DataConfig = dataclasses.field(default_factory=data_config.DataConfig)
+  validation_data: data_config.ProbeDataConfig = dataclasses.field(
+      default_factory=data_config.ProbeDataConfig)
   optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
   log_every_steps: int = 100
 

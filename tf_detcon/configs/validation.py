@@ -50,6 +50,31 @@ def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -
                    f'{cell} px cannot hold patches of {local.patch_size} px')
 
 
+def validate_probe_data(data: data_config.ProbeDataConfig,
+                        path: str = 'task.validation_data') -> None:
+  """The labelled set of the periodic probe (nothing to check when it is off)."""
+  checks.one_of(data.source, ('', 'synthetic', 'tfrecord', 'folder'), f'{path}.source')
+  if not data.source:
+    return
+  if data.source == 'tfrecord':
+    checks.require(bool(data.input_path and data.eval_input_path),
+                   f"{path}.source 'tfrecord' needs {path}.input_path and eval_input_path")
+  if data.source == 'folder':
+    checks.require(all((data.train_images, data.train_labels, data.eval_images,
+                        data.eval_labels)),
+                   f"{path}.source 'folder' needs train_images, train_labels, eval_images and "
+                   'eval_labels')
+  if data.source != 'synthetic':
+    checks.require(data.num_classes >= 2, f'{path}.num_classes must be >= 2')
+  for name in ('num_train', 'num_eval', 'global_batch_size', 'image_size'):
+    checks.require(getattr(data, name) >= 1, f'{path}.{name} must be >= 1')
+  levels = checks.RESNET_LEVELS
+  checks.one_of(data.level, levels, f'{path}.level')
+  checks.require(data.image_size % 2 ** int(data.level) == 0,
+                 f'{path}.image_size {data.image_size} is not a multiple of the stride of level '
+                 f'{data.level}')
+
+
 def validate_optimization(opt: pretrain.OptimizationConfig,
                           path: str = 'task.optimization') -> None:
   checks.one_of(opt.optimizer, ('lars', 'sgd'), f'{path}.optimizer')
@@ -63,6 +88,7 @@ def validate_optimization(opt: pretrain.OptimizationConfig,
 def validate_task(task: pretrain.PretrainTask) -> None:
   """The task: data, the chosen method's block (and no other), optimisation."""
   validate_data(task.train_data)
+  validate_probe_data(task.validation_data)
   method = checks.one_of_config(task.method, 'task.method')
   checks.check_block(method, task, f'task.method.{task.method.type}')
   validate_optimization(task.optimization)

@@ -13,6 +13,9 @@ import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
 
+# Blur settings are those of a 224 px view (BYOL/SimCLR/DetCon A.1); smaller or larger views
+# scale the kernel and σ with their size, so the blur removes the same share of the image.
+BLUR_REFERENCE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -107,7 +110,8 @@ def color_augment(images: tf.Tensor, cfg: data_config.ColorConfig,
   images = _where(coin(cfg.grayscale_prob), tf.tile(_grayscale(images), [1, 1, 1, 3]), images)
   if cfg.blur_prob > 0:
     kernel = blur_kernel_size(images.shape[1], cfg.blur_kernel_fraction)
-    sigma = draw(_uniform(num, cfg.blur_sigma_min, cfg.blur_sigma_max))
+    scale = images.shape[1] / BLUR_REFERENCE_SIZE
+    sigma = draw(_uniform(num, cfg.blur_sigma_min * scale, cfg.blur_sigma_max * scale))
     images = _where(coin(cfg.blur_prob), gaussian_blur(images, sigma, kernel), images)
   if cfg.solarize_prob > 0:
     images = _where(coin(cfg.solarize_prob), tf.where(images < 0.5, images, 1.0 - images),

@@ -21,6 +21,7 @@ from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
 from tf_detcon.training import distribute
 from tf_detcon.training import export as export_lib
+from tf_detcon.training import monitors
 from tf_detcon.training import optimization
 
 
@@ -83,12 +84,20 @@ class Run:
       return
     trainer = self.params.trainer
     checkpointer = callbacks_lib.CheckpointEvery(self.manager, trainer.checkpoint_interval)
+    task = self.params.task
     callbacks = [
         callbacks_lib.NonFiniteGuard(),
-        callbacks_lib.ProgressLogger(self.params.task.log_every_steps, self.global_batch,
+        callbacks_lib.ProgressLogger(task.log_every_steps, self.global_batch,
                                      self.total_steps, os.path.join(self.model_dir, 'train')),
         checkpointer,
     ]
+    if trainer.summary_interval > 0:
+      callbacks.append(monitors.ViewSummaries(task.train_data, trainer.summary_interval,
+                                              os.path.join(self.model_dir, 'train')))
+    if task.validation_data.source:
+      callbacks.append(monitors.ProbeEvaluation(task.validation_data,
+                                                trainer.validation_interval,
+                                                trainer.validation_steps, self.model_dir))
     print(f'training {type(self.model).__name__} for {remaining} steps '
           f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas)',
           flush=True)

@@ -99,6 +99,17 @@ def to_storage_dtype(ids: np.ndarray) -> np.ndarray:
   raise ValueError(f'{max_id + 1} segments do not fit in uint16')
 
 
+def fh_segments(image: np.ndarray, scale: float = 1000.0, sigma: float = 0.8,
+                min_size: int = 1000,
+                max_segments: Optional[int] = MAX_UINT8_SEGMENTS) -> Tuple[np.ndarray, int]:
+  """`fh_mask`, and how many of its segments were merged into neighbours to fit."""
+  segments = segmentation.felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
+  if max_segments is None:
+    return to_storage_dtype(relabel_by_area(segments)), 0
+  ids = merge_small_segments(segments, max_segments)
+  return to_storage_dtype(ids), len(np.unique(segments)) - (int(ids.max()) + 1)
+
+
 def fh_mask(image: np.ndarray,
             scale: float = 1000.0,
             sigma: float = 0.8,
@@ -115,12 +126,7 @@ def fh_mask(image: np.ndarray,
   Returns:
     uint8 or uint16 [H, W] ids 0..K-1 by decreasing area.
   """
-  segments = segmentation.felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
-  if max_segments is None:
-    ids = relabel_by_area(segments)
-  else:
-    ids = merge_small_segments(segments, max_segments)
-  return to_storage_dtype(ids)
+  return fh_segments(image, scale, sigma, min_size, max_segments)[0]
 
 
 def grid_mask(height: int, width: int, grid_size: int) -> np.ndarray:

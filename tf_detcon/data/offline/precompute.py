@@ -105,12 +105,18 @@ def _decode_mask_file(raw: sources.RawExample) -> np.ndarray:
   return masks_lib.to_storage_dtype(masks_lib.relabel_by_area(mask))
 
 
-def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec) -> List[np.ndarray]:
-  """The id maps of one image, per `spec`; each checked against the image size."""
+def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
+               stats: Optional[collections.Counter] = None) -> List[np.ndarray]:
+  """The id maps of one image, per `spec`; each checked against the image size. FH segments
+  merged to fit 256 ids are counted in `stats['merged_segments']`."""
   height, width = image.shape[:2]
   if spec.kind == 'fh':
-    maps = [masks_lib.fh_mask(image, scale, sigma, min_size, spec.max_segments)
-            for scale, sigma, min_size in spec.fh_settings]
+    maps = []
+    for scale, sigma, min_size in spec.fh_settings:
+      ids, merged = masks_lib.fh_segments(image, scale, sigma, min_size, spec.max_segments)
+      maps.append(ids)
+      if stats is not None:
+        stats['merged_segments'] += merged
   elif spec.kind == 'gt':
     if raw.instance_masks is None:
       raise BadExampleError(raw.key, 'missing ground-truth masks')
@@ -139,7 +145,7 @@ def process_example(raw: sources.RawExample, spec: MaskSpec, policy: Policy,
   if min(height, width) < policy.min_image_side:
     raise BadExampleError(raw.key, 'image smaller than the minimum side',
                           f'{height}x{width} < {policy.min_image_side}')
-  maps = make_masks(raw, image, spec)
+  maps = make_masks(raw, image, spec, stats)
   segments = max(int(m.max()) + 1 for m in maps)
   if segments < policy.min_segments:
     raise BadExampleError(raw.key, 'too few segments', f'{segments} < {policy.min_segments}')

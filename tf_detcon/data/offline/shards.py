@@ -123,3 +123,12 @@ def write_manifest(out_dir: str, shard_paths: Iterable[str],
   _atomic_write_text(os.path.join(out_dir, records.MANIFEST_NAME),
                      json.dumps(manifest, indent=2, sort_keys=True))
   return manifest
+
+
+def update_manifest(out_dir: str, **entries: Any) -> Dict[str, Any]:
+  """Adds entries (e.g. the mask-quality report) to `manifest.json`, atomically."""
+  manifest = dict(records.read_manifest(out_dir), **entries)
+  _atomic_write_text(os.path.join(out_dir, records.MANIFEST_NAME),
+                     json.dumps(manifest, indent=2, sort_keys=True))
+  return manifest
+

@@ -1,0 +1,280 @@
+r"""A miniature of the papers' comparisons on 2 CPU cores: every method pretrained with the same
+step budget on synthetic multi-object scenes, then probed densely with frozen features.
+
+  .venv/bin/python benchmarks/mini_table.py                    # the full table (≈ 2 h)
+  .venv/bin/python benchmarks/mini_table.py --methods=simclr,detcon_s_fh --seeds=1
+  .venv/bin/python benchmarks/mini_table.py --smoke            # seconds: CI's check
+
+Each (method, seed) result is cached in `<work_dir>/results/`, so an interrupted table resumes
+where it stopped, and several background runs (e.g. one per --methods subset) can fill it; a
+result being computed is claimed by a lock file. The table is printed in the style of DetCon
+Table 4 (mean ± std over seeds), followed by the orderings the papers claim, each marked as
+holding (the dense method's mean beats its base's by more than the larger seed std) or not.
+
+The miniature (docs: benchmarks/README.md): scenes of 128 px with FH masks (scale 1000, σ 0.8,
+min size 150, chosen for the best ABO against the scenes' ground truth) or ground-truth masks;
+ResNet-10 at half width; 96 px views; batch 32; heads 256 → 64; queues of 1024; DetCon pools
+res4, a 6×6 grid (the paper's res5 at 224 px is 7×7; res5 at 96 px is 3×3), and SimCLR and BYOL
+pool res4 globally, MoCo v2 contrasts res4, DetCo res2–res4; the learning rate of batch 256
+(the linear scaling rule's ×32/256 leaves these short runs untrained); the same steps for all.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tf_keras
+from official.core import exp_factory
+from tf_detcon.configs import experiments  # pylint: disable=unused-import
+from tf_detcon.configs import pretrain
+from tf_detcon.data import records
+from tf_detcon.data.offline import mask_report
+from tf_detcon.data.offline import masks
+from tf_detcon.data.offline import precompute
+from tf_detcon.data.offline import scenes
+from tf_detcon.evaluation import datasets
+from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import probes
+from tf_detcon.modeling.blocks import encoders as blocks
+from tf_detcon.training import trainer
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+FH_SETTING = (1000.0, 0.8, 150)
+
+
+@dataclasses.dataclass
+class Method:
+  label: str
+  experiment: Optional[str]  # None: random init
+  masks: str = 'fh'  # which stored masks it trains with: 'fh' or 'gt'
+  base: Optional[str] = None  # the method whose mean it must beat
+
+
+METHODS = {
+    'random': Method('random init', None),
+    'simclr': Method('SimCLR', 'simclr_tiny'),
+    'detcon_s_fh': Method('DetCon_S (FH)', 'detcon_s_tiny', 'fh', 'simclr'),
+    'detcon_s_gt': Method('DetCon_S (GT)', 'detcon_s_tiny', 'gt', 'simclr'),
+    'byol': Method('BYOL', 'byol_tiny'),
+    'detcon_b': Method('DetCon_B (FH)', 'detcon_b_tiny', 'fh', 'byol'),
+    'mocov2': Method('MoCo v2', 'mocov2_tiny'),
+    'detco': Method('DetCo', 'detco_tiny', 'fh', 'mocov2'),
+    'decon_ml': Method('DeCon-ML (DetCon_S, FH)', 'decon_ml_detcon_s_tiny', 'fh', 'detcon_s_fh'),
+}
+
+
+@dataclasses.dataclass
+class Setup:
+  steps: int = 500
+  scenes: int = 2000
+  scene_size: int = 128
+  view_size: int = 96
+  level: str = '4'
+  batch: int = 32
+  width: float = 0.5
+  probe_size: int = 96
+  probe_train: int = 100
+  probe_eval: int = 100
+  probe_levels: tuple = ('3', '4')
+  probe_steps: int = 500
+
+
+SMOKE = Setup(steps=3, scenes=16, probe_train=4, probe_eval=4, probe_steps=20)
+
+
+def scene_data(work_dir: str, setup: Setup) -> Dict[str, str]:
+  """{'fh': shard pattern, 'gt': shard pattern} of the pretraining scenes, built once."""
+  specs = {'fh': precompute.MaskSpec(kind='fh', fh_settings=(FH_SETTING,)),
+           'gt': precompute.MaskSpec(kind='gt')}
+  patterns = {}
+  for kind, spec in specs.items():
+    out = os.path.join(work_dir, f'scenes-{setup.scenes}x{setup.scene_size}-{kind}')
+    if not os.path.exists(os.path.join(out, records.MANIFEST_NAME)):
+      print(f'writing {setup.scenes} scenes with {kind} masks to {out}', flush=True)
+      precompute.Job(source=scenes.SceneSource(setup.scenes, setup.scene_size), out_dir=out,
+                     num_shards=min(8, setup.scenes), spec=spec).run()
+    patterns[kind] = os.path.join(out, 'pretrain-*.tfrecord')
+  return patterns
+
+
+def fh_quality(setup: Setup, count: int = 200) -> float:
+  """ABO of the FH masks against the scenes' ground truth (DetCon Fig. 7's x-axis)."""
+  overlaps = []
+  for _, s in scenes.scenes('pretrain', min(count, setup.scenes), setup.scene_size):
+    overlaps += mask_report.best_overlaps(masks.fh_mask(s.image, *FH_SETTING),
+                                          s.instance_masks())
+  return float(np.mean(overlaps))
+
+
+def mini_config(method: Method, data: Dict[str, str], setup: Setup,
+                seed: int) -> pretrain.PretrainExperiment:
+  """The registered CPU experiment of a method, at the miniature's settings."""
+  params = exp_factory.get_exp_config(method.experiment)
+  task = params.task
+  task.train_data.override({'input_path': data[method.masks], 'global_batch_size': setup.batch,
+                            'shuffle_buffer_size': 1000, 'cycle_length': 8, 'seed': seed,
+                            'view1': {'output_size': setup.view_size},
+                            'view2': {'output_size': setup.view_size}})
+  task.encoder.backbone.resnet.depth_multiplier = setup.width
+  inner = task.method.decon.base if task.method.type == 'decon' else task.method
+  if inner.type == 'detcon':
+    inner.detcon.override({'feature_level': setup.level,
+                           'projector': {'hidden_dim': 256, 'output_dim': 64},
+                           'predictor': {'hidden_dim': 256, 'output_dim': 64}})
+    if inner.detcon.num_samples > 1:
+      inner.detcon.num_samples = 16  # DetCon §3.1
+  else:
+    detco = inner.detco
+    levels = [l for l in detco.levels if int(l) <= int(setup.level)] if len(
+        detco.levels) > 1 else [setup.level]
+    detco.override({'queue_size': setup.batch * 32, 'head_hidden_dim': 256, 'output_dim': 64,
+                    'levels': levels, 'level_weights': list(detco.level_weights[:len(levels)])
+                    if len(levels) > 1 else [1.0]})
+    if task.train_data.local_views.enabled:
+      task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
+  # The peak learning rate of the papers' batch-256 setting (see the module doc).
+  task.optimization.base_learning_rate *= 256 / setup.batch
+  params.trainer.override({'train_steps': setup.steps, 'steps_per_loop': 50,
+                           'checkpoint_interval': 10**6, 'summary_interval': 0})
+  params.runtime.distribution_strategy = 'off'
+  task.log_every_steps = 100
+  return params
+
+
+@contextlib.contextmanager
+def claimed(path: str):
+  """Holds `<path>.lock` while a result is computed; yields False if another live process
+  holds it (a lock whose process is gone is taken over)."""
+  lock = path + '.lock'
+  try:
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+  except FileExistsError:
+    with open(lock) as f:
+      holder = f.read().strip()
+    try:
+      os.kill(int(holder), 0)
+      yield False
+      return
+    except (ValueError, ProcessLookupError):
+      os.remove(lock)
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+  os.write(fd, str(os.getpid()).encode())
+  os.close(fd)
+  try:
+    yield True
+  finally:
+    os.remove(lock)
+
+
+def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup,
+            work_dir: str) -> Optional[Dict]:
+  """The cached result of (method, seed), computing it if nobody else is."""
+  path = os.path.join(work_dir, 'results', f'{name}-seed{seed}.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with claimed(path) as mine:
+    if not mine:
+      print(f'{name} seed {seed}: being computed by another run', flush=True)
+      return None
+    method = METHODS[name]
+    begin = time.time()
+    tf_keras.utils.set_random_seed(seed)
+    if method.experiment is None:  # the same encoder as the others', randomly initialised
+      encoder_cfg = mini_config(METHODS['simclr'], data, setup, seed).task.encoder
+      encoder = encoders.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
+    else:
+      model_dir = os.path.join(work_dir, 'runs', f'{name}-seed{seed}')
+      run = trainer.Run(mini_config(method, data, setup, seed), model_dir)
+      run.train()
+      encoder = encoders.load(run.export())
+    train, evaluation = probe_sets
+    results = probes.evaluate(encoder, train.images, train.labels, evaluation.images,
+                              evaluation.labels, scenes.NUM_CLASSES, setup.probe_levels,
+                              seed=seed, steps=setup.probe_steps)
+    out = {'method': name, 'seed': seed, 'steps': setup.steps, 'results': results,
+           'seconds': time.time() - begin}
+    with open(path + '.tmp', 'w') as f:
+      json.dump(out, f, indent=2)
+    os.replace(path + '.tmp', path)
+    print(f'{name} seed {seed}: {time.time() - begin:.0f}s '
+          + ' '.join(f'{k}={v["miou"]:.4f}' for k, v in results.items()), flush=True)
+    return out
+
+
+def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
+  keys = [f'{probe}/level{level}' for level in setup.probe_levels for probe in ('linear', 'knn')]
+  header = f'{"method":<26} {"seeds":>5} ' + ' '.join(
+      f'{k.replace("/level", " L") + " mIoU":>18}' for k in keys)
+  lines = [header, '-' * len(header)]
+  summary = {}
+  for name, method in METHODS.items():
+    runs = results.get(name, [])
+    if not runs:
+      continue
+    cells = []
+    for key in keys:
+      values = np.array([r['results'][key]['miou'] for r in runs])
+      summary[(name, key)] = (values.mean(), values.std())
+      cells.append(f'{values.mean():.3f} ± {values.std():.3f}'.rjust(18))
+    lines.append(f'{method.label:<26} {len(runs):>5} ' + ' '.join(cells))
+  lines.append('')
+  for key in (k for k in keys if k.startswith('linear')):
+    for name, method in METHODS.items():
+      base = method.base or 'random'
+      if name == 'random' or (name, key) not in summary or (base, key) not in summary:
+        continue
+      (mean, std), (base_mean, base_std) = summary[(name, key)], summary[(base, key)]
+      margin = mean - base_mean
+      holds = margin > max(std, base_std)
+      lines.append(f'{key}: {method.label} vs {METHODS[base].label}: {margin:+.3f} '
+                   f'({"holds" if holds else "does not hold"}: std {max(std, base_std):.3f})')
+  return '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--work_dir', default=os.path.join(os.path.expanduser('~'), '.cache',
+                                                         'tf_detcon', 'mini_table'))
+  parser.add_argument('--seeds', type=int, default=3)
+  parser.add_argument('--steps', type=int, default=None)
+  parser.add_argument('--methods', default=','.join(METHODS))
+  parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 3 steps')
+  args = parser.parse_args()
+  setup = dataclasses.replace(SMOKE if args.smoke else Setup())
+  if args.steps:
+    setup.steps = args.steps
+  seeds = 1 if args.smoke else args.seeds
+  names = [n.strip() for n in args.methods.split(',') if n.strip()]
+  unknown = sorted(set(names) - set(METHODS))
+  if unknown:
+    parser.error(f'unknown methods {unknown}; known: {", ".join(METHODS)}')
+  work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
+  data = scene_data(work_dir, setup)
+  print(f'FH masks: ABO {fh_quality(setup):.3f} against the ground truth', flush=True)
+  probe_sets = (datasets.synthetic('train', setup.probe_train, setup.probe_size),
+                datasets.synthetic('eval', setup.probe_eval, setup.probe_size))
+  results: Dict[str, List[Dict]] = {}
+  for seed in range(seeds):
+    for name in names:
+      out = run_one(name, seed, data, probe_sets, setup, work_dir)
+      if out is not None:
+        results.setdefault(name, []).append(out)
+  print()
+  print(f'{setup.steps} steps of batch {setup.batch} per method, {setup.view_size} px views, '
+        f'probes on {setup.probe_eval} held-out scenes at {setup.probe_size} px')
+  print(table(results, setup))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,111 @@
+r"""Pictures of the data, the views and what an encoder learned, as PNG files.
+
+  python launch/visualize.py --output_dir=pictures
+  python launch/visualize.py --output_dir=pictures --experiment=detco_tiny
+  python launch/visualize.py --output_dir=pictures --export=runs/detcon_b_tiny/export
+
+Writes, on the embedded sample data unless --input_path names pretraining shards:
+  views.png       per example: the image, its id map, the two augmented views with their aligned
+                  masks, and DetCo's nine patches when the experiment has local views;
+  similarity.png  for query points (yellow), the cosine similarity of every position's feature
+                  to the query's, over synthetic scenes (or --image_dir images);
+  retrieval.png   a query mask (left) and its nearest masks in other images, by the cosine
+                  similarity of mask-pooled features (ground-truth masks of synthetic scenes).
+The encoder is --export, or a random-init encoder of --experiment.
+"""
+
+import os
+import sys
+
+from absl import flags
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf
+from official.core import exp_factory
+from tf_detcon import cli
+from tf_detcon.configs import experiments  # pylint: disable=unused-import
+from tf_detcon.configs import pretrain
+from tf_detcon.data import datasets
+from tf_detcon.data.offline import build_embedded
+from tf_detcon.data.offline import scenes
+from tf_detcon.evaluation import datasets as eval_datasets
+from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import pictures
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('output_dir', None, 'Where the PNGs go.')
+flags.DEFINE_string('export', None, 'An export directory to take the encoder from.')
+flags.DEFINE_string('experiment', 'detcon_b_tiny', 'The experiment whose views are drawn (and '
+                    'whose random-init encoder is used without --export).')
+flags.DEFINE_string('input_path', None, 'Pretraining shards (default: the embedded samples).')
+flags.DEFINE_string('image_dir', None, 'Images for the similarity maps (default: synthetic).')
+flags.DEFINE_integer('num_examples', 4, 'Rows of each picture.')
+flags.DEFINE_string('level', '3', 'Feature level of the similarity maps and retrieval.')
+flags.DEFINE_integer('image_size', 128, 'Size of the images the encoder sees.')
+flags.DEFINE_integer('seed', 0, 'Seed of the views and of a random-init encoder.')
+
+QUERY_POINTS = ((0.5, 0.5), (0.3, 0.7), (0.75, 0.25))
+
+
+def save(name: str, image: np.ndarray) -> str:
+  path = os.path.join(FLAGS.output_dir, name)
+  with open(path, 'wb') as f:
+    f.write(pictures.encode_png(image))
+  print(f'wrote {path} ({image.shape[1]}x{image.shape[0]})', flush=True)
+  return path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.output_dir:
+    raise ValueError('--output_dir is required')
+  try:
+    params = exp_factory.get_exp_config(FLAGS.experiment)
+  except LookupError as e:
+    raise ValueError(f'unknown experiment {FLAGS.experiment!r}') from e
+  if not isinstance(params, pretrain.PretrainExperiment):
+    raise ValueError(f'{FLAGS.experiment!r} is not a pretraining experiment')
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  data_cfg = params.task.train_data
+  if FLAGS.input_path:
+    data_cfg.input_path = FLAGS.input_path
+  else:
+    build_embedded.ensure()
+  files = datasets.resolve_files(data_cfg.input_path)
+  records = [r.numpy() for r in tf.data.TFRecordDataset(files).take(FLAGS.num_examples)]
+  save('views.png', pictures.view_panels(records, data_cfg, seed=FLAGS.seed))
+
+  encoder = (encoders.load(FLAGS.export) if FLAGS.export else
+             encoders.from_experiment(FLAGS.experiment, FLAGS.seed))
+  if FLAGS.level not in encoder.levels:
+    raise ValueError(f'--level {FLAGS.level}: {encoder.name} has levels '
+                     f'{",".join(encoder.levels)}')
+  size = FLAGS.image_size
+  if FLAGS.image_dir:
+    images = []
+    for name in sorted(os.listdir(FLAGS.image_dir))[:FLAGS.num_examples]:
+      with tf.io.gfile.GFile(os.path.join(FLAGS.image_dir, name), 'rb') as f:
+        image = tf.io.decode_image(f.read(), channels=3, expand_animations=False)
+      images.append(tf.image.resize(image, [size, size]).numpy().astype(np.uint8))
+    if not images:
+      raise ValueError(f'no images in --image_dir {FLAGS.image_dir!r}')
+    images = np.stack(images)
+  else:
+    images = eval_datasets.synthetic('eval', FLAGS.num_examples, size).images
+  features = pictures.level_features(encoder, images, FLAGS.level)
+  save('similarity.png', pictures.similarity_panel(images, features, QUERY_POINTS))
+
+  scene_list = [s for _, s in scenes.scenes('eval', 12, size)]
+  scene_images = np.stack([s.image for s in scene_list])
+  scene_features = pictures.level_features(encoder, scene_images, FLAGS.level)
+  save('retrieval.png', pictures.retrieval_panel(
+      scene_images, np.stack([s.instances for s in scene_list]), scene_features,
+      queries=min(FLAGS.num_examples, 4)))
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,49 @@
+"""Tests for tf_detcon.training.monitors: the periodic probe and view pictures in TensorBoard."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tests.conftest import tiny_params
+from tf_detcon.configs import data as data_config
+from tf_detcon.training import monitors
+from tf_detcon.training import trainer
+
+
+def _tags(directory):
+  """{tag: [(step, kind)]} of the event files under `directory`."""
+  out = {}
+  for path in tf.io.gfile.glob(os.path.join(directory, 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        kind = 'image' if value.metadata.plugin_data.plugin_name == 'images' else 'scalar'
+        out.setdefault(value.tag, []).append((event.step, kind))
+  return out
+
+
+def test_pretraining_probes_every_validation_interval_and_draws_views(tmp_path, embedded_files):
+  """Model Garden's validation_interval / validation_steps and a labelled validation_data
+  (the synthetic scenes) give a linear-probe mIoU in TensorBoard at steps 2 and 4;
+  summary_interval gives pictures of the views."""
+  del embedded_files
+  params = tiny_params('detcon_b_tiny', train_steps=4, steps_per_loop=1, validation_interval=2,
+                       validation_steps=1, summary_interval=2)
+  params.task.validation_data = data_config.ProbeDataConfig(
+      source='synthetic', image_size=64, level='3', num_train=4, num_eval=8,
+      global_batch_size=2)
+  run = trainer.Run(params, str(tmp_path / 'run'))
+  run.train()
+  scalars = _tags(os.path.join(run.model_dir, monitors.VALIDATION_DIR))
+  assert sorted(step for step, _ in scalars['probe/linear_level3_miou']) == [2, 4]
+  views = _tags(os.path.join(run.model_dir, 'train'))['views']
+  assert sorted(step for step, kind in views if kind == 'image') == [0, 2, 4]
+
+
+def test_probe_sets_honour_validation_steps():
+  cfg = data_config.ProbeDataConfig(source='synthetic', image_size=32, num_train=3, num_eval=10,
+                                    global_batch_size=2)
+  train, evaluation, num_classes = monitors.probe_sets(cfg, validation_steps=2)
+  assert (len(train.images), len(evaluation.images), num_classes) == (3, 4, 6)
+  assert len(monitors.probe_sets(cfg, validation_steps=-1)[1].images) == 10
+  assert np.all(train.labels < num_classes)

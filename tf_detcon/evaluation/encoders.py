@@ -1,0 +1,134 @@
+"""Frozen encoders to probe: an export of ours, or a random-init encoder of an experiment.
+
+An export directory (`<model_dir>/export`) is read from its checkpoint and metadata.json when
+they are there: the backbone (and, for DeCon, the FPN decoder, whose levels are named 'p2'..'p6')
+is rebuilt from the recorded config and restored by value. An export with only its SavedModel
+is served through its `serve_float` signature (encoder levels only). `random:<experiment>` builds
+the encoder of a registered experiment with fixed-seed random weights: the floor every pretrained
+method must beat. BN always runs in inference mode.
+"""
+
+import json
+import os
+from typing import Callable, Dict, List, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from official.core import exp_factory
+from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
+from tf_detcon.configs import methods
+from tf_detcon.configs import pretrain
+from tf_detcon.data import color
+from tf_detcon.modeling.blocks import decoders
+from tf_detcon.modeling.blocks import encoders
+
+RANDOM_PREFIX = 'random:'
+METADATA = 'metadata.json'
+
+
+class FrozenEncoder:
+  """images uint8 [N, H, W, 3] → {level: float32 [N, h, w, C]}, ImageNet normalisation inside."""
+
+  def __init__(self, name: str, levels: List[str],
+               features_fn: Callable[[tf.Tensor], Dict[str, tf.Tensor]],
+               model_dir: Optional[str] = None):
+    self.name = name
+    self.levels = levels
+    self.model_dir = model_dir  # the run's directory, if the encoder came from one
+    self._features = tf.function(features_fn, reduce_retracing=True)
+
+  def __call__(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return self._features(tf.cast(images, tf.float32) / 255.0)
+
+
+def _keras_features(backbone: tf_keras.Model, decoder: Optional[tf_keras.Model] = None):
+
+  def features(images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    out = backbone(color.normalize(images), training=False)
+    levels = {level: tf.cast(value, tf.float32) for level, value in out.items()}
+    if decoder is not None:
+      decoded = decoder(out, training=False)
+      levels.update({f'p{level}': tf.cast(value, tf.float32) for level, value in decoded.items()})
+    return levels
+
+  return features
+
+
+def _levels(backbone: tf_keras.Model, decoder: Optional[tf_keras.Model] = None) -> List[str]:
+  levels = sorted(backbone.output_specs)
+  if decoder is not None:
+    levels += [f'p{level}' for level in sorted(decoder.output_specs)]
+  return levels
+
+
+def from_keras(name: str, backbone: tf_keras.Model, decoder: Optional[tf_keras.Model] = None,
+               model_dir: Optional[str] = None) -> FrozenEncoder:
+  """A live Keras backbone (and decoder), e.g. the online encoder during pretraining."""
+  return FrozenEncoder(name, _levels(backbone, decoder), _keras_features(backbone, decoder),
+                       model_dir)
+
+
+def from_experiment(experiment: str, seed: int = 0) -> FrozenEncoder:
+  """The encoder of a registered experiment, randomly initialised from `seed`."""
+  try:
+    params = exp_factory.get_exp_config(experiment)
+  except LookupError as e:
+    raise ValueError(f'--export=random:{experiment}: no such registered experiment') from e
+  if not isinstance(params, pretrain.PretrainExperiment):
+    raise ValueError(f'--export=random:{experiment} is not a pretraining experiment')
+  tf_keras.utils.set_random_seed(seed)
+  backbone = encoders.build_backbone(params.task.encoder)
+  return from_keras(f'random-{experiment}', backbone)
+
+
+def from_export(path: str) -> FrozenEncoder:
+  """An export directory (checkpoint + metadata.json, or a SavedModel), or its saved_model/."""
+  path = path.rstrip('/')
+  if os.path.basename(path) == 'saved_model':
+    path = os.path.dirname(path)
+  if not tf.io.gfile.isdir(path):
+    raise ValueError(f'--export {path!r} does not exist')
+  model_dir = os.path.dirname(path)
+  name = os.path.basename(model_dir) or 'export'
+  metadata_path = os.path.join(path, METADATA)
+  checkpoint = tf.train.latest_checkpoint(os.path.join(path, 'checkpoint'))
+  if tf.io.gfile.exists(metadata_path) and checkpoint:
+    with tf.io.gfile.GFile(metadata_path) as f:
+      metadata = json.load(f)
+    encoder_cfg = pretrain.EncoderConfig()
+    encoder_cfg.override(metadata['config']['task']['encoder'], is_strict=True)
+    encoder_cfg.norm_activation.use_sync_bn = False  # inference only
+    backbone = encoders.build_backbone(encoder_cfg)
+    modules = {'backbone': backbone}
+    decoder = None
+    if 'decoder' in metadata.get('init_checkpoint_modules', []):
+      recorded = metadata['decoder']
+      decon = methods.DeConConfig(min_level=recorded['min_level'],
+                                  max_level=recorded['max_level'])
+      decon.decoder.override(recorded['decoder'], is_strict=True)
+      decoder = decoders.build_decoder(decon, encoder_cfg.norm_activation, backbone.output_specs)
+      modules['decoder'] = decoder
+    tf.train.Checkpoint(**modules).read(checkpoint).assert_existing_objects_matched()
+    return from_keras(name, backbone, decoder, model_dir)
+  saved_model = os.path.join(path, 'saved_model')
+  if not tf.io.gfile.exists(os.path.join(saved_model, 'saved_model.pb')):
+    raise ValueError(f'--export {path!r} holds neither a checkpoint with {METADATA} nor a '
+                     'SavedModel')
+  loaded = tf.saved_model.load(saved_model)
+  serve = loaded.signatures['serve_float']
+  levels = sorted(k[len('level_'):] for k in serve.structured_outputs)
+
+  def features(images):
+    return {k[len('level_'):]: v for k, v in serve(images=images).items()}
+
+  encoder = FrozenEncoder(name, levels, features, model_dir)
+  encoder.loaded = loaded  # keeps the SavedModel's variables alive
+  return encoder
+
+
+def load(spec: str, seed: int = 0) -> FrozenEncoder:
+  """`random:<experiment>` or an export path."""
+  if spec.startswith(RANDOM_PREFIX):
+    return from_experiment(spec[len(RANDOM_PREFIX):], seed)
+  return from_export(spec)

@@ -1,0 +1,47 @@
+"""Where probe results go: a printed table, `eval/<name>.json` and TensorBoard scalars."""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+EVAL_DIR = 'eval'
+
+
+def table(results: Dict[str, Dict[str, Any]]) -> str:
+  """A fixed-width table: probe, level, mIoU, pixel accuracy."""
+  lines = [f'{"probe":<8} {"level":<6} {"mIoU":>7} {"acc":>7}']
+  for key, value in results.items():
+    probe, level = key.split('/level')
+    lines.append(f'{probe:<8} {level:<6} {value["miou"]:>7.4f} {value["acc"]:>7.4f}')
+  return '\n'.join(lines)
+
+
+def final_lines(results: Dict[str, Dict[str, Any]]) -> str:
+  """`<probe> level=<L> mIoU=<x> acc=<y>`, one line per probe and level."""
+  lines = []
+  for key, value in results.items():
+    probe, level = key.split('/level')
+    lines.append(f'{probe} level={level} mIoU={value["miou"]:.4f} acc={value["acc"]:.4f}')
+  return '\n'.join(lines)
+
+
+def save(output_dir: str, name: str, results: Dict[str, Dict[str, Any]],
+         info: Dict[str, Any], step: Optional[int] = None) -> str:
+  """Writes `<output_dir>/eval/<name>.json` (atomically) and TensorBoard scalars under
+  `<output_dir>/eval/<name>/`; returns the JSON path."""
+  directory = os.path.join(output_dir, EVAL_DIR)
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, f'{name}.json')
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    json.dump(dict(info, results=results), f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  writer = tf.summary.create_file_writer(os.path.join(directory, name))
+  with writer.as_default(step=step or 0):
+    for key, value in results.items():
+      probe, level = key.split('/level')
+      tf.summary.scalar(f'{probe}_level{level}/miou', value['miou'])
+      tf.summary.scalar(f'{probe}_level{level}/acc', value['acc'])
+  writer.close()
+  return path
