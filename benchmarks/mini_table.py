@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 import tf_keras
 from official.core import exp_factory
-from tf_detcon.configs import experiments  # pylint: disable=unused-import
+from tf_detcon.configs import experiments
+from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
 from tf_detcon.data import records
 from tf_detcon.data.offline import mask_report
@@ -141,8 +142,13 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup,
                     if len(levels) > 1 else [1.0]})
     if task.train_data.local_views.enabled:
       task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
-  # The peak learning rate of the papers' batch-256 setting (see the module doc).
-  task.optimization.base_learning_rate *= 256 / setup.batch
+  # The papers' schedule over `steps` (10% warmup where it has one) at the peak learning rate
+  # of their batch-256 setting (see the module doc).
+  config = params.trainer.optimizer_config
+  old_batch, old_steps = experiments.TINY_BATCH, params.trainer.train_steps
+  optimization.reschedule(config, old_steps, setup.steps,
+                          setup.steps // 10 if config.warmup.type else 0,
+                          lr_scale=256 / old_batch)
   params.trainer.override({'train_steps': setup.steps, 'steps_per_loop': 50,
                            'checkpoint_interval': 10**6, 'summary_interval': 0})
   params.runtime.distribution_strategy = 'off'

@@ -10,6 +10,7 @@ from official.modeling import hyperparams
 from tests.conftest import REPO_ROOT
 from tf_detcon.configs import data as data_config
 from tf_detcon.configs import experiments
+from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
 from tf_detcon.configs import validation
 
@@ -48,33 +49,45 @@ def test_each_experiment_is_one_factory_named_as_it():
     assert f"@exp_factory.register_config_factory('{name}')\ndef {name}() ->" in source, name
 
 
+def _lars(task_params):
+  return task_params.trainer.optimizer_config.optimizer.lars
+
+
+def _peak(task_params):
+  return optimization.peak_learning_rate(task_params.trainer.optimizer_config)
+
+
 def test_paper_settings():
-  b = exp_factory.get_exp_config('detcon_b_imagenet_1000ep').task
-  b_detcon = b.method.detcon
+  b = exp_factory.get_exp_config('detcon_b_imagenet_1000ep')
+  b_detcon = b.task.method.detcon
   assert (b_detcon.projector.hidden_dim, b_detcon.projector.output_dim) == (4096, 256)
-  assert (b_detcon.ema_tau_base, b.optimization.weight_decay) == (0.996, 1.5e-6)
-  assert b.optimization.base_learning_rate == 0.2 and b_detcon.num_samples == 16
-  b300 = exp_factory.get_exp_config('detcon_b_imagenet_300ep').task
-  assert (b300.method.detcon.ema_tau_base, b300.optimization.weight_decay) == (0.99, 1e-6)
-  assert b300.optimization.base_learning_rate == 0.3
-  byol = exp_factory.get_exp_config('byol_imagenet_300ep').task
-  assert (byol.method.detcon.loss, byol.method.detcon.num_samples,
-          byol.optimization.base_learning_rate) == ('regression', 1, 0.3)
-  s = exp_factory.get_exp_config('detcon_s_imagenet').task
-  assert (s.method.detcon.projector.hidden_dim, s.method.detcon.projector.output_dim) == (
+  assert (b_detcon.ema_tau_base, _lars(b).weight_decay_rate) == (0.996, 1.5e-6)
+  assert _peak(b) == 0.2 * 4096 / 256 and b_detcon.num_samples == 16
+  b300 = exp_factory.get_exp_config('detcon_b_imagenet_300ep')
+  assert (b300.task.method.detcon.ema_tau_base, _lars(b300).weight_decay_rate) == (0.99, 1e-6)
+  assert _peak(b300) == 0.3 * 4096 / 256
+  byol = exp_factory.get_exp_config('byol_imagenet_300ep')
+  assert (byol.task.method.detcon.loss, byol.task.method.detcon.num_samples, _peak(byol)) == (
+      'regression', 1, 0.3 * 4096 / 256)
+  s = exp_factory.get_exp_config('detcon_s_imagenet')
+  assert (s.task.method.detcon.projector.hidden_dim, s.task.method.detcon.projector.output_dim) == (
       2048, 128)
-  assert s.optimization.base_learning_rate == 0.3
+  assert _peak(s) == 0.3 * 4096 / 256
   assert exp_factory.get_exp_config('byol_imagenet').task.train_data.masks.kind == 'grid'
-  assert exp_factory.get_exp_config('detcon_b_coco').task.optimization.schedule == (
-      'piecewise_coco')
-  detco = exp_factory.get_exp_config('detco_imagenet_200ep').task
-  assert (detco.method.detco.level_weights, detco.method.detco.queue_size) == (
+  coco = exp_factory.get_exp_config('detcon_b_coco').trainer
+  assert coco.optimizer_config.learning_rate.type == 'stepwise'
+  assert coco.optimizer_config.learning_rate.stepwise.boundaries == [
+      int(0.96 * coco.train_steps), int(0.98 * coco.train_steps)]
+  detco = exp_factory.get_exp_config('detco_imagenet_200ep')
+  assert (detco.task.method.detco.level_weights, detco.task.method.detco.queue_size) == (
       [0.1, 0.4, 0.7, 1.0], 65536)
-  assert (detco.optimization.optimizer, detco.optimization.base_learning_rate) == ('sgd', 0.06)
-  assert detco.method.detco.key_bn == 'shuffle'
-  mocov2 = exp_factory.get_exp_config('mocov2_imagenet_200ep').task
-  assert mocov2.optimization.base_learning_rate == 0.03
-  assert detco.train_data.view1.crop_area_min == 0.2 and detco.train_data.local_views.enabled
+  assert detco.trainer.optimizer_config.optimizer.type == 'sgd'
+  assert _peak(detco) == pytest.approx(0.06) and detco.task.losses.l2_weight_decay == 1e-4
+  assert detco.task.method.detco.key_bn == 'shuffle'
+  mocov2 = exp_factory.get_exp_config('mocov2_imagenet_200ep')
+  assert _peak(mocov2) == pytest.approx(0.03)
+  assert detco.task.train_data.view1.crop_area_min == 0.2
+  assert detco.task.train_data.local_views.enabled
   assert exp_factory.get_exp_config('detcon_b_imagenet').trainer.train_steps == (
       1000 * pretrain.IMAGENET_TRAIN_EXAMPLES // 4096)
 
@@ -88,10 +101,12 @@ def test_yaml_files_override_their_experiment_strictly(path):
   registered = exp_factory.get_exp_config(name)
   # The YAML spells out the registered settings (with a real input path).
   validation.validate(params)
-  for key in ('method', 'encoder', 'optimization'):
+  for key in ('method', 'encoder', 'losses'):
     yaml_value = getattr(params.task, key).as_dict()
     registered_value = getattr(registered.task, key).as_dict()
     assert yaml_value == registered_value, key
+  assert (params.trainer.optimizer_config.as_dict() ==
+          registered.trainer.optimizer_config.as_dict())
   assert params.trainer.train_steps == registered.trainer.train_steps
 
 

@@ -19,7 +19,7 @@ from tf_detcon.training import optimization
 def _model(name):
   params = tiny_params(name)
   model = decon.DeConModel(params.task, total_steps=10)
-  model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+  model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   return model
 
@@ -89,7 +89,8 @@ def test_ema_targets_cover_the_decoder_for_byol_and_none_for_simclr():
 
 def test_lars_excludes_fpn_norm_and_bias_of_a_decon_model():
   model = _model('decon_ml_detcon_b_tiny')
-  optimizer = optimization.build_optimizer(model.task.optimization, 10, 4)
+  optimizer = optimization.build_optimizer(
+      tiny_params('decon_ml_detcon_b_tiny').trainer.optimizer_config)
   names = [v.name for v in model.decoder.variables]
   assert any('norm' in n for n in names) and any(n.endswith('bias:0') for n in names)
   for variable in model.variables:
@@ -146,9 +147,10 @@ def test_decoder_levels_no_objective_reaches_are_not_decayed():
   """MoCo's coupled L2 must not shrink FPN weights that get no gradient (P6 always; for SL also
   P3..P5's post-hoc convs and norms): they are exported into Mask R-CNN."""
   params = tiny_params('decon_sl_detco_tiny')
-  params.task.optimization.override({'weight_decay': 0.1, 'base_learning_rate': 1.0})
+  params.task.losses.l2_weight_decay = 0.1
+  params.trainer.optimizer_config.learning_rate.cosine.initial_learning_rate = 0.1
   model = decon.DeConModel(params.task, total_steps=10)
-  model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+  model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   unused = ('coarser_6', 'norm_6', 'post_hoc_3', 'post_hoc_4', 'post_hoc_5', 'norm_3', 'norm_4',
             'norm_5')

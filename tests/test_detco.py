@@ -93,7 +93,7 @@ def test_two_replicas_give_the_loss_gradients_and_queue_of_one(two_replicas):
 def _model(name='detco_tiny'):
   params = tiny_params(name)
   model = detco.DetCoModel(params.task, total_steps=10)
-  model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+  model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   return model
 
@@ -240,7 +240,7 @@ def test_shuffle_key_bn_trains_under_two_replicas(two_replicas):
   params.task.method.detco.key_bn = 'shuffle'
   with two_replicas.scope():
     model = detco.DetCoModel(params.task, total_steps=10)
-    model.compile(optimizer=optimization.build_optimizer(params.task.optimization, 10, 4))
+    model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
     model.initialize_targets()
   data = two_replicas.experimental_distribute_dataset(_batch())
   history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0).history

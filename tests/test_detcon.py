@@ -27,12 +27,12 @@ def _batches(batch_size=4, num_ids=6, seed=0):
 
 
 def _model(name, strategy=None, total_steps=10):
-  task = tiny_params(name).task
+  params = tiny_params(name)
+  task = params.task
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = detcon.DetConModel(task, total_steps)
-    model.compile(optimizer=optimization.build_optimizer(task.optimization, total_steps,
-                                                         task.train_data.global_batch_size))
+    model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
     model.initialize_targets()
   return model
 

@@ -67,13 +67,13 @@ def test_a_block_of_a_method_that_is_not_chosen_is_refused():
       'queue_size': 32}}}}}}).startswith('task.method.decon.base.detco is set')
 
 
-def test_unknown_method_optimizer_schedule_and_precision_are_clear():
+def test_unknown_method_unset_optimizer_or_schedule_and_precision_are_clear():
   assert _error('detcon_b_tiny', {'task': {'method': {'type': 'swav'}}}) == (
       "task.method.type must be one of 'detcon', 'detco', 'decon', got 'swav'")
-  assert "task.optimization.optimizer must be one of 'lars', 'sgd'" in _error(
-      'detcon_b_tiny', {'task': {'optimization': {'optimizer': 'adamw'}}})
-  assert 'task.optimization.schedule must be one of' in _error(
-      'detcon_b_tiny', {'task': {'optimization': {'schedule': 'linear'}}})
+  assert 'trainer.optimizer_config.optimizer.type is not set' in _error(
+      'detcon_b_tiny', {'trainer': {'optimizer_config': {'optimizer': {'type': None}}}})
+  assert 'trainer.optimizer_config.learning_rate.type is not set' in _error(
+      'detcon_b_tiny', {'trainer': {'optimizer_config': {'learning_rate': {'type': None}}}})
   assert 'runtime.mixed_precision_dtype must be one of' in _error(
       'detcon_b_tiny', {'runtime': {'mixed_precision_dtype': 'float16'}})
 

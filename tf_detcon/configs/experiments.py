@@ -13,8 +13,10 @@ from official.core import config_definitions as cfg
 from official.core import exp_factory
 from official.vision.configs import backbones
 
+from official.modeling import optimization as mg_optimization
 from tf_detcon.configs import data as data_config
 from tf_detcon.configs import methods
+from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
 from tf_detcon.configs.pretrain import PretrainExperiment, PretrainTask
 
@@ -25,12 +27,14 @@ DETCO_LEARNING_RATE = 0.06  # DetCo §6.5: "The learning rate for pre-training i
 MOCOV2_LEARNING_RATE = 0.03  # MoCo v2 (Chen et al. 2020)
 
 
-def experiment(task: PretrainTask, train_steps: int) -> PretrainExperiment:
+def experiment(task: PretrainTask, train_steps: int,
+               optimizer: mg_optimization.OptimizationConfig) -> PretrainExperiment:
   """A TPU run: bfloat16, checkpoints every 5000 steps, 1000 steps per loop."""
   return PretrainExperiment(
       task=task,
       trainer=cfg.TrainerConfig(train_steps=train_steps, steps_per_loop=1000,
-                                checkpoint_interval=5000, summary_interval=1000, max_to_keep=3),
+                                checkpoint_interval=5000, summary_interval=1000, max_to_keep=3,
+                                optimizer_config=optimizer),
       runtime=cfg.RuntimeConfig(distribution_strategy='tpu', mixed_precision_dtype='bfloat16'),
       restrictions=['task.train_data.global_batch_size > 0'])
 
@@ -51,21 +55,22 @@ def detcon_experiment(variant: str, epochs: int, dataset: str = 'imagenet',
         variant='b', projector=methods.HeadConfig(hidden_dim=4096, output_dim=256),
         predictor=methods.HeadConfig(hidden_dim=4096, output_dim=256),
         ema_tau_base=0.996 if epochs >= 1000 else 0.99)
-    optimization = pretrain.OptimizationConfig(
-        base_learning_rate=0.2 if epochs >= 1000 else 0.3,
-        weight_decay=1.5e-6 if epochs >= 1000 else 1e-6)
+    base_lr, weight_decay = (0.2, 1.5e-6) if epochs >= 1000 else (0.3, 1e-6)
   else:
     detcon = methods.DetConConfig(variant='s',
                                   projector=methods.HeadConfig(hidden_dim=2048, output_dim=128))
-    optimization = pretrain.OptimizationConfig(base_learning_rate=0.3, weight_decay=1e-6)
-  optimization.warmup_epochs = 10  # BYOL and SimCLR: 10 epochs of linear warmup
-  examples = pretrain.IMAGENET_TRAIN_EXAMPLES
-  if dataset == 'coco':
-    optimization.schedule = 'piecewise_coco'
-    examples = optimization.examples_per_epoch = pretrain.COCO_TRAIN_EXAMPLES
-  task = PretrainTask(method=methods.MethodConfig(type='detcon', detcon=detcon), train_data=data,
-                      optimization=optimization)
-  return experiment(task, pretrain.steps_for_epochs(epochs, DETCON_BATCH, examples))
+    base_lr, weight_decay = 0.3, 1e-6
+  examples = (pretrain.COCO_TRAIN_EXAMPLES if dataset == 'coco' else
+              pretrain.IMAGENET_TRAIN_EXAMPLES)
+  steps = pretrain.steps_for_epochs(epochs, DETCON_BATCH, examples)
+  # LARS at batch 4096 (DetCon A.3); BYOL and SimCLR warm up linearly for 10 epochs; cosine on
+  # ImageNet, COCO's piecewise constant on COCO.
+  optimizer = optimization.lars(
+      optimization.scaled_learning_rate(base_lr, DETCON_BATCH), steps,
+      warmup_steps=pretrain.steps_for_epochs(10, DETCON_BATCH, examples),
+      weight_decay=weight_decay, schedule='piecewise_coco' if dataset == 'coco' else 'cosine')
+  task = PretrainTask(method=methods.MethodConfig(type='detcon', detcon=detcon), train_data=data)
+  return experiment(task, steps, optimizer)
 
 
 def as_baseline(params: PretrainExperiment) -> PretrainExperiment:
@@ -181,13 +186,14 @@ def detco_experiment(local: bool, levels: Sequence[str], weights: Sequence[float
                                 local_views=data_config.LocalViewConfig(enabled=local),
                                 **data_config.mocov2_views())
   detco = methods.DetCoConfig(levels=list(levels), level_weights=list(weights), local=local)
-  # Cosine decay, SGD momentum 0.9 and weight decay 1e-4: MoCo's, which DetCo takes (§6.5).
-  optimization = pretrain.OptimizationConfig(optimizer='sgd', base_learning_rate=learning_rate,
-                                             momentum=0.9, weight_decay=1e-4, warmup_fraction=0.0)
+  steps = pretrain.steps_for_epochs(200, DETCO_BATCH, pretrain.IMAGENET_TRAIN_EXAMPLES)
+  # Cosine decay, SGD momentum 0.9 and weight decay 1e-4 (coupled L2): MoCo's, which DetCo
+  # takes (§6.5).
   task = PretrainTask(method=methods.MethodConfig(type='detco', detco=detco), train_data=data,
-                      optimization=optimization)
-  return experiment(task, pretrain.steps_for_epochs(200, DETCO_BATCH,
-                                                    pretrain.IMAGENET_TRAIN_EXAMPLES))
+                      losses=pretrain.PretrainLosses(l2_weight_decay=1e-4))
+  optimizer = optimization.sgd(optimization.scaled_learning_rate(learning_rate, DETCO_BATCH),
+                               steps, momentum=0.9)
+  return experiment(task, steps, optimizer)
 
 
 @exp_factory.register_config_factory('detco_imagenet_200ep')
@@ -272,6 +278,7 @@ def tiny(params: PretrainExperiment) -> PretrainExperiment:
   quarter width (a few hundred thousand weights), 64 px views, batch 4, small heads and queues,
   20 steps; float32 under MirroredStrategy. Sizes stay multiples of 32 for DeCon's FPN."""
   task = params.task
+  old_batch, old_steps = task.train_data.global_batch_size, params.trainer.train_steps
   task.encoder.backbone = backbones.Backbone(
       type='resnet', resnet=backbones.ResNet(model_id=10, depth_multiplier=0.25))
   data = task.train_data
@@ -290,13 +297,14 @@ def tiny(params: PretrainExperiment) -> PretrainExperiment:
                                predictor=dict(hidden_dim=64, output_dim=32)))
   elif inner.type == 'detco':
     inner.detco.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32))
-  optimization = task.optimization
-  if optimization.warmup_epochs > 0:
-    optimization.override(dict(warmup_epochs=0, warmup_fraction=0.1))
-  optimization.examples_per_epoch = 18
+  # The same schedule over 20 steps (10% warmup where it had one), the learning rate scaled to
+  # the batch by the linear rule.
+  warmup = 2 if params.trainer.optimizer_config.warmup.type else 0
   task.log_every_steps = 5
   params.trainer.override(dict(train_steps=20, steps_per_loop=5, checkpoint_interval=10,
                                summary_interval=5))
+  optimization.reschedule(params.trainer.optimizer_config, old_steps, 20, warmup,
+                          lr_scale=TINY_BATCH / old_batch)
   params.runtime.override(dict(distribution_strategy='mirrored', mixed_precision_dtype='float32'))
   return params
 

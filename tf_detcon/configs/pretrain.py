@@ -1,14 +1,12 @@
 """The pretraining experiment config (Model Garden `ExperimentConfig`).
 
-An experiment is `task` (method, encoder, data, optimisation), `trainer` (steps, checkpoints) and
-`runtime` (strategy, precision). The registered experiments, one factory per paper run, are in
+An experiment is `task` (method, encoder, data, losses), `trainer` (steps, checkpoints, and the
+optimiser in Model Garden's `trainer.optimizer_config`) and `runtime` (strategy, precision). The registered experiments, one factory per paper run, are in
 `configs/experiments.py`; YAML files in `official_configs/pretrain/` override them, and
 `configs/validation.py` checks a whole experiment in one pass before anything is built.
 """
 
 import dataclasses
-from typing import List
-
 from official.core import config_definitions as cfg
 from official.modeling import hyperparams
 from official.vision.configs import backbones
@@ -31,29 +29,11 @@ class EncoderConfig(hyperparams.Config):
 
 
 @dataclasses.dataclass
-class OptimizationConfig(hyperparams.Config):
-  """lr = base_learning_rate · global_batch / 256, linear warmup, then cosine (or COCO's
-  piecewise ÷10 at 96% and 98%). Norm parameters and biases: no decay, no LARS adaptation."""
-  optimizer: str = 'lars'  # 'lars' or 'sgd'
-  base_learning_rate: float = 0.2
-  momentum: float = 0.9
-  weight_decay: float = 1.5e-6
-  lars_eeta: float = 0.001
-  schedule: str = 'cosine'  # 'cosine' or 'piecewise_coco'
-  warmup_fraction: float = 0.01
-  warmup_epochs: float = 0.0  # > 0 takes precedence over warmup_fraction
-  examples_per_epoch: int = IMAGENET_TRAIN_EXAMPLES
-  # Regexes on variable names (Model Garden LARS uses re.search): every BN gamma/beta (ResNet's
-  # batch_normalization*, the FPN's norm_*, the heads' norm) and every bias. Under a multi-replica
-  # strategy LARS is handed each replica's component variable, named '.../gamma/replica_1:0'.
-  exclude_from_weight_decay: List[str] = dataclasses.field(
-      default_factory=lambda: [r'(^|/)(gamma|beta|bias)(/replica_\d+)?(:\d+)?$'])
-
-
-def coupled_weight_decay(cfg: OptimizationConfig) -> float:
-  """MoCo's coupled L2, wd/2·Σ‖w‖², that an SGD-trained model adds to its loss (LARS decays the
-  weights itself): the weight decay for SGD, 0 for LARS."""
-  return cfg.weight_decay if cfg.optimizer == 'sgd' else 0.0
+class PretrainLosses(hyperparams.Config):
+  """l2_weight_decay: MoCo's coupled L2, wd/2·Σ‖w‖² added to the loss over the variables it
+  trains (its SGD's weight decay), as Model Garden's vision tasks' `losses.l2_weight_decay`.
+  LARS decays weights itself (`trainer.optimizer_config.optimizer.lars.weight_decay_rate`)."""
+  l2_weight_decay: float = 0.0
 
 
 @dataclasses.dataclass
@@ -63,7 +43,7 @@ class PretrainTask(cfg.TaskConfig):
   train_data: data_config.DataConfig = dataclasses.field(default_factory=data_config.DataConfig)
   validation_data: data_config.ProbeDataConfig = dataclasses.field(
       default_factory=data_config.ProbeDataConfig)
-  optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
+  losses: PretrainLosses = dataclasses.field(default_factory=PretrainLosses)
   log_every_steps: int = 100
 
 

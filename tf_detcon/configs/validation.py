@@ -75,23 +75,24 @@ def validate_probe_data(data: data_config.ProbeDataConfig,
                  f'{data.level}')
 
 
-def validate_optimization(opt: pretrain.OptimizationConfig,
-                          path: str = 'task.optimization') -> None:
-  checks.one_of(opt.optimizer, ('lars', 'sgd'), f'{path}.optimizer')
-  checks.one_of(opt.schedule, ('cosine', 'piecewise_coco'), f'{path}.schedule')
-  checks.positive(opt.base_learning_rate, f'{path}.base_learning_rate')
-  checks.require(opt.weight_decay >= 0, f'{path}.weight_decay must be >= 0')
-  checks.require(0 <= opt.warmup_fraction < 1, f'{path}.warmup_fraction must be in [0, 1)')
-  checks.require(opt.warmup_epochs >= 0, f'{path}.warmup_epochs must be >= 0')
+def validate_optimization(params: pretrain.PretrainExperiment) -> None:
+  """Model Garden's optimiser config (any optimiser and schedule its factory builds), and the
+  coupled L2 of `task.losses`."""
+  config = params.trainer.optimizer_config
+  checks.require(config.optimizer.type is not None,
+                 'trainer.optimizer_config.optimizer.type is not set (lars, sgd, ...)')
+  checks.require(config.learning_rate.type is not None,
+                 'trainer.optimizer_config.learning_rate.type is not set (cosine, stepwise, ...)')
+  checks.require(params.task.losses.l2_weight_decay >= 0,
+                 'task.losses.l2_weight_decay must be >= 0')
 
 
 def validate_task(task: pretrain.PretrainTask) -> None:
-  """The task: data, the chosen method's block (and no other), optimisation."""
+  """The task: data, the probe's data, the chosen method's block (and no other)."""
   validate_data(task.train_data)
   validate_probe_data(task.validation_data)
   method = checks.one_of_config(task.method, 'task.method')
   checks.check_block(method, task, f'task.method.{task.method.type}')
-  validate_optimization(task.optimization)
   checks.require(task.log_every_steps >= 1, 'task.log_every_steps must be >= 1')
 
 
@@ -104,6 +105,7 @@ def validate_runtime(runtime: cfg.RuntimeConfig) -> None:
 def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = None) -> None:
   """The whole experiment; with `num_replicas`, also that the global batch splits over them."""
   validate_task(params.task)
+  validate_optimization(params)
   validate_runtime(params.runtime)
   trainer = params.trainer
   checks.require(trainer.train_steps >= 1,

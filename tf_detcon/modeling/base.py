@@ -151,7 +151,7 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
     self.data_cfg = task.train_data
     self.total_steps = total_steps
     # MoCo's coupled L2 for SGD; LARS decays in the optimiser.
-    self.l2_weight_decay = pretrain_config.coupled_weight_decay(task.optimization)
+    self.l2_weight_decay = task.losses.l2_weight_decay
     # `_logs` all-reduces every value inside the step; Keras would otherwise sum the replicas'
     # (already global) values under MirroredStrategy.
     self.distribute_reduction_method = 'first'

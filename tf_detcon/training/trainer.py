@@ -14,6 +14,7 @@ from absl import logging
 import tensorflow as tf
 
 from tf_detcon import __version__
+from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.configs import validation
 from tf_detcon.data import datasets
@@ -43,8 +44,7 @@ class Run:
     self.global_batch = task.train_data.global_batch_size
     with self.strategy.scope():
       self.model = registry.build_model(task, self.total_steps)
-      self.optimizer = optimization.build_optimizer(task.optimization, self.total_steps,
-                                                    self.global_batch)
+      self.optimizer = optimization.build_optimizer(params.trainer.optimizer_config)
       self.model.compile(optimizer=self.optimizer,
                          steps_per_execution=max(params.trainer.steps_per_loop, 1))
       self.model.initialize_targets()
@@ -98,9 +98,11 @@ class Run:
       callbacks.append(monitors.ProbeEvaluation(task.validation_data,
                                                 trainer.validation_interval,
                                                 trainer.validation_steps, self.model_dir))
+    peak = optimization_config.peak_learning_rate(trainer.optimizer_config)
     print(f'training {type(self.model).__name__} for {remaining} steps '
-          f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas)',
-          flush=True)
+          f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
+          f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} = '
+          f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)', flush=True)
     # Preemption (SIGTERM) becomes an interruption that checkpoints; signals are main-thread only.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
