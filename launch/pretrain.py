@@ -10,6 +10,8 @@ Model Garden's flag conventions:
 
 --mode=train (default) resumes from --model_dir if it holds checkpoints, trains to
 trainer.train_steps and exports; --mode=export exports the latest checkpoint.
+--tf_data_service=grpc://host:port runs the input pipeline on that tf.data service's workers
+(task.train_data.enable_tf_data_service and tf_data_service_address).
 """
 
 import os
@@ -31,12 +33,27 @@ FLAGS = flags.FLAGS
 MODES = ('train', 'export')
 
 
+def parse(flags_obj) -> pretrain.PretrainExperiment:
+  """Model Garden's parse (experiment, config files, --tpu, --params_override); --tf_data_service
+  turns the service on for the training input (the probe's labelled set is read in-process)."""
+  options = train_utils.ParseConfigOptions(
+      experiment=flags_obj.experiment, config_file=flags_obj.config_file, tpu=flags_obj.tpu,
+      params_override=flags_obj.params_override or '')
+  params = train_utils.parse_configuration(options, lock_return=False, print_return=False)
+  if flags_obj.tf_data_service:
+    params.override({'task': {'train_data': {
+        'enable_tf_data_service': True, 'tf_data_service_address': flags_obj.tf_data_service}}})
+  params.lock()
+  return params
+
+
 def main(argv):
   mode = cli.check_flags(FLAGS, argv, MODES, 'detcon_b_tiny',
                          accepts=lambda c: isinstance(c, pretrain.PretrainExperiment))
-  params = train_utils.parse_configuration(FLAGS, print_return=False)
+  params = parse(FLAGS)
   train_utils.serialize_config(params, FLAGS.model_dir)
-  if mode == 'train' and not params.task.train_data.input_path:
+  data = params.task.train_data
+  if mode == 'train' and not (data.input_path or data.tfds_name):
     build_embedded.ensure()  # the embedded sample set, built once on first use
   if mode == 'train':
     trainer.train_and_export(params, FLAGS.model_dir)

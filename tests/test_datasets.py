@@ -9,11 +9,12 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT, blocky_ids, palette
+from tests.conftest import REPO_ROOT, blocky_ids, palette, tiny_params
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 from tf_detcon.data import records
 from tf_detcon.data.offline import shards
+from tf_detcon.training import trainer
 
 
 def _config(**overrides) -> data_config.DataConfig:
@@ -149,3 +150,130 @@ def test_an_unbuilt_embedded_set_is_a_clear_error_not_a_silent_build(tmp_path, m
   with pytest.raises(ValueError, match='embedded sample dataset is not built in .*build_embedded'):
     datasets.resolve_files('')
 
+
+
+def _identifiable_records(tmp_path, files=2, per_file=4):
+  """Record files whose records are their own names: 'f<file>r<record>'."""
+  paths = []
+  for f in range(files):
+    path = str(tmp_path / f'part-{f}.tfrecord')
+    with tf.io.TFRecordWriter(path) as writer:
+      for r in range(per_file):
+        writer.write(f'f{f}r{r}'.encode())
+    paths.append(path)
+  return paths
+
+
+def _records(cfg, count=8, context=None):
+  ds = datasets.record_dataset(cfg, context)
+  return [r.decode() for r in ds.take(count).as_numpy_iterator()]
+
+
+def test_record_order_settings(tmp_path):
+  """Model Garden's cycle_length / block_length / deterministic interleave, sharding between
+  input pipelines, shuffle_buffer_size and seed, on records that name themselves."""
+  _identifiable_records(tmp_path)
+  base = dict(input_path=str(tmp_path / '*.tfrecord'), deterministic=True, seed=3,
+              shuffle_buffer_size=1, cycle_length=2)
+  blocks = _records(_config(block_length=2, **base))
+  files = [r[:2] for r in blocks]
+  assert files[0] == files[1] != files[2] == files[3] != files[4]
+  alternating = [r[:2] for r in _records(_config(block_length=1, **base))]
+  assert all(a != b for a, b in zip(alternating, alternating[1:]))
+  context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                       num_replicas_in_sync=2)
+  assert {r[:2] for r in _records(_config(**base), 8, context)} == {'f1'}
+  assert {r[:2] for r in _records(_config(sharding=False, **base), 8, context)} == {'f0', 'f1'}
+  shuffled = dict(base, shuffle_buffer_size=8)
+  first = _records(_config(**shuffled), 16)
+  assert first == _records(_config(**shuffled), 16)
+  assert first != _records(_config(**dict(shuffled, seed=4)), 16)
+  assert sorted(first[:8]) != first[:8] or sorted(first[8:]) != first[8:]
+
+
+def test_cache_serves_later_epochs_from_memory(tmp_path):
+  """With cache, the records stay in memory after the first pass: later epochs still read
+  after the files are deleted. Without it, they are read again (and fail)."""
+  for cache in (True, False):
+    directory = tmp_path / str(cache)
+    directory.mkdir()
+    paths = _identifiable_records(directory, files=2, per_file=2)
+    iterator = iter(datasets.record_dataset(_config(input_path=str(directory / '*'),
+                                                    cache=cache, shuffle_buffer_size=1)))
+    assert sorted(next(iterator).numpy().decode() for _ in range(4)) == [
+        'f0r0', 'f0r1', 'f1r0', 'f1r1']
+    for path in paths:
+      os.remove(path)
+    if cache:
+      assert len([next(iterator) for _ in range(12)]) == 12
+    else:
+      with pytest.raises(tf.errors.NotFoundError):
+        for _ in range(12):
+          next(iterator)
+
+
+def test_model_garden_dataset_options(embedded_files):
+  """deterministic, autotune_algorithm, ram_budget (GiB), prefetch_buffer_size and the runtime's
+  dataset_num_private_threads end up in the dataset, as Model Garden's InputReader sets them."""
+  del embedded_files
+  cfg = _config(deterministic=True, autotune_algorithm='HILL_CLIMB', ram_budget=2,
+                prefetch_buffer_size=3)
+  ds = datasets.build_dataset(cfg, private_threads=2)
+  options = ds.options()
+  assert options.deterministic is True
+  assert options.autotune.autotune_algorithm == tf.data.experimental.AutotuneAlgorithm.HILL_CLIMB
+  assert options.autotune.ram_budget == 2 * 1024**3
+  assert options.threading.private_threadpool_size == 2
+  assert ds._buffer_size.numpy() == 3  # pylint: disable=protected-access
+  assert datasets.build_dataset(_config())._buffer_size.numpy() == tf.data.AUTOTUNE  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="autotune_algorithm must be one of 'DEFAULT'"):
+    datasets.build_dataset(_config(autotune_algorithm='FASTEST'))
+
+
+@pytest.fixture(scope='module')
+def tfds_dir(tmp_path_factory):
+  """A prepared TFDS dataset 'grid_scene_images' (8 PNG scenes) in a temporary data_dir."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class GridSceneImages(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(encoding_format='png')}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(8):
+        yield i, {'image': palette(5)[blocky_ids(40 + 8 * (i % 2), 48, 5, 8, seed=i)]}
+
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  GridSceneImages(data_dir=data_dir).download_and_prepare()
+  return data_dir
+
+
+def test_tfds_images_train_grid_mask_methods(tfds_dir, tmp_path):
+  """tfds_name / tfds_split / tfds_data_dir read a TFDS dataset directly, no precompute: grid
+  masks for DetCon, the global mask for SimCLR; a 2-step SimCLR run trains on it. Stored masks
+  and unprepared datasets are one-line errors saying what to do."""
+  source = dict(tfds_name='grid_scene_images', tfds_split='train', tfds_data_dir=tfds_dir)
+  batch = next(iter(datasets.build_dataset(_config(masks={'kind': 'grid', 'grid_size': 2},
+                                                   **source))))
+  assert batch['view1'].shape == (4, 32, 32, 3)
+  assert set(np.unique(batch['mask1'].numpy())) <= {0, 1, 2, 3}
+  params = tiny_params('simclr_tiny', train_steps=2, steps_per_loop=1)
+  params.task.train_data.override(source)
+  run = trainer.Run(params, str(tmp_path / 'tfds_run'))
+  run.train()
+  assert run.step == 2
+  with pytest.raises(ValueError, match=r"tfds_name reads images only; masks.kind 'stored'.*"
+                     'run launch/make_masks.py'):
+    datasets.build_dataset(_config(**source))
+  with pytest.raises(ValueError, match="'grid_scene_images' is not prepared in .*tfds build"):
+    datasets.build_dataset(_config(masks={'kind': 'grid'}, **dict(
+        source, tfds_data_dir=str(tmp_path / 'empty'))))
+  with pytest.raises(ValueError, match='tfds_split is required'):
+    datasets.build_dataset(_config(masks={'kind': 'grid'}, **dict(source, tfds_split='')))

@@ -24,19 +24,25 @@ def _tags(directory):
 
 def test_pretraining_probes_every_validation_interval_and_draws_views(tmp_path, embedded_files):
   """Model Garden's validation_interval / validation_steps and a labelled validation_data
-  (the synthetic scenes) give a linear-probe mIoU in TensorBoard at steps 2 and 4;
-  summary_interval gives pictures of the views."""
+  (the synthetic scenes) give a linear-probe mIoU in TensorBoard at steps 2 and 4, under
+  validation_summary_subdir; summary_interval (not log_every_steps) sets when scalars and
+  pictures of the views are written."""
   del embedded_files
   params = tiny_params('detcon_b_tiny', train_steps=4, steps_per_loop=1, validation_interval=2,
-                       validation_steps=1, summary_interval=2)
+                       validation_steps=1, summary_interval=2,
+                       validation_summary_subdir='probe_eval')
+  params.task.log_every_steps = 3
   params.task.validation_data = data_config.ProbeDataConfig(
       source='synthetic', image_size=64, level='3', num_train=4, num_eval=8,
       global_batch_size=2)
   run = trainer.Run(params, str(tmp_path / 'run'))
   run.train()
-  scalars = _tags(os.path.join(run.model_dir, monitors.VALIDATION_DIR))
+  scalars = _tags(os.path.join(run.model_dir, 'probe_eval'))
   assert sorted(step for step, _ in scalars['probe/linear_level3_miou']) == [2, 4]
-  views = _tags(os.path.join(run.model_dir, 'train'))['views']
+  train = _tags(os.path.join(run.model_dir, 'train'))
+  assert sorted(step for step, _ in train['loss']) == [2, 4]
+  assert sorted(step for step, _ in train['images_per_second']) == [2, 4]
+  views = train['views']
   assert sorted(step for step, kind in views if kind == 'image') == [0, 2, 4]
 
 

@@ -2,13 +2,16 @@
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from tests.conftest import REPO_ROOT, tiny_params
 from tf_detcon.data import color
@@ -107,15 +110,101 @@ def test_interruption_saves_a_checkpoint_at_the_current_step(tmp_path, monkeypat
   assert trainer.Run(tiny_params(train_steps=8), model_dir).step == 3
 
 
-def test_non_finite_loss_stops_training_with_a_clear_error():
-  guard = callbacks.NonFiniteGuard()
+class _FakeModel:
+  optimizer = type('O', (), {'iterations': tf.Variable(7)})
 
-  class FakeModel:
-    optimizer = type('O', (), {'iterations': tf.Variable(7)})
 
-  guard.set_model(FakeModel())
-  with pytest.raises(FloatingPointError, match='non-finite loss nan at step 7'):
-    guard.on_train_batch_end(0, {'loss': float('nan')})
+def test_recovery_off_still_stops_on_a_non_finite_loss():
+  """recovery_max_trials < 0 turns recovery off, as in Model Garden: the bound is not checked,
+  but a NaN still stops the run rather than being checkpointed."""
+  recovery = callbacks.Recovery(lambda: pytest.fail('restored'), loss_upper_bound=1.0,
+                                begin_steps=0, max_trials=-1)
+  recovery.set_model(_FakeModel())
+  recovery.on_train_batch_end(0, {'loss': 5.0})
+  with pytest.raises(FloatingPointError, match='non-finite loss nan at step 7, after 0 '
+                     'recoveries'):
+    recovery.on_train_batch_end(0, {'loss': float('nan')})
+
+
+class _PoisonWeights(tf_keras.callbacks.Callback):
+  """Turns the first trained variable into NaN after `step`, once: the next loss is NaN."""
+
+  def __init__(self, step: int):
+    super().__init__()
+    self.step = step
+
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) == self.step:
+      self.step = -1
+      variable = self.model.optimized_variables()[0]
+      variable.assign(variable * float('nan'))
+
+
+def test_loss_recovery_restores_the_last_good_checkpoint(tmp_path, monkeypatch, capsys,
+                                                         embedded_files):
+  """A NaN injected after step 3 makes step 4's loss NaN: the run restores ckpt-2 and trains on
+  to train_steps (recovery_max_trials=1), keeping max_to_keep checkpoints; with
+  allow_image_summary off, scalars but no pictures are written every summary_interval."""
+  del embedded_files
+  built = trainer.Run.callbacks
+  monkeypatch.setattr(trainer.Run, 'callbacks', lambda self: built(self) + [_PoisonWeights(3)])
+  params = tiny_params('simclr_tiny', train_steps=6, steps_per_loop=1, checkpoint_interval=2,
+                       recovery_max_trials=1, max_to_keep=2, summary_interval=2)
+  params.task.allow_image_summary = False
+  run = trainer.Run(params, str(tmp_path / 'recovered'))
+  run.train()
+  out = capsys.readouterr().out
+  assert 'non-finite loss nan at step 4: restored ' in out
+  assert 'ckpt-2 at step 2 (recovery 1 of 1)' in out
+  assert run.step == 6
+  assert all(np.isfinite(v.numpy()).all() for v in run.model.weights)
+  kept = [os.path.basename(p) for p in run.manager.checkpoints]
+  assert kept == ['ckpt-4', 'ckpt-6']
+  tags = set()
+  for path in tf.io.gfile.glob(os.path.join(run.model_dir, 'train', 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(value.tag for value in event.summary.value)
+  assert 'loss' in tags and 'views' not in tags
+
+
+def test_a_loss_above_the_bound_stops_naming_the_step(tmp_path, embedded_files):
+  """loss_upper_bound applies from recovery_begin_steps on; with no trials left the run stops
+  naming the step, and the last checkpoint (before it) is intact."""
+  del embedded_files
+  params = tiny_params('simclr_tiny', train_steps=6, steps_per_loop=1, checkpoint_interval=2,
+                       loss_upper_bound=-1.0, recovery_begin_steps=3, recovery_max_trials=0)
+  run = trainer.Run(params, str(tmp_path / 'bounded'))
+  with pytest.raises(FloatingPointError, match=r'above trainer.loss_upper_bound -1 at step 3, '
+                     r'after 0 recoveries \(trainer.recovery_max_trials=0\)'):
+    run.train()
+  assert os.path.basename(run.manager.latest_checkpoint) == 'ckpt-2'
+
+
+@pytest.mark.parametrize('setting', ['runtime.enable_xla', 'runtime.run_eagerly',
+                                     'trainer.train_tf_function'])
+def test_execution_settings_compile_as_configured(setting, tmp_path, embedded_files):
+  """enable_xla → an XLA-compiled train step; run_eagerly or train_tf_function=false → eager
+  steps; steps_per_loop → steps per compiled call. Each trains to a finite loss."""
+  del embedded_files
+  params = tiny_params('simclr_tiny', train_steps=2, steps_per_loop=2)
+  section, name = setting.split('.')
+  getattr(params, section).override({name: setting != 'trainer.train_tf_function'})
+  run = trainer.Run(params, str(tmp_path / name))
+  assert run.model.jit_compile == (setting == 'runtime.enable_xla')
+  assert run.model.run_eagerly == (setting != 'runtime.enable_xla')
+  assert int(run.model._steps_per_execution.numpy()) == 2  # pylint: disable=protected-access
+  history = []
+  run.model.fit = _recording(run.model.fit, history)
+  run.train()
+  assert run.step == 2 and np.isfinite(history[-1]['loss'][-1])
+
+
+def _recording(fit, history):
+  def wrapped(*args, **kwargs):
+    result = fit(*args, **kwargs)
+    history.append(result.history)
+    return result
+  return wrapped
 
 
 def _pretrain(*args):
@@ -147,6 +236,38 @@ def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedd
   assert unknown.returncode == 1
   assert "unknown experiment 'detcon_q'; known: " in unknown.stderr.strip().splitlines()[-1]
   assert 'detcon_b_tiny' in unknown.stderr
+
+
+@pytest.mark.parametrize('on_demand', [True, False])
+def test_sigterm_checkpoints_only_when_preemption_checkpoints_are_on(on_demand, tmp_path,
+                                                                    embedded_files):
+  """A real SIGTERM to the launcher mid-run: with trainer.preemption_on_demand_checkpoint it
+  saves a checkpoint at the current step and exits; without, the process just dies."""
+  del embedded_files
+  model_dir = str(tmp_path / 'preempted')
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'),
+       '--experiment=simclr_tiny', f'--model_dir={model_dir}',
+       '--params_override=trainer.train_steps=100000,trainer.steps_per_loop=1,'
+       'trainer.checkpoint_interval=100000,trainer.summary_interval=0,task.log_every_steps=1,'
+       f'trainer.preemption_on_demand_checkpoint={on_demand}'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  try:
+    for line in process.stdout:
+      if line.startswith('step 3/'):
+        break
+    process.send_signal(signal.SIGTERM)
+    rest, err = process.communicate(timeout=120)
+  finally:
+    process.kill()
+  checkpoints = tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', 'ckpt-*.index'))
+  if on_demand:
+    assert process.returncode == 143, err[-2000:]
+    step = int(re.search(r'interrupted at step (\d+)', rest).group(1))
+    assert step >= 3 and [os.path.basename(p) for p in checkpoints] == [f'ckpt-{step}.index']
+  else:
+    assert process.returncode == -signal.SIGTERM and not checkpoints
 
 
 @pytest.mark.parametrize('name', ['decon_sl_detcon_b_tiny', 'detco_tiny'])

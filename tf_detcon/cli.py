@@ -53,6 +53,8 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     tf.get_logger().setLevel('WARNING')  # TF's own INFO chatter; ours stays
     try:
       main(argv)
+    except KeyboardInterrupt as e:  # the trainer has checkpointed and said so
+      sys.exit(143 if str(e) == 'SIGTERM' else 130)  # 128 + the signal, as the shell reports
     except USER_ERRORS as e:
       if os.environ.get('TF_DETCON_TRACEBACK'):
         raise

@@ -103,7 +103,7 @@ def mocov2_views(size: int = 224) -> dict:
 class ProbeDataConfig(hyperparams.Config):
   """A labelled set for the frozen linear probe that pretraining runs every
   `trainer.validation_interval` steps (`launch/evaluate.py`'s probe; the run's mIoU goes to
-  TensorBoard under `<model_dir>/validation/`). `source` '' turns it off.
+  TensorBoard under `<model_dir>/<trainer.validation_summary_subdir>/`). `source` '' turns it off.
 
   source: 'synthetic' (the built-in scenes), 'tfrecord' (Model Garden segmentation records:
   `input_path` to fit on, `eval_input_path` to score on) or 'folder' (image and label-PNG

@@ -302,7 +302,7 @@ def tiny(params: PretrainExperiment) -> PretrainExperiment:
   warmup = 2 if params.trainer.optimizer_config.warmup.type else 0
   task.log_every_steps = 5
   params.trainer.override(dict(train_steps=20, steps_per_loop=5, checkpoint_interval=10,
-                               summary_interval=5))
+                               summary_interval=10))
   optimization.reschedule(params.trainer.optimizer_config, old_steps, 20, warmup,
                           lr_scale=TINY_BATCH / old_batch)
   params.runtime.override(dict(distribution_strategy='mirrored', mixed_precision_dtype='float32'))

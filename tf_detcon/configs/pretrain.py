@@ -45,6 +45,8 @@ class PretrainTask(cfg.TaskConfig):
       default_factory=data_config.ProbeDataConfig)
   losses: PretrainLosses = dataclasses.field(default_factory=PretrainLosses)
   log_every_steps: int = 100
+  # Model Garden's switch for image summaries: pictures of the views every summary_interval.
+  allow_image_summary: bool = True
 
 
 @dataclasses.dataclass

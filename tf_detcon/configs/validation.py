@@ -12,6 +12,7 @@ from official.core import config_definitions as cfg
 
 from tf_detcon.configs import checks
 from tf_detcon.configs import data as data_config
+from tf_detcon.configs import fields
 from tf_detcon.configs import pretrain
 
 ConfigError = checks.ConfigError
@@ -27,6 +28,7 @@ def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -
                  f'{path}.masks.grid_size must be >= 1, got {data.masks.grid_size}')
   checks.require(data.global_batch_size >= 1,
                  f'{path}.global_batch_size must be >= 1, got {data.global_batch_size}')
+  validate_input_source(data, path)
   for name in ('view1', 'view2'):
     view = getattr(data, name)
     where = f'{path}.{name}'
@@ -48,6 +50,38 @@ def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -
     checks.require(local.grid_size >= 1 and cell >= local.patch_size >= 1,
                    f'{path}.local_views: cells of {local.output_size}/{local.grid_size} = '
                    f'{cell} px cannot hold patches of {local.patch_size} px')
+
+
+def validate_input_source(data: data_config.DataConfig, path: str) -> None:
+  """Where the examples come from (records or TFDS) and how they are served (tf.data service)."""
+  if data.tfds_name:
+    checks.require(not data.input_path, f'{path}: set input_path or tfds_name, not both')
+    checks.require(bool(data.tfds_split), f"{path}.tfds_split is required with tfds_name "
+                   f"(e.g. 'train')")
+    checks.require(data.masks.kind == 'grid',
+                   f"{path}.tfds_name reads images only; masks.kind 'stored' (FH or ground "
+                   'truth) needs records with masks: run launch/make_masks.py and set '
+                   'input_path to its shards')
+  else:
+    checks.require(not (data.tfds_split or data.tfds_data_dir),
+                   f'{path}.tfds_split / tfds_data_dir are set but tfds_name is not')
+  if data.enable_tf_data_service:
+    checks.require(bool(data.tf_data_service_address),
+                   f'{path}.enable_tf_data_service needs tf_data_service_address (or '
+                   '--tf_data_service=grpc://host:port)')
+    checks.require(data.seed is None,
+                   f'{path}.seed with tf.data service would give every worker the same views; '
+                   'unset it')
+  else:
+    checks.require(not data.tf_data_service_address,
+                   f'{path}.tf_data_service_address is set but enable_tf_data_service is false')
+  if data.autotune_algorithm:
+    names = ('DEFAULT', 'HILL_CLIMB', 'GRADIENT_DESCENT', 'MAX_PARALLELISM', 'STAGE_BASED')
+    checks.one_of(data.autotune_algorithm, names, f'{path}.autotune_algorithm')
+  for name in ('block_length', 'cycle_length'):
+    checks.require(getattr(data, name) >= 1, f'{path}.{name} must be >= 1')
+  checks.require(data.prefetch_buffer_size is None or data.prefetch_buffer_size >= 1,
+                 f'{path}.prefetch_buffer_size must be >= 1 (or unset: autotuned)')
 
 
 def validate_probe_data(data: data_config.ProbeDataConfig,
@@ -100,10 +134,14 @@ def validate_runtime(runtime: cfg.RuntimeConfig) -> None:
   checks.one_of(runtime.mixed_precision_dtype or 'float32', PRECISIONS,
                 'runtime.mixed_precision_dtype')
   checks.one_of(runtime.distribution_strategy, STRATEGIES, 'runtime.distribution_strategy')
+  checks.require(not runtime.tpu or runtime.distribution_strategy == 'tpu',
+                 f'runtime.tpu is {runtime.tpu!r} but runtime.distribution_strategy is '
+                 f"{runtime.distribution_strategy!r}; set it to 'tpu'")
 
 
 def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = None) -> None:
   """The whole experiment; with `num_replicas`, also that the global batch splits over them."""
+  fields.check_refused(params)
   validate_task(params.task)
   validate_optimization(params)
   validate_runtime(params.runtime)
@@ -112,6 +150,11 @@ def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = 
                  f'trainer.train_steps must be >= 1, got {trainer.train_steps}')
   checks.require(trainer.steps_per_loop >= 1, 'trainer.steps_per_loop must be >= 1')
   checks.require(trainer.checkpoint_interval >= 1, 'trainer.checkpoint_interval must be >= 1')
+  checks.require(trainer.summary_interval <= 0
+                 or trainer.summary_interval % trainer.steps_per_loop == 0,
+                 f'trainer.summary_interval {trainer.summary_interval} must be a multiple of '
+                 f'trainer.steps_per_loop {trainer.steps_per_loop} (summaries are written '
+                 'between loops)')
   if num_replicas is not None:
     batch = params.task.train_data.global_batch_size
     checks.require(batch % num_replicas == 0,

@@ -1,6 +1,15 @@
-"""The pretraining tf.data pipeline: records → validated examples → host views → batches."""
+"""The pretraining tf.data pipeline: examples → host views → batches, with Model Garden's input
+settings (`official.core.config_definitions.DataConfig`, as its `InputReader` applies them).
 
-from typing import List, Optional
+Examples come from our TFRecords (`input_path`, or the embedded sample set) or straight from a
+TFDS dataset (`tfds_name`; images only, so grid/global masks). `cache`, `sharding`,
+`cycle_length`, `block_length`, `deterministic`, `prefetch_buffer_size`, `ram_budget`,
+`autotune_algorithm` and the runtime's `dataset_num_private_threads` act as in Model Garden; with
+`enable_tf_data_service` the whole host pipeline runs on tf.data service workers.
+"""
+
+import random
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 
@@ -10,6 +19,10 @@ from tf_detcon.data import color
 from tf_detcon.data import decode
 from tf_detcon.data import embedded
 from tf_detcon.data import geometry
+
+# One suffix per process, as Model Garden's InputReader does, so a restarted job (a preempted
+# TPU host) does not attach to the tf.data service state of its previous life.
+_JOB_SUFFIX = random.randint(0, 2**31)
 
 
 def resolve_files(input_path: str) -> List[str]:
@@ -27,40 +40,148 @@ def resolve_files(input_path: str) -> List[str]:
   return files
 
 
+def _shards(cfg: data_config.DataConfig, input_context: Optional[tf.distribute.InputContext]
+            ) -> Optional[tf.distribute.InputContext]:
+  """The input context to shard by, or None when the data is not split between pipelines."""
+  if (input_context is None or input_context.num_input_pipelines <= 1 or not cfg.sharding
+      or cfg.enable_tf_data_service):
+    return None
+  return input_context
+
+
+def record_dataset(cfg: data_config.DataConfig,
+                   input_context: Optional[tf.distribute.InputContext] = None
+                   ) -> tf.data.Dataset:
+  """Serialized records: files sharded by pipeline (`sharding`), interleaved (`cycle_length`,
+  `block_length`), cached in memory after the first pass (`cache`), then repeated and shuffled.
+
+  `cache` holds the records, not decoded examples: decoding draws one of the stored FH maps at
+  random, and caching its result would freeze that draw.
+  """
+  files = resolve_files(cfg.input_path)
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  shard_by = _shards(cfg, input_context)
+  if shard_by is not None:
+    if len(files) < shard_by.num_input_pipelines:
+      raise ValueError(f'{len(files)} record files cannot feed {shard_by.num_input_pipelines} '
+                       'input pipelines (or set task.train_data.sharding=false)')
+    ds = ds.shard(shard_by.num_input_pipelines, shard_by.input_pipeline_id)
+  if cfg.is_training and not cfg.cache:
+    ds = ds.shuffle(len(files), seed=cfg.seed).repeat()
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.cycle_length, len(files)),
+                     block_length=cfg.block_length, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=cfg.deterministic)
+  if cfg.cache:
+    ds = ds.cache()
+    if cfg.is_training:
+      ds = ds.repeat()
+  if cfg.is_training and cfg.shuffle_buffer_size > 1:
+    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
+  return ds
+
+
+def tfds_examples(cfg: data_config.DataConfig,
+                  input_context: Optional[tf.distribute.InputContext] = None
+                  ) -> tf.data.Dataset:
+  """Examples (image, grid mask) read directly from TFDS: `tfds_name`, `tfds_split`,
+  `tfds_data_dir`. No precompute: the masks are the grid / global mask of `masks.grid_size`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (optional path)
+  try:
+    builder = tfds.builder(cfg.tfds_name, data_dir=cfg.tfds_data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f'task.train_data.tfds_name {cfg.tfds_name!r} is not a TFDS dataset '
+                     f'(or not prepared in tfds_data_dir {cfg.tfds_data_dir!r})') from e
+  if not tf.io.gfile.exists(builder.data_dir):
+    raise ValueError(f'TFDS dataset {cfg.tfds_name!r} is not prepared in '
+                     f'{cfg.tfds_data_dir or "the default TFDS data_dir"}: run '
+                     f'`tfds build {cfg.tfds_name}` (or set task.train_data.tfds_data_dir)')
+  shard_by = _shards(cfg, input_context)
+  read_config = tfds.ReadConfig(input_context=shard_by, shuffle_seed=cfg.seed,
+                                interleave_cycle_length=cfg.cycle_length,
+                                interleave_block_length=cfg.block_length, add_tfds_id=True)
+  try:
+    ds = builder.as_dataset(split=cfg.tfds_split, shuffle_files=cfg.is_training,
+                            read_config=read_config)
+  except ValueError as e:
+    raise ValueError(f'task.train_data.tfds_split {cfg.tfds_split!r} of {cfg.tfds_name!r}: '
+                     f'{str(e).splitlines()[0]}') from e
+
+  def example(element: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    image = element['image']
+    if image.shape.rank == 3 and image.shape[-1] == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    shape = tf.shape(image)
+    return {'key': element['tfds_id'], 'image': image,
+            'mask': decode.grid_ids(shape[0], shape[1], cfg.masks.grid_size),
+            'valid': tf.constant(True), 'error': tf.constant('')}
+
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  if cfg.cache:
+    ds = ds.cache()
+  if cfg.is_training:
+    ds = ds.repeat()
+    if cfg.shuffle_buffer_size > 1:
+      ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
+  return ds
+
+
+def examples(cfg: data_config.DataConfig,
+             input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """Validated examples {key, image, mask, valid, error}, from TFDS or from our records."""
+  if cfg.tfds_name:
+    return tfds_examples(cfg, input_context)
+  ds = record_dataset(cfg, input_context).map(
+      lambda record: decode.decode_example(record, cfg.masks),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  if cfg.on_bad_example == 'skip':
+    return ds.filter(lambda example: example['valid'])
+  return ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def with_options(ds: tf.data.Dataset, cfg: data_config.DataConfig,
+                 private_threads: Optional[int] = None) -> tf.data.Dataset:
+  """Model Garden's dataset options: determinism, autotuning and a private thread pool."""
+  options = tf.data.Options()
+  if cfg.deterministic is not None:
+    options.deterministic = cfg.deterministic
+  if cfg.autotune_algorithm:
+    options.autotune.autotune_algorithm = (
+        tf.data.experimental.AutotuneAlgorithm[cfg.autotune_algorithm])
+  if cfg.ram_budget:
+    options.autotune.ram_budget = int(cfg.ram_budget * 1024**3)
+  if private_threads:
+    options.threading.private_threadpool_size = private_threads
+  return ds.with_options(options)
+
+
+def data_service_job(cfg: data_config.DataConfig) -> str:
+  """The job name readers share: Model Garden's `<name>_bs<global batch>_<process suffix>`."""
+  return f'{cfg.tf_data_service_job_name or "tf_detcon"}_bs{cfg.global_batch_size}_{_JOB_SUFFIX}'
+
+
 def build_dataset(cfg: data_config.DataConfig,
-                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  private_threads: Optional[int] = None) -> tf.data.Dataset:
   """Batches of two views (and masks, and DetCo patches) for one input pipeline.
 
   With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
-  calls `color.finalize_batch`; otherwise that runs here and the batches are final.
+  calls `color.finalize_batch`; otherwise that runs here and the batches are final. With
+  `enable_tf_data_service`, everything up to the batch runs on the service's workers.
   """
   validation.validate_data(cfg)
-  files = resolve_files(cfg.input_path)
   batch_size = cfg.global_batch_size
-  ds = tf.data.Dataset.from_tensor_slices(files)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(cfg.global_batch_size)
-    if input_context.num_input_pipelines > 1:
-      if len(files) < input_context.num_input_pipelines:
-        raise ValueError(f'{len(files)} record files cannot feed '
-                         f'{input_context.num_input_pipelines} input pipelines')
-      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-  if cfg.is_training:
-    ds = ds.shuffle(len(files), seed=cfg.seed).repeat()
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.cycle_length, len(files)),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
-  if cfg.is_training and cfg.shuffle_buffer_size > 1:
-    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
-  ds = ds.map(lambda record: decode.decode_example(record, cfg.masks),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  if cfg.on_bad_example == 'skip':
-    ds = ds.filter(lambda example: example['valid'])
-  else:
-    ds = ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = examples(cfg, input_context)
   ds = ds.map(lambda example: geometry.host_views(example, cfg),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=cfg.drop_remainder)
   if not cfg.color_on_device:
     ds = ds.map(lambda batch: color.finalize_batch(batch, cfg),
                 num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  if cfg.enable_tf_data_service:
+    ds = ds.apply(tf.data.experimental.service.distribute(
+        processing_mode='parallel_epochs', service=cfg.tf_data_service_address,
+        job_name=data_service_job(cfg)))
+  ds = with_options(ds, cfg, private_threads)
+  return ds.prefetch(cfg.prefetch_buffer_size or tf.data.AUTOTUNE)

@@ -1,9 +1,9 @@
-"""Training callbacks: checkpoints, progress lines with images/s and TensorBoard scalars, and a
-guard that stops on a non-finite loss before it is checkpointed."""
+"""Training callbacks: checkpoints, progress lines with images/s, TensorBoard scalars, Model
+Garden's loss recovery and its on-demand checkpoint on preemption."""
 
 import math
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -43,47 +43,126 @@ class CheckpointEvery(tf_keras.callbacks.Callback):
     self.save()
 
 
-class NonFiniteGuard(tf_keras.callbacks.Callback):
-  """Raises on a NaN/inf loss, so the run stops before a broken state is checkpointed."""
+class Recovery(tf_keras.callbacks.Callback):
+  """Model Garden's loss recovery (`trainer.loss_upper_bound`, `recovery_begin_steps`,
+  `recovery_max_trials`; official/core/actions.py RecoveryCondition + RecoveryAction).
+
+  A non-finite loss, or one above the bound from `recovery_begin_steps` on, restores the last
+  good checkpoint (`restore`) and training goes on from it, at most `max_trials` times; the next
+  one stops the run naming the step. With `max_trials` < 0 recovery is off (as in Model Garden)
+  but a non-finite loss still stops the run, so a broken state is never checkpointed.
+  """
+
+  def __init__(self, restore: Callable[[], str], loss_upper_bound: float, begin_steps: int,
+               max_trials: int):
+    super().__init__()
+    self.restore = restore
+    self.loss_upper_bound = loss_upper_bound
+    self.begin_steps = begin_steps
+    self.max_trials = max_trials
+    self.trials = 0
 
   def on_train_batch_end(self, batch, logs=None):
     loss = float((logs or {}).get('loss', 0.0))
+    step = _step(self.model)
     if not math.isfinite(loss):
-      raise FloatingPointError(f'non-finite loss {loss} at step {_step(self.model)}; the last '
-                               'checkpoint is intact (lower the learning rate or check inputs)')
+      reason = f'non-finite loss {loss}'
+    elif self.max_trials >= 0 and step >= self.begin_steps and loss > self.loss_upper_bound:
+      reason = f'loss {loss:.4g} above trainer.loss_upper_bound {self.loss_upper_bound:.4g}'
+    else:
+      return
+    self.trials += 1
+    if self.trials > max(self.max_trials, 0):
+      raise FloatingPointError(
+          f'{reason} at step {step}, after {self.trials - 1} recoveries '
+          f'(trainer.recovery_max_trials={self.max_trials}); the last checkpoint is intact '
+          '(lower the learning rate or check inputs)')
+    path = self.restore()
+    message = (f'{reason} at step {step}: restored {path} at step {_step(self.model)} '
+               f'(recovery {self.trials} of {self.max_trials})')
+    logging.warning(message)
+    print(message, flush=True)
+
+
+class SaveIfPreempted(tf_keras.callbacks.Callback):
+  """Runs `on_demand` (Model Garden's / orbit's SaveCheckpointIfPreempted, i.e. TF's
+  PreemptionCheckpointHandler: it watches the platform's maintenance notice and saves on every
+  host at the same step) after each loop of steps."""
+
+  def __init__(self, on_demand: Callable[[Optional[Dict]], None]):
+    super().__init__()
+    self.on_demand = on_demand
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.on_demand(logs)
+
+
+class _Rate:
+  """Images per second since the last `take`."""
+
+  def __init__(self, global_batch: int):
+    self.global_batch = global_batch
+    self.step, self.time = 0, 0.0
+
+  def reset(self, step: int) -> None:
+    self.step, self.time = step, time.time()
+
+  def take(self, step: int) -> float:
+    now = time.time()
+    rate = (step - self.step) * self.global_batch / max(now - self.time, 1e-9)
+    self.step, self.time = step, now
+    return rate
+
+
+def _values(logs: Optional[Dict], rate: float) -> Dict[str, float]:
+  values = {k: float(v) for k, v in (logs or {}).items()}
+  values['images_per_second'] = rate
+  return values
 
 
 class ProgressLogger(tf_keras.callbacks.Callback):
-  """Every `every` steps: one log line (step, loss, lr, images/s, ETA) and TensorBoard scalars."""
+  """Every `every` steps (`task.log_every_steps`), one line: step, loss, lr, images/s, ETA."""
 
-  def __init__(self, every: int, global_batch: int, total_steps: int,
-               summary_dir: Optional[str] = None):
+  def __init__(self, every: int, global_batch: int, total_steps: int):
     super().__init__()
     self.every = max(every, 1)
     self.global_batch = global_batch
     self.total_steps = total_steps
-    self.writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
-    self._last_step = 0
-    self._last_time = 0.0
+    self._rate = _Rate(global_batch)
 
   def on_train_begin(self, logs=None):
-    self._last_step, self._last_time = _step(self.model), time.time()
+    self._rate.reset(_step(self.model))
 
   def on_train_batch_end(self, batch, logs=None):
     step = _step(self.model)
-    if step - self._last_step < self.every and step < self.total_steps:
+    if step - self._rate.step < self.every and step < self.total_steps:
       return
-    now = time.time()
-    rate = (step - self._last_step) * self.global_batch / max(now - self._last_time, 1e-9)
-    self._last_step, self._last_time = step, now
-    values: Dict[str, float] = {k: float(v) for k, v in (logs or {}).items()}
-    values['images_per_second'] = rate
+    rate = self._rate.take(step)
+    values = _values(logs, rate)
     eta = (self.total_steps - step) * self.global_batch / max(rate, 1e-9)
     text = ' '.join(f'{k}={v:.4g}' for k, v in sorted(values.items()))
     logging.info('step %d/%d %s eta=%.0fs', step, self.total_steps, text, eta)
     print(f'step {step}/{self.total_steps} {text} eta={eta:.0f}s', flush=True)
-    if self.writer is not None:
-      with self.writer.as_default(step=step):
-        for name, value in values.items():
-          tf.summary.scalar(name, value)
-      self.writer.flush()
+
+
+class ScalarSummaries(tf_keras.callbacks.Callback):
+  """Every `interval` steps (Model Garden's `trainer.summary_interval`), the step's logs and
+  images/s as TensorBoard scalars in `summary_dir`."""
+
+  def __init__(self, interval: int, global_batch: int, summary_dir: str):
+    super().__init__()
+    self.interval = interval
+    self.writer = tf.summary.create_file_writer(summary_dir)
+    self._rate = _Rate(global_batch)
+
+  def on_train_begin(self, logs=None):
+    self._rate.reset(_step(self.model))
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = _step(self.model)
+    if step - self._rate.step < self.interval:
+      return
+    with self.writer.as_default(step=step):
+      for name, value in _values(logs, self._rate.take(step)).items():
+        tf.summary.scalar(name, value)
+    self.writer.flush()

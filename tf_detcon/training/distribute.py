@@ -24,8 +24,9 @@ def configure_precision(runtime: cfg.RuntimeConfig) -> None:
 
 def build_strategy(runtime: cfg.RuntimeConfig,
                    tpu: Optional[str] = None) -> tf.distribute.Strategy:
-  """TPUStrategy (`--tpu`, e.g. 'local' on a TPU VM), Mirrored (all local GPUs, else the CPU),
-  multi-worker mirrored, or the default strategy ('off')."""
+  """Model Garden's strategy from the runtime config: TPUStrategy (`--tpu`, e.g. 'local' on a TPU
+  VM), Mirrored over `num_gpus` GPUs (0: all local GPUs, else the CPU) with `all_reduce_alg`
+  and `num_packs`, multi-worker mirrored (TF_CONFIG), one device, or the default strategy."""
   kind = runtime.distribution_strategy
   tpu = tpu or runtime.tpu
   if kind == 'tpu' and not tpu:
@@ -34,12 +35,18 @@ def build_strategy(runtime: cfg.RuntimeConfig,
                      "runtime.distribution_strategy=mirrored")
   if kind not in ('tpu', 'mirrored', 'multi_worker_mirrored', 'one_device', 'off'):
     raise ValueError(f'unknown runtime.distribution_strategy {kind!r}')
-  if kind == 'mirrored' and not tf.config.list_logical_devices('GPU'):
-    strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
-  else:
-    strategy = distribute_utils.get_distribution_strategy(
-        distribution_strategy=kind, num_gpus=runtime.num_gpus, tpu_address=tpu,
-        all_reduce_alg=runtime.all_reduce_alg)
+  available = len(tf.config.list_physical_devices('GPU'))
+  if runtime.num_gpus > available:
+    raise ValueError(f'runtime.num_gpus is {runtime.num_gpus} but this machine has {available} '
+                     'GPUs')
+  if runtime.all_reduce_alg == 'nccl' and kind == 'mirrored' and not available:
+    raise ValueError("runtime.all_reduce_alg 'nccl' needs GPUs; on CPU use 'hierarchical_copy' "
+                     'or leave it unset')
+  num_gpus = runtime.num_gpus or {'mirrored': available,
+                                  'one_device': min(available, 1)}.get(kind, 0)
+  strategy = distribute_utils.get_distribution_strategy(
+      distribution_strategy=kind, num_gpus=num_gpus, tpu_address=tpu,
+      all_reduce_alg=runtime.all_reduce_alg, num_packs=runtime.num_packs)
   logging.info('strategy %s with %d replicas', type(strategy).__name__,
                strategy.num_replicas_in_sync)
   return strategy

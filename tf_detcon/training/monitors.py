@@ -18,7 +18,6 @@ from tf_detcon.evaluation import encoders
 from tf_detcon.evaluation import pictures
 from tf_detcon.evaluation import probes
 
-VALIDATION_DIR = 'validation'
 
 
 def _step(model: tf_keras.Model) -> int:
@@ -45,15 +44,16 @@ def probe_sets(cfg: data_config.ProbeDataConfig, validation_steps: int = -1):
 class ProbeEvaluation(tf_keras.callbacks.Callback):
   """Every `interval` steps (Model Garden's `trainer.validation_interval`): the linear probe of
   `launch/evaluate.py` on the online encoder's frozen features (BN in inference mode), its mIoU
-  and pixel accuracy as TensorBoard scalars under `<model_dir>/validation/`."""
+  and pixel accuracy as TensorBoard scalars in `summary_dir`
+  (`<model_dir>/<trainer.validation_summary_subdir>`)."""
 
   def __init__(self, cfg: data_config.ProbeDataConfig, interval: int, validation_steps: int,
-               model_dir: str, seed: int = 0):
+               summary_dir: str, seed: int = 0):
     super().__init__()
     self.cfg = cfg
     self.interval = max(interval, 1)
     self.validation_steps = validation_steps
-    self.summary_dir = os.path.join(model_dir, VALIDATION_DIR)
+    self.summary_dir = summary_dir
     self.seed = seed
     self._sets = None
     self._encoder = None

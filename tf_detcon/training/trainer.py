@@ -1,17 +1,23 @@
 """config → strategy, data, model, optimiser, callbacks → `model.fit` → export.
 
 Resuming is the default: the latest checkpoint in `model_dir` (weights, EMA targets, optimiser
-slots and step) is restored and training continues to `trainer.train_steps`. An interruption
-(Ctrl-C, or SIGTERM on preemption) saves a checkpoint at the current step before exiting.
+slots and step) is restored and training continues to `trainer.train_steps`. Model Garden's
+trainer settings act as in its trainer: `steps_per_loop`, `summary_interval`,
+`checkpoint_interval`, `validation_*`, the loss recovery (`loss_upper_bound`, `recovery_*`) and
+`preemption_on_demand_checkpoint`: TF's PreemptionCheckpointHandler where the strategy has a
+cluster resolver (TPU VMs, multi-worker), elsewhere SIGTERM (and Ctrl-C) save a checkpoint at
+the current step before exiting.
 """
 
 import os
 import signal
 import threading
-from typing import Optional
+from typing import List, Optional
 
 from absl import logging
+from orbit.actions import save_checkpoint_if_preempted
 import tensorflow as tf
+import tf_keras
 
 from tf_detcon import __version__
 from tf_detcon.configs import optimization as optimization_config
@@ -46,7 +52,10 @@ class Run:
       self.model = registry.build_model(task, self.total_steps)
       self.optimizer = optimization.build_optimizer(params.trainer.optimizer_config)
       self.model.compile(optimizer=self.optimizer,
-                         steps_per_execution=max(params.trainer.steps_per_loop, 1))
+                         steps_per_execution=max(params.trainer.steps_per_loop, 1),
+                         jit_compile=params.runtime.enable_xla,
+                         run_eagerly=(params.runtime.run_eagerly
+                                      or not params.trainer.train_tf_function))
       self.model.initialize_targets()
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
       self.manager = tf.train.CheckpointManager(
@@ -68,6 +77,12 @@ class Run:
       raise ValueError(f'{self.model_dir} holds a checkpoint of another model or config '
                        f'({first_line}); use a new --model_dir') from e
 
+  def restore_latest(self) -> str:
+    """Restores the latest checkpoint (the loss recovery's action); returns its path."""
+    path = self.manager.latest_checkpoint
+    self.checkpoint.restore(path).assert_existing_objects_matched()
+    return path
+
   @property
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
@@ -75,48 +90,68 @@ class Run:
   def dataset(self) -> tf.distribute.DistributedDataset:
     data_cfg = self.params.task.train_data
     return self.strategy.distribute_datasets_from_function(
-        lambda context: datasets.build_dataset(data_cfg, context))
+        lambda context: datasets.build_dataset(
+            data_cfg, context, self.params.runtime.dataset_num_private_threads))
+
+  def callbacks(self) -> List[tf_keras.callbacks.Callback]:
+    trainer = self.params.trainer
+    task = self.params.task
+    train_dir = os.path.join(self.model_dir, 'train')
+    self.checkpointer = callbacks_lib.CheckpointEvery(self.manager, trainer.checkpoint_interval)
+    out = [
+        callbacks_lib.Recovery(self.restore_latest, trainer.loss_upper_bound,
+                               trainer.recovery_begin_steps, trainer.recovery_max_trials),
+        callbacks_lib.ProgressLogger(task.log_every_steps, self.global_batch, self.total_steps),
+        self.checkpointer,
+    ]
+    if trainer.summary_interval > 0:
+      out.append(callbacks_lib.ScalarSummaries(trainer.summary_interval, self.global_batch,
+                                               train_dir))
+      if task.allow_image_summary:
+        out.append(monitors.ViewSummaries(task.train_data, trainer.summary_interval, train_dir))
+    if task.validation_data.source:
+      out.append(monitors.ProbeEvaluation(
+          task.validation_data, trainer.validation_interval, trainer.validation_steps,
+          os.path.join(self.model_dir, trainer.validation_summary_subdir)))
+    resolver = getattr(self.strategy, 'cluster_resolver', None)
+    if trainer.preemption_on_demand_checkpoint and resolver is not None:
+      out.append(callbacks_lib.SaveIfPreempted(
+          save_checkpoint_if_preempted.SaveCheckpointIfPreempted(
+              resolver, self.manager, self.optimizer.iterations)))
+    return out
 
   def train(self) -> None:
-    remaining = self.total_steps - self.step
-    if remaining <= 0:
+    if self.step >= self.total_steps:
       logging.info('already trained to step %d', self.step)
       return
     trainer = self.params.trainer
-    checkpointer = callbacks_lib.CheckpointEvery(self.manager, trainer.checkpoint_interval)
-    task = self.params.task
-    callbacks = [
-        callbacks_lib.NonFiniteGuard(),
-        callbacks_lib.ProgressLogger(task.log_every_steps, self.global_batch,
-                                     self.total_steps, os.path.join(self.model_dir, 'train')),
-        checkpointer,
-    ]
-    if trainer.summary_interval > 0:
-      callbacks.append(monitors.ViewSummaries(task.train_data, trainer.summary_interval,
-                                              os.path.join(self.model_dir, 'train')))
-    if task.validation_data.source:
-      callbacks.append(monitors.ProbeEvaluation(task.validation_data,
-                                                trainer.validation_interval,
-                                                trainer.validation_steps, self.model_dir))
+    if trainer.recovery_max_trials > 0 and self.manager.latest_checkpoint is None:
+      self.manager.save(checkpoint_number=self.step)  # something to recover to
+    callbacks = self.callbacks()
     peak = optimization_config.peak_learning_rate(trainer.optimizer_config)
-    print(f'training {type(self.model).__name__} for {remaining} steps '
+    print(f'training {type(self.model).__name__} for {self.total_steps - self.step} steps '
           f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
           f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} = '
           f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)', flush=True)
     # Preemption (SIGTERM) becomes an interruption that checkpoints; signals are main-thread only.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns the signal.
+    on_sigterm = (trainer.preemption_on_demand_checkpoint
+                  and getattr(self.strategy, 'cluster_resolver', None) is None
+                  and threading.current_thread() is threading.main_thread())
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_sigterm else None
     try:
-      self.model.fit(self.dataset(), epochs=1, steps_per_epoch=remaining, verbose=0,
-                     callbacks=callbacks)
+      # A recovery rewinds the step, so fit again until train_steps is reached.
+      while self.step < self.total_steps:
+        self.model.fit(self.dataset(), epochs=1, steps_per_epoch=self.total_steps - self.step,
+                       verbose=0, callbacks=callbacks)
     except KeyboardInterrupt:
-      checkpointer.model = self.model
-      path = checkpointer.save()
+      self.checkpointer.set_model(self.model)
+      path = self.checkpointer.save()
       print(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; rerun the '
             'same command to resume', flush=True)
       raise
     finally:
-      if in_main_thread:
+      if on_sigterm:
         signal.signal(signal.SIGTERM, previous)
 
   def export(self) -> str:
