@@ -165,7 +165,7 @@ def _identifiable_records(tmp_path, files=2, per_file=4):
 
 
 def _records(cfg, count=8, context=None):
-  ds = datasets.record_dataset(cfg, context)
+  ds = datasets.record_dataset(cfg, context).repeat()
   return [r.decode() for r in ds.take(count).as_numpy_iterator()]
 
 
@@ -199,7 +199,7 @@ def test_cache_serves_later_epochs_from_memory(tmp_path):
     directory.mkdir()
     paths = _identifiable_records(directory, files=2, per_file=2)
     iterator = iter(datasets.record_dataset(_config(input_path=str(directory / '*'),
-                                                    cache=cache, shuffle_buffer_size=1)))
+                                                    cache=cache, shuffle_buffer_size=1)).repeat())
     assert sorted(next(iterator).numpy().decode() for _ in range(4)) == [
         'f0r0', 'f0r1', 'f1r0', 'f1r1']
     for path in paths:

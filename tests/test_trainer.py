@@ -302,6 +302,40 @@ def test_a_model_dir_of_another_model_is_refused_in_one_sentence(tiny_run, tmp_p
     trainer.Run(tiny_params('detco_tiny'), model_dir)
 
 
+def test_a_torn_latest_checkpoint_resumes_from_the_previous_one(tiny_run, tmp_path, capsys):
+  """A truncated data file in the newest checkpoint (a torn write) is skipped with a warning
+  naming it and the one resumed from; with none readable, one line says so."""
+  model_dir = str(tmp_path / 'torn')
+  shutil.copytree(tiny_run.model_dir, model_dir)
+
+  def tear(number):
+    data = tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', f'ckpt-{number}.data-*'))[0]
+    with open(data, 'r+b') as f:
+      f.truncate(os.path.getsize(data) // 2)
+
+  tear(4)
+  resumed = trainer.Run(tiny_params(train_steps=6), model_dir)
+  assert resumed.step == 2
+  out = capsys.readouterr().out
+  assert 'unreadable checkpoint ckpt-4 (' in out and 'resumed from the previous one, ckpt-2' in out
+  tear(2)
+  with pytest.raises(ValueError, match=r'no readable checkpoint in .*ckpt-4 \(.*; ckpt-2 \('):
+    trainer.Run(tiny_params(train_steps=6), model_dir)
+
+
+def test_an_input_with_no_example_fails_naming_the_files(tmp_path, embedded_files):
+  """An empty TFRecord as input_path used to hang training forever; now the run stops."""
+  del embedded_files
+  empty = tmp_path / 'empty.tfrecord'
+  empty.write_bytes(b'')
+  params = tiny_params('simclr_tiny', train_steps=2, steps_per_loop=1)
+  params.task.train_data.input_path = str(empty)
+  run = trainer.Run(params, str(tmp_path / 'starved'))
+  with pytest.raises(ValueError, match=r'task.train_data yielded no example from 1 record file '
+                     rf'\({empty}\)'):
+    run.train()
+
+
 def _mirrored_copies_differ(strategy, variables):
   """Names of mirrored variables whose per-replica copies are not bit-identical. Variables
   synchronised on read (per-replica BN moving statistics) are per-replica by design."""

@@ -52,8 +52,9 @@ def _shards(cfg: data_config.DataConfig, input_context: Optional[tf.distribute.I
 def record_dataset(cfg: data_config.DataConfig,
                    input_context: Optional[tf.distribute.InputContext] = None
                    ) -> tf.data.Dataset:
-  """Serialized records: files sharded by pipeline (`sharding`), interleaved (`cycle_length`,
-  `block_length`), cached in memory after the first pass (`cache`), then repeated and shuffled.
+  """One pass over the serialized records: files sharded by pipeline (`sharding`), their order
+  reshuffled each pass, interleaved (`cycle_length`, `block_length`), cached in memory after the
+  first pass (`cache`), then shuffled (`shuffle_buffer_size`, `seed`).
 
   `cache` holds the records, not decoded examples: decoding draws one of the stored FH maps at
   random, and caching its result would freeze that draw.
@@ -67,17 +68,24 @@ def record_dataset(cfg: data_config.DataConfig,
                        'input pipelines (or set task.train_data.sharding=false)')
     ds = ds.shard(shard_by.num_input_pipelines, shard_by.input_pipeline_id)
   if cfg.is_training and not cfg.cache:
-    ds = ds.shuffle(len(files), seed=cfg.seed).repeat()
+    ds = ds.shuffle(len(files), seed=cfg.seed, reshuffle_each_iteration=True)
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.cycle_length, len(files)),
                      block_length=cfg.block_length, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=cfg.deterministic)
   if cfg.cache:
     ds = ds.cache()
-    if cfg.is_training:
-      ds = ds.repeat()
   if cfg.is_training and cfg.shuffle_buffer_size > 1:
-    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
+    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed, reshuffle_each_iteration=True)
   return ds
+
+
+def describe_source(cfg: data_config.DataConfig) -> str:
+  """Where the examples come from, for messages: the TFDS split or the record files."""
+  if cfg.tfds_name:
+    return f'TFDS {cfg.tfds_name}/{cfg.tfds_split}'
+  files = resolve_files(cfg.input_path)
+  shown = ', '.join(files[:3]) + (f' and {len(files) - 3} more' if len(files) > 3 else '')
+  return f'{len(files)} record file{"s" if len(files) > 1 else ""} ({shown})'
 
 
 def tfds_examples(cfg: data_config.DataConfig,
@@ -118,24 +126,27 @@ def tfds_examples(cfg: data_config.DataConfig,
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.cache:
     ds = ds.cache()
-  if cfg.is_training:
-    ds = ds.repeat()
-    if cfg.shuffle_buffer_size > 1:
-      ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed)
+  if cfg.is_training and cfg.shuffle_buffer_size > 1:
+    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed, reshuffle_each_iteration=True)
   return ds
 
 
 def examples(cfg: data_config.DataConfig,
              input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """Validated examples {key, image, mask, valid, error}, from TFDS or from our records."""
+  """Validated examples {key, image, mask, valid, error}, from TFDS or from our records,
+  repeated when training. The repeat comes last, so a source with no (valid) example ends the
+  dataset instead of being reread forever (the trainer then says so)."""
   if cfg.tfds_name:
-    return tfds_examples(cfg, input_context)
-  ds = record_dataset(cfg, input_context).map(
-      lambda record: decode.decode_example(record, cfg.masks),
-      num_parallel_calls=tf.data.AUTOTUNE)
-  if cfg.on_bad_example == 'skip':
-    return ds.filter(lambda example: example['valid'])
-  return ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tfds_examples(cfg, input_context)
+  else:
+    ds = record_dataset(cfg, input_context).map(
+        lambda record: decode.decode_example(record, cfg.masks),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.on_bad_example == 'skip':
+      ds = ds.filter(lambda example: example['valid'])
+    else:
+      ds = ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.repeat() if cfg.is_training else ds
 
 
 def with_options(ds: tf.data.Dataset, cfg: data_config.DataConfig,

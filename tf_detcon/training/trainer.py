@@ -9,8 +9,8 @@ cluster resolver (TPU VMs, multi-worker), elsewhere SIGTERM (and Ctrl-C) save a 
 the current step before exiting.
 """
 
+import contextlib
 import os
-import signal
 import threading
 from typing import List, Optional
 
@@ -30,6 +30,7 @@ from tf_detcon.training import distribute
 from tf_detcon.training import export as export_lib
 from tf_detcon.training import monitors
 from tf_detcon.training import optimization
+from tf_detcon.training import preemption
 
 
 class Run:
@@ -61,9 +62,7 @@ class Run:
       self.manager = tf.train.CheckpointManager(
           self.checkpoint, os.path.join(model_dir, 'checkpoints'),
           max_to_keep=params.trainer.max_to_keep)
-      restored = self.manager.latest_checkpoint
-      if restored:
-        self._restore(restored)
+      restored = self.restore_latest()
     if restored:
       logging.info('resumed from %s at step %d', restored, self.step)
       print(f'resumed from {restored} at step {self.step}', flush=True)
@@ -77,11 +76,30 @@ class Run:
       raise ValueError(f'{self.model_dir} holds a checkpoint of another model or config '
                        f'({first_line}); use a new --model_dir') from e
 
-  def restore_latest(self) -> str:
-    """Restores the latest checkpoint (the loss recovery's action); returns its path."""
-    path = self.manager.latest_checkpoint
-    self.checkpoint.restore(path).assert_existing_objects_matched()
-    return path
+  def restore_latest(self) -> Optional[str]:
+    """Restores the newest readable checkpoint (at start, and as the loss recovery's action).
+
+    A newer checkpoint that cannot be read (a torn write: a truncated or missing file) is
+    skipped with a warning naming it and the one resumed from; only a readable checkpoint that
+    does not fit the model is "another model".
+    """
+    unreadable = []
+    for path in reversed(self.manager.checkpoints):
+      problem = unreadable_reason(path)
+      if problem:
+        unreadable.append(f'{os.path.basename(path)} ({problem})')
+        continue
+      self._restore(path)
+      if unreadable:
+        message = (f'unreadable checkpoint {"; ".join(unreadable)} in {self.manager.directory}: '
+                   f'resumed from the previous one, {os.path.basename(path)}')
+        logging.warning(message)
+        print(f'warning: {message}', flush=True)
+      return path
+    if unreadable:
+      raise ValueError(f'no readable checkpoint in {self.manager.directory}: '
+                       f'{"; ".join(unreadable)}; move them away to start afresh')
+    return None
 
   @property
   def step(self) -> int:
@@ -133,26 +151,46 @@ class Run:
           f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
           f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} = '
           f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)', flush=True)
-    # Preemption (SIGTERM) becomes an interruption that checkpoints; signals are main-thread only.
-    # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns the signal.
+    # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns preemption;
+    # elsewhere SIGTERM checkpoints and exits, even with the main thread blocked in input.
     on_sigterm = (trainer.preemption_on_demand_checkpoint
                   and getattr(self.strategy, 'cluster_resolver', None) is None
                   and threading.current_thread() is threading.main_thread())
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_sigterm else None
-    try:
-      # A recovery rewinds the step, so fit again until train_steps is reached.
-      while self.step < self.total_steps:
-        self.model.fit(self.dataset(), epochs=1, steps_per_epoch=self.total_steps - self.step,
-                       verbose=0, callbacks=callbacks)
-    except KeyboardInterrupt:
-      self.checkpointer.set_model(self.model)
-      path = self.checkpointer.save()
-      print(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; rerun the '
-            'same command to resume', flush=True)
-      raise
-    finally:
-      if on_sigterm:
-        signal.signal(signal.SIGTERM, previous)
+    watch = (preemption.SigtermWatch(lambda: self.step, self._save_now) if on_sigterm
+             else contextlib.nullcontext())
+    recovery = next(c for c in callbacks if isinstance(c, callbacks_lib.Recovery))
+    with watch:
+      try:
+        # A recovery rewinds the step, so fit again until train_steps is reached.
+        while self.step < self.total_steps:
+          trials = recovery.trials
+          try:
+            self.model.fit(self.dataset(), epochs=1,
+                           steps_per_epoch=self.total_steps - self.step, verbose=0,
+                           callbacks=callbacks)
+          except ValueError as e:  # Keras, when not one batch came
+            if 'Empty logs' not in str(e):
+              raise
+            raise self._no_example_error() from e
+          if self.step < self.total_steps and recovery.trials == trials:
+            raise self._no_example_error()
+      except KeyboardInterrupt:
+        if on_sigterm:
+          watch.handled()
+        path = self._save_now()
+        print(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; rerun '
+              'the same command to resume', flush=True)
+        raise
+
+  def _no_example_error(self) -> ValueError:
+    """The input ended: only a source with no (valid) example ends (training input repeats)."""
+    data = self.params.task.train_data
+    return ValueError(f'task.train_data yielded no example from {datasets.describe_source(data)} '
+                      '(empty, or every record dropped by on_bad_example=skip)')
+
+  def _save_now(self) -> Optional[str]:
+    self.checkpointer.set_model(self.model)
+    return self.checkpointer.save()
 
   def export(self) -> str:
     """The model's `checkpoint_items` as float32 modules, and metadata for fine-tuning."""
@@ -164,9 +202,17 @@ class Run:
     return export_lib.export(self.model_dir, modules, metadata)
 
 
-def _raise_interrupt(signum, frame):
-  del signum, frame
-  raise KeyboardInterrupt('SIGTERM')
+def unreadable_reason(path: str) -> str:
+  """'' if every tensor of the checkpoint at `path` reads back (sizes and checksums), else why
+  not, in one line."""
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    text = getattr(e, 'message', None) or str(e) or type(e).__name__
+    return ' '.join(text.split())[:200]
+  return ''
 
 
 def train_and_export(params: pretrain_config.PretrainExperiment, model_dir: str,
