@@ -180,18 +180,16 @@ def test_a_loss_above_the_bound_stops_naming_the_step(tmp_path, embedded_files):
   assert os.path.basename(run.manager.latest_checkpoint) == 'ckpt-2'
 
 
-@pytest.mark.parametrize('setting', ['runtime.enable_xla', 'runtime.run_eagerly',
-                                     'trainer.train_tf_function'])
+@pytest.mark.parametrize('setting', ['runtime.run_eagerly', 'trainer.train_tf_function'])
 def test_execution_settings_compile_as_configured(setting, tmp_path, embedded_files):
-  """enable_xla → an XLA-compiled train step; run_eagerly or train_tf_function=false → eager
-  steps; steps_per_loop → steps per compiled call. Each trains to a finite loss."""
+  """run_eagerly or train_tf_function=false → eager steps; steps_per_loop → steps per compiled
+  call (enable_xla: tests/test_xla.py). Each trains to a finite loss."""
   del embedded_files
   params = tiny_params('simclr_tiny', train_steps=2, steps_per_loop=2)
   section, name = setting.split('.')
-  getattr(params, section).override({name: setting != 'trainer.train_tf_function'})
+  getattr(params, section).override({name: setting == 'runtime.run_eagerly'})
   run = trainer.Run(params, str(tmp_path / name))
-  assert run.model.jit_compile == (setting == 'runtime.enable_xla')
-  assert run.model.run_eagerly == (setting != 'runtime.enable_xla')
+  assert run.model.run_eagerly and not run.model.jit_compile
   assert int(run.model._steps_per_execution.numpy()) == 2  # pylint: disable=protected-access
   history = []
   run.model.fit = _recording(run.model.fit, history)

@@ -16,7 +16,7 @@ from tf_detcon.configs import pretrain
 SUPPORTED: Dict[str, str] = {
     'runtime.distribution_strategy':
         'test_trainer.py::test_two_replicas_keep_every_mirrored_variable_bit_identical',
-    'runtime.enable_xla': 'test_trainer.py::test_execution_settings_compile_as_configured',
+    'runtime.enable_xla': 'test_xla.py::test_the_train_step_compiles_with_xla_and_trains',
     'runtime.run_eagerly': 'test_trainer.py::test_execution_settings_compile_as_configured',
     'runtime.tpu': 'test_fields.py::test_runtime_settings_that_cannot_apply_here_are_refused',
     'runtime.num_gpus': 'test_fields.py::test_runtime_settings_that_cannot_apply_here_are_refused',

@@ -46,6 +46,13 @@ class Run:
     distribute.configure_precision(params.runtime)
     self.strategy = strategy or distribute.build_strategy(params.runtime)
     validation.validate(params, num_replicas=self.strategy.num_replicas_in_sync)
+    if (params.runtime.enable_xla and self.strategy.num_replicas_in_sync > 1
+        and isinstance(self.strategy, tf.distribute.MirroredStrategy)):
+      raise ValueError(
+          f'runtime.enable_xla is not supported with MirroredStrategy over '
+          f'{self.strategy.num_replicas_in_sync} devices: Keras compiles each replica\'s step, '
+          'whose updates of mirrored variables on other devices XLA cannot place (TPUStrategy '
+          'compiles the whole step without it)')
     task = params.task
     self.total_steps = params.trainer.train_steps
     self.global_batch = task.train_data.global_batch_size
