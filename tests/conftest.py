@@ -1,6 +1,8 @@
 """Shared fixtures: two logical CPU devices (for MirroredStrategy), a per-run cache, tiny data."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -17,6 +19,32 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_pretrain(*args: str, **popen) -> subprocess.Popen:
+  """launch/pretrain.py in a fresh process, its stdout and stderr piped as text."""
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'), *args],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), **popen)
+
+
+def run_pretrain(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+  """launch/pretrain.py run to its end."""
+  process = start_pretrain(*args)
+  try:
+    out, err = process.communicate(timeout=timeout)
+  finally:
+    process.kill()
+  return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def until_line(process: subprocess.Popen, prefix: str) -> None:
+  """Reads the process's stdout up to a line starting with `prefix`."""
+  for line in process.stdout:
+    if line.startswith(prefix):
+      return
+  raise AssertionError(f'no line {prefix!r}: {process.stderr.read()[-2000:]}')
 
 
 def palette(num: int) -> np.ndarray:

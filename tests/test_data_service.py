@@ -1,13 +1,9 @@
 """Pretraining through a real tf.data service: a dispatcher and two workers on localhost."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_pretrain
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 
@@ -34,13 +30,11 @@ def test_pretraining_reads_batches_from_tf_data_service_workers(service, tmp_pat
   dispatcher, workers = service
   assert dispatcher._num_workers() == 2  # pylint: disable=protected-access
   assert [w._num_tasks() for w in workers] == [0, 0]  # pylint: disable=protected-access
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'),
-       '--experiment=simclr_tiny', f'--model_dir={tmp_path / "served"}',
-       f'--tf_data_service={dispatcher.target}',
-       '--params_override=trainer.train_steps=3,trainer.steps_per_loop=1,'
-       'task.train_data.tf_data_service_job_name=pretrain'],
-      capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  result = run_pretrain(
+      '--experiment=simclr_tiny', f'--model_dir={tmp_path / "served"}',
+      f'--tf_data_service={dispatcher.target}',
+      '--params_override=trainer.train_steps=3,trainer.steps_per_loop=1,'
+      'task.train_data.tf_data_service_job_name=pretrain')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'exported step 3' in result.stdout
   # Each worker ran a task of the job (parallel epochs: both produce batches for the trainer).

@@ -4,13 +4,11 @@ thread is blocked in its input pipeline."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import start_pretrain, until_line
 from tf_detcon.training import preemption
 
 
@@ -24,18 +22,13 @@ def test_sigterm_ends_a_run_blocked_in_its_input_with_a_checkpoint(tmp_path, emb
   worker = tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
       dispatcher_address=dispatcher.target.split('://')[1]))
   model_dir = str(tmp_path / 'blocked')
-  process = subprocess.Popen(
-      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'),
-       '--experiment=simclr_tiny', f'--model_dir={model_dir}',
-       f'--tf_data_service={dispatcher.target}',
-       '--params_override=trainer.train_steps=100000,trainer.steps_per_loop=1,'
-       'trainer.checkpoint_interval=100000,trainer.summary_interval=0,task.log_every_steps=1'],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  process = start_pretrain(
+      '--experiment=simclr_tiny', f'--model_dir={model_dir}',
+      f'--tf_data_service={dispatcher.target}',
+      '--params_override=trainer.train_steps=100000,trainer.steps_per_loop=1,'
+      'trainer.checkpoint_interval=100000,trainer.summary_interval=0,task.log_every_steps=1')
   try:
-    for line in process.stdout:
-      if line.startswith('step 3/'):
-        break
+    until_line(process, 'step 3/')
     worker._stop()  # pylint: disable=protected-access
     time.sleep(preemption.GRACE_SECONDS / 2)
     sent = time.time()

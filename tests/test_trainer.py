@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import REPO_ROOT, tiny_params
+from tests.conftest import run_pretrain, start_pretrain, tiny_params, until_line
 from tf_detcon.data import color
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import callbacks
@@ -205,32 +205,27 @@ def _recording(fit, history):
   return wrapped
 
 
-def _pretrain(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'),
-                         *args], capture_output=True, text=True, timeout=600,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-
 
 def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedded_files):
   del embedded_files
   model_dir = str(tmp_path / 'cli')
-  done = _pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
+  done = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
                    '--params_override=trainer.train_steps=2,trainer.steps_per_loop=1')
   assert done.returncode == 0, done.stderr[-3000:]
   assert 'exported step 2' in done.stdout
   assert os.path.exists(os.path.join(model_dir, 'export', 'saved_model', 'saved_model.pb'))
   assert os.path.exists(os.path.join(model_dir, 'params.yaml'))
-  exported = _pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=export')
+  exported = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=export')
   assert exported.returncode == 0 and 'exported step 2' in exported.stdout, exported.stderr[-2000:]
-  bad_mode = _pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=serve')
+  bad_mode = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=serve')
   assert bad_mode.stderr.strip().splitlines()[-1] == (
       "pretrain.py: error: --mode must be one of train, export, got 'serve'")
-  bad = _pretrain('--experiment=detcon_b_tiny', f'--model_dir={model_dir}-bad',
+  bad = run_pretrain('--experiment=detcon_b_tiny', f'--model_dir={model_dir}-bad',
                   '--params_override=task.method.detcon.no_such_field=1')
   assert bad.returncode == 1
   last = bad.stderr.strip().splitlines()[-1]
   assert last.startswith('pretrain.py: error: ') and 'no_such_field' in last, bad.stderr[-2000:]
-  unknown = _pretrain('--experiment=detcon_q', f'--model_dir={model_dir}-bad')
+  unknown = run_pretrain('--experiment=detcon_q', f'--model_dir={model_dir}-bad')
   assert unknown.returncode == 1
   assert "unknown experiment 'detcon_q'; known: " in unknown.stderr.strip().splitlines()[-1]
   assert 'detcon_b_tiny' in unknown.stderr
@@ -243,18 +238,13 @@ def test_sigterm_checkpoints_only_when_preemption_checkpoints_are_on(on_demand, 
   saves a checkpoint at the current step and exits; without, the process just dies."""
   del embedded_files
   model_dir = str(tmp_path / 'preempted')
-  process = subprocess.Popen(
-      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'),
-       '--experiment=simclr_tiny', f'--model_dir={model_dir}',
-       '--params_override=trainer.train_steps=100000,trainer.steps_per_loop=1,'
-       'trainer.checkpoint_interval=100000,trainer.summary_interval=0,task.log_every_steps=1,'
-       f'trainer.preemption_on_demand_checkpoint={on_demand}'],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  process = start_pretrain(
+      '--experiment=simclr_tiny', f'--model_dir={model_dir}',
+      '--params_override=trainer.train_steps=100000,trainer.steps_per_loop=1,'
+      'trainer.checkpoint_interval=100000,trainer.summary_interval=0,task.log_every_steps=1,'
+      f'trainer.preemption_on_demand_checkpoint={on_demand}')
   try:
-    for line in process.stdout:
-      if line.startswith('step 3/'):
-        break
+    until_line(process, 'step 3/')
     process.send_signal(signal.SIGTERM)
     rest, err = process.communicate(timeout=120)
   finally:
