@@ -51,6 +51,7 @@ def main(argv):
   mode = cli.check_flags(FLAGS, argv, MODES, 'detcon_b_tiny',
                          accepts=lambda c: isinstance(c, pretrain.PretrainExperiment))
   params = parse(FLAGS)
+  cli.ensure_writable(FLAGS.model_dir)
   train_utils.serialize_config(params, FLAGS.model_dir)
   data = params.task.train_data
   if mode == 'train' and not (data.input_path or data.tfds_name):

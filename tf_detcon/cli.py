@@ -65,6 +65,19 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   app.run(guarded)
 
 
+def ensure_writable(directory: str, flag: str = '--model_dir') -> None:
+  """Creates `directory` and writes a probe file in it, or says in one line why it cannot."""
+  probe = os.path.join(directory, '.tf_detcon_write_probe')
+  try:
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(probe, 'w') as f:
+      f.write('ok')
+    tf.io.gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as e:
+    reason = ' '.join((getattr(e, 'message', None) or str(e)).split())[:200]
+    raise ValueError(f'{flag} {directory} is not writable ({reason})') from e
+
+
 def check_flags(flags_obj, argv: Sequence[str], modes: Sequence[str], example: str,
                 accepts: Callable[[object], bool] = lambda config: True) -> str:
   """Validates Model Garden's common flags before any config is parsed; returns the mode.

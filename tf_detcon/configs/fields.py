@@ -7,6 +7,7 @@ field, never silently ignored. Fields of our own blocks (OURS) are used by the m
 """
 
 import dataclasses
+import typing
 from typing import Any, Dict, List, Tuple
 
 from tf_detcon.configs import checks
@@ -173,3 +174,39 @@ def markdown() -> str:
 
 if __name__ == '__main__':
   print(markdown())
+
+
+def _type_problem(value: Any, kind: Any) -> str:
+  """'' if `value` fits the annotation `kind`, else the expected type's name."""
+  origin = typing.get_origin(kind)
+  if origin is typing.Union:
+    options = typing.get_args(kind)
+    return '' if any(not _type_problem(value, k) for k in options) else ' or '.join(
+        _type_problem(value, k) or getattr(k, '__name__', str(k)) for k in options)
+  if kind is type(None):
+    return '' if value is None else 'None'
+  if origin in (list, tuple) or kind in (list, tuple):
+    return '' if isinstance(value, (list, tuple)) else 'a list'
+  if kind is bool:
+    return '' if isinstance(value, bool) else 'a bool'
+  if kind is int:
+    return '' if isinstance(value, int) and not isinstance(value, bool) else 'an int'
+  if kind is float:
+    return '' if isinstance(value, (int, float)) and not isinstance(value, bool) else 'a number'
+  if kind is str:
+    return '' if isinstance(value, str) else 'a string'
+  return ''  # configs are walked into; other annotations are not checked here
+
+
+def check_types(config: Any, prefix: str = '') -> None:
+  """A ConfigError for the first leaf whose value does not have its declared type: Model
+  Garden's overrides accept `trainer.train_steps=abc` and fail much later, in a traceback."""
+  hints = typing.get_type_hints(type(config))
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    path = f'{prefix}{field.name}'
+    if dataclasses.is_dataclass(value):
+      check_types(value, path + '.')
+      continue
+    expected = _type_problem(value, hints.get(field.name, Any))
+    checks.require(not expected, f'{path} must be {expected}, got {value!r}')

@@ -141,6 +141,7 @@ def validate_runtime(runtime: cfg.RuntimeConfig) -> None:
 
 def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = None) -> None:
   """The whole experiment; with `num_replicas`, also that the global batch splits over them."""
+  fields.check_types(params)
   fields.check_refused(params)
   validate_task(params.task)
   validate_optimization(params)

@@ -27,8 +27,14 @@ class CheckpointEvery(tf_keras.callbacks.Callback):
     step = _step(self.model)
     if step == self._last:
       return None
+    try:
+      path = self.manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:  # disk full, permissions, a vanished bucket
+      reason = ' '.join((getattr(e, 'message', None) or str(e)).split())[:200]
+      raise ValueError(f'cannot write the checkpoint of step {step} to {self.manager.directory} '
+                       f'({reason}); free space or use another --model_dir, then rerun to '
+                       'resume from the last checkpoint') from e
     self._last = step
-    path = self.manager.save(checkpoint_number=step)
     logging.info('saved checkpoint %s', path)
     return path
 

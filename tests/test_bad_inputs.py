@@ -1,0 +1,164 @@
+"""The README's bad-input table: each input we tried and what it gets (a one-line error naming
+the example or setting, or a counted skip), one test per row not covered elsewhere. The table's
+last column names the test of every row; `test_every_row_of_the_readme_table_has_a_test` holds
+the two together."""
+
+import collections
+import errno
+import io
+import os
+import re
+import time
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT, blocky_ids, palette, run_pretrain, tiny_params
+from tf_detcon.configs import data as data_config
+from tf_detcon.configs import validation
+from tf_detcon.data import datasets
+from tf_detcon.data.offline import precompute
+from tf_detcon.data.offline import sources
+from tf_detcon.modeling.blocks import pooling
+from tf_detcon.training import trainer
+
+MASKS = precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 20),))
+
+
+def _encode(array: np.ndarray, fmt: str, mode: str = None) -> bytes:
+  image = Image.fromarray(array)
+  if mode:
+    image = image.convert(mode)
+  out = io.BytesIO()
+  image.save(out, format=fmt)
+  return out.getvalue()
+
+
+def _scene(height=64, width=64) -> np.ndarray:
+  return palette(5)[blocky_ids(height, width, 5, 8)]
+
+
+def _process(image_bytes: bytes, policy=None):
+  stats = collections.Counter()
+  record = precompute.process_example(sources.RawExample('row', image_bytes=image_bytes), MASKS,
+                                      policy or precompute.Policy(), stats)
+  return record, stats
+
+
+@pytest.mark.parametrize('image_bytes,reason', [
+    (_encode(_scene(), 'JPEG')[:300], 'corrupt or truncated image'),
+    (b'name,size\nshoes,42\n', 'corrupt or truncated image'),
+    (b'', 'empty image file'),
+    (_encode(_scene(1, 1), 'PNG'), 'image smaller than the minimum side'),
+], ids=['truncated_jpeg', 'not_an_image', 'zero_length', 'one_pixel'])
+def test_unusable_images_are_named(image_bytes, reason):
+  with pytest.raises(precompute.BadExampleError, match=f"^example 'row': {reason}"):
+    _process(image_bytes)
+
+
+@pytest.mark.parametrize('fmt,mode,converted', [
+    ('PNG', None, 0), ('JPEG', 'L', 0), ('PNG', 'RGBA', 1), ('JPEG', 'CMYK', 1)],
+    ids=['png', 'grayscale_jpeg', 'rgba_png', 'cmyk_jpeg'])
+def test_other_image_kinds_are_read_and_conversions_counted(fmt, mode, converted):
+  """PNG and grayscale are stored as received (TF decodes them to 3 channels); RGBA and CMYK
+  are converted to RGB by PIL, stored as PNG and counted."""
+  raw = _encode(_scene(), fmt, mode)
+  record, stats = _process(raw)
+  example = tf.train.Example.FromString(record)
+  stored = example.features.feature['image/encoded'].bytes_list.value[0]
+  assert (stored == raw) == (not converted)
+  assert tf.io.decode_image(stored, channels=3).shape == (64, 64, 3)
+  assert stats['converted_to_rgb'] == converted
+
+
+def test_a_huge_image_is_refused_from_its_header_before_decoding():
+  """A 10k×10k PNG (100 Mpx, 300 MB decoded): refused in milliseconds, memory untouched."""
+  out = io.BytesIO()
+  Image.new('L', (10_000, 10_000)).save(out, format='PNG')
+  begin = time.time()
+  with pytest.raises(precompute.BadExampleError,
+                     match="example 'row': image too large .10000x10000 > 50000000 pixels"):
+    _process(out.getvalue())
+  assert time.time() - begin < 1.0
+
+
+def test_an_image_smaller_than_the_view_is_cropped_and_resized_up(tmp_path):
+  """A 40×40 image and 64 px views: the random crop is resized up, as in the papers."""
+  image = _scene(40, 40)
+  record, _ = _process(_encode(image, 'PNG'))
+  path = str(tmp_path / 'small.tfrecord')
+  with tf.io.TFRecordWriter(path) as writer:
+    writer.write(record)
+  cfg = data_config.DataConfig(input_path=path, global_batch_size=2, shuffle_buffer_size=1,
+                               **data_config.byol_views(64))
+  batch = next(iter(datasets.build_dataset(cfg)))
+  assert batch['view1'].shape == (2, 64, 64, 3) and batch['mask1'].shape == (2, 64, 64)
+
+
+def test_mask_ids_beyond_max_mask_ids_share_the_last_id():
+  """16-bit maps may hold more ids than `max_mask_ids`: ids are ordered by area, so the
+  smallest segments (the largest ids) are pooled together as the last id."""
+  mask = np.zeros([1, 4, 4], np.int32)
+  mask[0, :2, :2] = 300
+  mask[0, 2:, 2:] = 700
+  cells = pooling.assign_cells(tf.constant(mask), 2, 2, num_ids=256).numpy()
+  np.testing.assert_array_equal(cells, [[255, 0, 0, 255]])
+
+
+@pytest.mark.parametrize('override,message', [
+    ('trainer.train_steps=abc', "trainer.train_steps must be an int, got 'abc'"),
+    ('task.train_data.global_batch_size=1.5',
+     'task.train_data.global_batch_size must be an int, got 1.5'),
+    ('task.train_data.view1.color.hue=x', "task.train_data.view1.color.hue must be a number"),
+])
+def test_a_value_of_the_wrong_type_names_the_setting(override, message):
+  """Model Garden's override accepts any type; validation names the field."""
+  from official.modeling import hyperparams  # pylint: disable=g-import-not-at-top
+  params = hyperparams.override_params_dict(tiny_params('simclr_tiny'), override, is_strict=True)
+  with pytest.raises(validation.ConfigError, match=re.escape(message)):
+    validation.validate(params)
+
+
+def test_an_unwritable_model_dir_is_one_line(tmp_path):
+  """/proc refuses writes even to root (tests may run as root, which ignores permissions)."""
+  result = run_pretrain('--experiment=simclr_tiny', '--model_dir=/proc/tf_detcon_run')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'pretrain.py: error: --model_dir /proc/tf_detcon_run is not writable ('), result.stderr
+
+
+def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch, embedded_files):
+  """ENOSPC from the checkpoint write (simulated) stops the run with one sentence."""
+  del embedded_files
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  run = trainer.Run(tiny_params('simclr_tiny', train_steps=2, steps_per_loop=1,
+                                checkpoint_interval=1), str(tmp_path / 'full'))
+  monkeypatch.setattr(run.manager, 'save', full)
+  with pytest.raises(ValueError, match=r'cannot write the checkpoint of step 1 to .*\(\[Errno 28\] '
+                     r'No space left on device\); free space or use another --model_dir'):
+    run.train()
+
+
+def test_fewer_files_than_input_pipelines_is_one_line(tmp_path, embedded_files):
+  context = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0,
+                                       num_replicas_in_sync=4)
+  cfg = data_config.DataConfig(input_path=','.join(embedded_files), global_batch_size=4)
+  with pytest.raises(ValueError, match='2 record files cannot feed 4 input pipelines'):
+    datasets.build_dataset(cfg, context)
+
+
+def test_every_row_of_the_readme_table_has_a_test():
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+    readme = f.read()
+  table = readme.split('<!-- bad-inputs:begin -->')[1].split('<!-- bad-inputs:end -->')[0]
+  rows = [line for line in table.splitlines() if line.startswith('| ') and '---' not in line][1:]
+  assert len(rows) >= 26
+  for row in rows:
+    module, name = re.search(r'`(test_\w+\.py)::(\w+)`', row).groups()
+    with open(os.path.join(REPO_ROOT, 'tests', module)) as f:
+      assert re.search(rf'^def {name}\(', f.read(), re.M), row
