@@ -162,3 +162,14 @@ def test_every_row_of_the_readme_table_has_a_test():
     module, name = re.search(r'`(test_\w+\.py)::(\w+)`', row).groups()
     with open(os.path.join(REPO_ROOT, 'tests', module)) as f:
       assert re.search(rf'^def {name}\(', f.read(), re.M), row
+
+
+def test_train_steps_beyond_the_schedule_are_warned_about(tmp_path, capsys, embedded_files):
+  """Overriding trainer.train_steps alone leaves a cosine schedule's decay_steps behind (as in
+  Model Garden): the run says so before it spends steps at a learning rate of 0."""
+  del embedded_files
+  run = trainer.Run(tiny_params('simclr_tiny', train_steps=21, steps_per_loop=1),
+                    str(tmp_path / 'long'))
+  run.train()
+  assert ('warning: the cosine learning-rate schedule ends at step 20 but trainer.train_steps is '
+          '21') in capsys.readouterr().out

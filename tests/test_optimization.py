@@ -116,3 +116,16 @@ def test_a_model_garden_optimizer_yaml_works_unchanged(tmp_path, embedded_files)
   run.model.fit(run.dataset(), epochs=1, steps_per_epoch=4, verbose=0, callbacks=[Record()])
   np.testing.assert_allclose(rates, [0.0067, 0.04, 0.04, 0.02], rtol=1e-3)
   assert os.path.exists(str(tmp_path / 'optimizer.yaml'))
+
+
+def test_every_cosine_schedule_ends_at_train_steps():
+  """The factories tie the schedule to train_steps; an override of one without the other is
+  warned about by the trainer (tests/test_bad_inputs.py)."""
+  checked = 0
+  for name in EXPERIMENTS:
+    params = exp_factory.get_exp_config(name)
+    if params.trainer.optimizer_config.learning_rate.type == 'cosine':
+      assert optimization_config.schedule_end(params.trainer.optimizer_config) == (
+          params.trainer.train_steps), name
+      checked += 1
+  assert checked >= 30

@@ -84,6 +84,15 @@ def peak_learning_rate(config: optimization.OptimizationConfig) -> float:
   return schedule.initial_learning_rate
 
 
+def schedule_end(config: optimization.OptimizationConfig) -> int:
+  """The step after which a cosine or polynomial schedule stays at its final rate (0 for the
+  papers' cosine); 0 when the schedule has no end (constant, stepwise)."""
+  schedule = config.learning_rate.get()
+  if config.learning_rate.type in ('cosine', 'polynomial'):
+    return int(getattr(schedule, 'offset', 0) or 0) + int(schedule.decay_steps)
+  return 0
+
+
 def reschedule(config: optimization.OptimizationConfig, old_total_steps: int, total_steps: int,
                warmup_steps: int, lr_scale: float = 1.0) -> None:
   """The same optimiser and schedule kind over `total_steps` instead of `old_total_steps`

@@ -153,6 +153,14 @@ class Run:
     if trainer.recovery_max_trials > 0 and self.manager.latest_checkpoint is None:
       self.manager.save(checkpoint_number=self.step)  # something to recover to
     callbacks = self.callbacks()
+    end = optimization_config.schedule_end(trainer.optimizer_config)
+    if 0 < end < self.total_steps:
+      message = (f'warning: the {trainer.optimizer_config.learning_rate.type} learning-rate '
+                 f'schedule ends at step {end} but trainer.train_steps is {self.total_steps}; '
+                 'from there on the rate stays at its final value (override its decay_steps '
+                 'with train_steps)')
+      logging.warning(message)
+      print(message, flush=True)
     peak = optimization_config.peak_learning_rate(trainer.optimizer_config)
     print(f'training {type(self.model).__name__} for {self.total_steps - self.step} steps '
           f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
