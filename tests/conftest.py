@@ -1,6 +1,7 @@
 """Shared fixtures: two logical CPU devices (for MirroredStrategy), a per-run cache, tiny data."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,10 +24,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def start_pretrain(*args: str, **popen) -> subprocess.Popen:
   """launch/pretrain.py in a fresh process, its stdout and stderr piped as text."""
+  popen.setdefault('env', dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'), *args],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), **popen)
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def run_pretrain(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -37,6 +38,23 @@ def run_pretrain(*args: str, timeout: float = 600) -> subprocess.CompletedProces
   finally:
     process.kill()
   return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+# Overrides for a run that only a signal ends: one step per loop, a line per step, no saves.
+ENDLESS_RUN = ('trainer.train_steps=100000,trainer.steps_per_loop=1,'
+               'trainer.checkpoint_interval=100000,trainer.summary_interval=0,'
+               'task.log_every_steps=1')
+
+
+def sigterm_at_line(process: subprocess.Popen, prefix: str = 'step 3/'):
+  """Sends SIGTERM once stdout reaches a line starting with `prefix`; returns the rest of
+  stdout and stderr after the process ends."""
+  try:
+    until_line(process, prefix)
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=120)
+  finally:
+    process.kill()
 
 
 def until_line(process: subprocess.Popen, prefix: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import run_pretrain, start_pretrain, tiny_params, until_line
+from tests.conftest import ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain, tiny_params
 from tf_detcon.data import color
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import callbacks
@@ -240,15 +240,8 @@ def test_sigterm_checkpoints_only_when_preemption_checkpoints_are_on(on_demand, 
   model_dir = str(tmp_path / 'preempted')
   process = start_pretrain(
       '--experiment=simclr_tiny', f'--model_dir={model_dir}',
-      '--params_override=trainer.train_steps=100000,trainer.steps_per_loop=1,'
-      'trainer.checkpoint_interval=100000,trainer.summary_interval=0,task.log_every_steps=1,'
-      f'trainer.preemption_on_demand_checkpoint={on_demand}')
-  try:
-    until_line(process, 'step 3/')
-    process.send_signal(signal.SIGTERM)
-    rest, err = process.communicate(timeout=120)
-  finally:
-    process.kill()
+      f'--params_override={ENDLESS_RUN},trainer.preemption_on_demand_checkpoint={on_demand}')
+  rest, err = sigterm_at_line(process)
   checkpoints = tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', 'ckpt-*.index'))
   if on_demand:
     assert process.returncode == 143, err[-2000:]

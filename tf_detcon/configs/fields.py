@@ -45,7 +45,7 @@ SUPPORTED: Dict[str, str] = {
     'trainer.recovery_max_trials':
         'test_trainer.py::test_loss_recovery_restores_the_last_good_checkpoint',
     'trainer.preemption_on_demand_checkpoint':
-        'test_trainer.py::test_sigterm_checkpoints_only_when_preemption_checkpoints_are_on',
+        'test_preemption.py::test_a_multi_worker_run_saves_through_tfs_preemption_handler',
     'task.allow_image_summary':
         'test_trainer.py::test_loss_recovery_restores_the_last_good_checkpoint',
     'task.train_data.input_path':
