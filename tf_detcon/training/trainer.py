@@ -109,6 +109,11 @@ class Run:
     return None
 
   @property
+  def cluster_resolver(self) -> Optional[tf.distribute.cluster_resolver.ClusterResolver]:
+    """The strategy's cluster resolver (TPU, multi-worker), where TF's preemption handler runs."""
+    return getattr(self.strategy, 'cluster_resolver', None)
+
+  @property
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
 
@@ -123,9 +128,11 @@ class Run:
     task = self.params.task
     train_dir = os.path.join(self.model_dir, 'train')
     self.checkpointer = callbacks_lib.CheckpointEvery(self.manager, trainer.checkpoint_interval)
+    self.recovery = callbacks_lib.Recovery(self.restore_latest, trainer.loss_upper_bound,
+                                           trainer.recovery_begin_steps,
+                                           trainer.recovery_max_trials)
     out = [
-        callbacks_lib.Recovery(self.restore_latest, trainer.loss_upper_bound,
-                               trainer.recovery_begin_steps, trainer.recovery_max_trials),
+        self.recovery,
         callbacks_lib.ProgressLogger(task.log_every_steps, self.global_batch, self.total_steps),
         self.checkpointer,
     ]
@@ -138,11 +145,10 @@ class Run:
       out.append(monitors.ProbeEvaluation(
           task.validation_data, trainer.validation_interval, trainer.validation_steps,
           os.path.join(self.model_dir, trainer.validation_summary_subdir)))
-    resolver = getattr(self.strategy, 'cluster_resolver', None)
-    if trainer.preemption_on_demand_checkpoint and resolver is not None:
+    if trainer.preemption_on_demand_checkpoint and self.cluster_resolver is not None:
       out.append(callbacks_lib.SaveIfPreempted(
           save_checkpoint_if_preempted.SaveCheckpointIfPreempted(
-              resolver, self.manager, self.optimizer.iterations)))
+              self.cluster_resolver, self.manager, self.optimizer.iterations)))
     return out
 
   def train(self) -> None:
@@ -168,17 +174,15 @@ class Run:
           f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)', flush=True)
     # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns preemption;
     # elsewhere SIGTERM checkpoints and exits, even with the main thread blocked in input.
-    on_sigterm = (trainer.preemption_on_demand_checkpoint
-                  and getattr(self.strategy, 'cluster_resolver', None) is None
+    on_sigterm = (trainer.preemption_on_demand_checkpoint and self.cluster_resolver is None
                   and threading.current_thread() is threading.main_thread())
     watch = (preemption.SigtermWatch(lambda: self.step, self._save_now) if on_sigterm
              else contextlib.nullcontext())
-    recovery = next(c for c in callbacks if isinstance(c, callbacks_lib.Recovery))
     with watch:
       try:
         # A recovery rewinds the step, so fit again until train_steps is reached.
         while self.step < self.total_steps:
-          trials = recovery.trials
+          trials = self.recovery.trials
           try:
             self.model.fit(self.dataset(), epochs=1,
                            steps_per_epoch=self.total_steps - self.step, verbose=0,
@@ -187,7 +191,7 @@ class Run:
             if 'Empty logs' not in str(e):
               raise
             raise self._no_example_error() from e
-          if self.step < self.total_steps and recovery.trials == trials:
+          if self.step < self.total_steps and self.recovery.trials == trials:
             raise self._no_example_error()
       except KeyboardInterrupt:
         if on_sigterm:
