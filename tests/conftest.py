@@ -25,9 +25,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def start_pretrain(*args: str, **popen) -> subprocess.Popen:
   """launch/pretrain.py in a fresh process, its stdout and stderr piped as text."""
   popen.setdefault('env', dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  popen.setdefault('stdout', subprocess.PIPE)
+  popen.setdefault('stderr', subprocess.PIPE)
   return subprocess.Popen(
-      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'), *args],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+      [sys.executable, os.path.join(REPO_ROOT, 'launch', 'pretrain.py'), *args], text=True,
+      **popen)
 
 
 def run_pretrain(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -63,6 +65,12 @@ def until_line(process: subprocess.Popen, prefix: str) -> None:
     if line.startswith(prefix):
       return
   raise AssertionError(f'no line {prefix!r}: {process.stderr.read()[-2000:]}')
+
+
+def batch_origin(batch_size: int, first: int = 0) -> dict:
+  """The position and pipeline keys of a hand-made batch, as the input pipeline adds them."""
+  return {'position': np.arange(first, first + batch_size, dtype=np.int64),
+          'pipeline': np.zeros([batch_size], np.int32)}
 
 
 def palette(num: int) -> np.ndarray:

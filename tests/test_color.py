@@ -7,6 +7,8 @@ import tensorflow as tf
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import color
 
+SEED = tf.constant([7, 8], tf.int64)
+
 
 def test_extract_patches_returns_exact_pixels():
   rng = np.random.default_rng(0)
@@ -38,13 +40,13 @@ def test_blur_kernel_size_is_23_at_224():
 def test_colour_ops_with_zero_probability_are_the_identity():
   images = tf.random.uniform([4, 16, 16, 3])
   cfg = data_config.ColorConfig(jitter_prob=0, grayscale_prob=0, blur_prob=0, solarize_prob=0)
-  np.testing.assert_array_equal(color.color_augment(images, cfg).numpy(), images.numpy())
+  np.testing.assert_array_equal(color.color_augment(images, cfg, SEED).numpy(), images.numpy())
 
 
 def test_grayscale_and_solarize_with_probability_one():
   images = tf.random.uniform([4, 16, 16, 3])
   cfg = data_config.ColorConfig(jitter_prob=0, grayscale_prob=1, blur_prob=0, solarize_prob=1)
-  out = color.color_augment(images, cfg).numpy()
+  out = color.color_augment(images, cfg, SEED).numpy()
   gray = tf.image.rgb_to_grayscale(images).numpy()
   expected = np.where(gray < 0.5, gray, 1 - gray)
   np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=1e-6)
@@ -54,7 +56,7 @@ def test_jitter_changes_images_and_groups_share_parameters():
   base = tf.random.uniform([2, 16, 16, 3])
   images = tf.repeat(base, 3, axis=0)  # groups of 3 identical images
   cfg = data_config.ColorConfig(jitter_prob=1, grayscale_prob=0, blur_prob=1, solarize_prob=0)
-  out = color.color_augment(images, cfg, group_size=3).numpy()
+  out = color.color_augment(images, cfg, SEED, group_size=3).numpy()
   assert not np.allclose(out, images.numpy())
   for group in range(2):
     for member in (1, 2):
@@ -85,5 +87,13 @@ def test_blur_sigma_is_given_at_224_and_scales_with_the_view():
     images = tf.random.uniform([2, size, size, 3], seed=size)
     expected = color.gaussian_blur(images, tf.constant([sigma, sigma]),
                                    color.blur_kernel_size(size, cfg.blur_kernel_fraction))
-    np.testing.assert_allclose(color.color_augment(images, cfg).numpy(), expected.numpy(),
+    np.testing.assert_allclose(color.color_augment(images, cfg, SEED).numpy(), expected.numpy(),
                                atol=1e-6)
+
+
+def test_colour_draws_are_a_function_of_the_seed():
+  images = tf.random.uniform([4, 16, 16, 3])
+  cfg = data_config.ColorConfig(jitter_prob=1, grayscale_prob=0.5, blur_prob=0.5)
+  out = color.color_augment(images, cfg, SEED).numpy()
+  np.testing.assert_array_equal(color.color_augment(images, cfg, SEED).numpy(), out)
+  assert not np.allclose(color.color_augment(images, cfg, SEED + 1).numpy(), out)

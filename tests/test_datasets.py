@@ -13,6 +13,7 @@ from tests.conftest import REPO_ROOT, blocky_ids, palette, tiny_params
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 from tf_detcon.data import records
+from tf_detcon.data import seeds
 from tf_detcon.data.offline import shards
 from tf_detcon.training import trainer
 
@@ -35,7 +36,7 @@ def test_embedded_batches_have_views_masks_and_patches(embedded_files):
 
 def test_color_on_device_leaves_views_in_unit_range(embedded_files):
   batch = next(iter(datasets.build_dataset(_config(color_on_device=True))))
-  assert set(batch) == {'view1', 'mask1', 'view2', 'mask2'}
+  assert set(batch) == {'view1', 'mask1', 'view2', 'mask2', 'position', 'pipeline'}
   assert 0 <= float(tf.reduce_min(batch['view1'])) and float(tf.reduce_max(batch['view1'])) <= 1
 
 
@@ -164,9 +165,9 @@ def _identifiable_records(tmp_path, files=2, per_file=4):
   return paths
 
 
-def _records(cfg, count=8, context=None):
-  ds = datasets.record_dataset(cfg, context).repeat()
-  return [r.decode() for r in ds.take(count).as_numpy_iterator()]
+def _records(cfg, count=8, context=None, start=0):
+  ds = datasets.record_stream(cfg, context, start)
+  return [r.decode() for _, r in ds.take(count).as_numpy_iterator()]
 
 
 def test_record_order_settings(tmp_path):
@@ -191,6 +192,31 @@ def test_record_order_settings(tmp_path):
   assert sorted(first[:8]) != first[:8] or sorted(first[8:]) != first[8:]
 
 
+def test_record_stream_restarts_at_any_position(tmp_path):
+  """Positions are (epoch, index); the stream started at a position is the uninterrupted
+  stream's suffix, across epoch boundaries, with shuffled files and records. Each epoch reads
+  every record once, in an order of its own."""
+  _identifiable_records(tmp_path, files=3, per_file=3)
+  cfg = _config(input_path=str(tmp_path / '*.tfrecord'), deterministic=True, seed=5,
+                shuffle_buffer_size=4, cycle_length=2)
+  whole = list(datasets.record_stream(cfg).take(30).as_numpy_iterator())
+  positions = [int(p) for p, _ in whole]
+  assert [seeds.split_position(p) for p in positions[8:11]] == [(0, 8), (1, 0), (1, 1)]
+  epochs = [sorted(r for p, r in whole if seeds.split_position(int(p))[0] == e) for e in range(3)]
+  assert epochs[0] == epochs[1] == epochs[2] and len(set(epochs[0])) == 9
+  orders = [[r for p, r in whole if seeds.split_position(int(p))[0] == e] for e in range(3)]
+  assert orders[0] != orders[1] != orders[2]
+  for cut in (1, 9, 13, 26):
+    resumed = list(datasets.record_stream(cfg, start=positions[cut]).take(30 - cut)
+                   .as_numpy_iterator())
+    assert resumed == whole[cut:]
+  tf.random.set_seed(0)  # the order is keyed by cfg.seed alone, not by TF's global seed
+  try:
+    assert list(datasets.record_stream(cfg).take(30).as_numpy_iterator()) == whole
+  finally:
+    tf.random.set_seed(None)
+
+
 def test_cache_serves_later_epochs_from_memory(tmp_path):
   """With cache, the records stay in memory after the first pass: later epochs still read
   after the files are deleted. Without it, they are read again (and fail)."""
@@ -198,9 +224,9 @@ def test_cache_serves_later_epochs_from_memory(tmp_path):
     directory = tmp_path / str(cache)
     directory.mkdir()
     paths = _identifiable_records(directory, files=2, per_file=2)
-    iterator = iter(datasets.record_dataset(_config(input_path=str(directory / '*'),
-                                                    cache=cache, shuffle_buffer_size=1)).repeat())
-    assert sorted(next(iterator).numpy().decode() for _ in range(4)) == [
+    iterator = iter(datasets.record_stream(_config(input_path=str(directory / '*'),
+                                                   cache=cache, shuffle_buffer_size=1)))
+    assert sorted(next(iterator)[1].numpy().decode() for _ in range(4)) == [
         'f0r0', 'f0r1', 'f1r0', 'f1r1']
     for path in paths:
       os.remove(path)

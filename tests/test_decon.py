@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from official.core import task_factory
-from tests.conftest import tiny_params
+from tests.conftest import batch_origin, tiny_params
 from tests.test_transfer import maskrcnn_params
 from tf_detcon import transfer
 from tf_detcon.modeling.methods import decon
@@ -28,7 +28,7 @@ def _batch(local=False, seed=0):
   rng = np.random.default_rng(seed)
   masks = np.kron(rng.integers(0, 4, size=(4, 4, 4)), np.ones((1, 16, 16))).astype(np.int32)
   batch = {'view1': rng.random((4, 64, 64, 3), np.float32), 'mask1': masks,
-           'view2': rng.random((4, 64, 64, 3), np.float32), 'mask2': masks}
+           'view2': rng.random((4, 64, 64, 3), np.float32), 'mask2': masks, **batch_origin(4)}
   if local:
     corners = [(32 * row, 32 * col) for row in range(3) for col in range(3)]
     for v in (1, 2):
@@ -71,12 +71,15 @@ def test_sl_and_ml_objectives_and_the_weighted_loss(name, levels):
 def test_channel_dropout_zeroes_whole_channels_in_training_only():
   model = _model('decon_sl_detcon_b_tiny')
   features = tf.ones([8, 4, 4, 64])
-  dropped = model.channel_dropout(features, training=True).numpy()
+  seed = tf.constant([3, 4], tf.int64)
+  dropped = model.channel_dropout(features, seed, training=True).numpy()
+  np.testing.assert_array_equal(model.channel_dropout(features, seed, training=True), dropped)
+  assert np.isclose(dropped.max(), 1 / 0.9)
   per_channel = dropped.reshape(8, 16, 64)
   assert np.all(per_channel.min(axis=1) == per_channel.max(axis=1))  # constant per channel
   zero_fraction = np.mean(per_channel[:, 0, :] == 0)
   assert 0.02 < zero_fraction < 0.25  # rate 0.1
-  np.testing.assert_array_equal(model.channel_dropout(features, training=False), features)
+  np.testing.assert_array_equal(model.channel_dropout(features, seed, training=False), features)
 
 
 def test_ema_targets_cover_the_decoder_for_byol_and_none_for_simclr():

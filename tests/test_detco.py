@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import tiny_params
+from tests.conftest import batch_origin, tiny_params
 from tf_detcon import losses
 from tf_detcon import replicas
 from tf_detcon.modeling import base
@@ -102,7 +102,8 @@ def _batch(local=True):
   rng = np.random.default_rng(0)
   batch = {'view1': rng.random((4, 64, 64, 3), np.float32),
            'view2': rng.random((4, 64, 64, 3), np.float32),
-           'mask1': np.zeros((4, 64, 64), np.int32), 'mask2': np.zeros((4, 64, 64), np.int32)}
+           'mask1': np.zeros((4, 64, 64), np.int32), 'mask2': np.zeros((4, 64, 64), np.int32),
+           **batch_origin(4)}
   if local:
     for v in (1, 2):
       batch[f'local{v}'] = rng.random((4, 48, 48, 3), np.float32)

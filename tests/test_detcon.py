@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import blocky_ids
+from tests.conftest import batch_origin, blocky_ids
 from tf_detcon import schedules
 from tests.conftest import tiny_params
 from tf_detcon.configs import experiments
@@ -22,7 +22,7 @@ def _batches(batch_size=4, num_ids=6, seed=0):
   masks = np.stack([blocky_ids(SIZE, SIZE, num_ids, 16, seed=s)
                     for s in range(batch_size)]).astype(np.int32)
   element = {'view1': images, 'mask1': masks, 'view2': images[:, :, ::-1].copy(),
-             'mask2': masks[:, :, ::-1].copy()}
+             'mask2': masks[:, :, ::-1].copy(), **batch_origin(batch_size)}
   return tf.data.Dataset.from_tensors(element).repeat()
 
 

@@ -38,11 +38,12 @@ def _interior(mask: np.ndarray) -> np.ndarray:
 def test_views_keep_image_and_mask_aligned_over_many_draws():
   image, ids = _colour_coded()
   cfg = data_config.DataConfig(**data_config.byol_views(64))
-  example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32)}
+  example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32),
+             'position': tf.constant(0, tf.int64), 'pipeline': tf.constant(0)}
   make = tf.function(lambda e: geometry.host_views(e, cfg))
   interior_agreement, overall_agreement = [], []
-  for _ in range(100):
-    out = make(example)
+  for draw in range(100):
+    out = make(dict(example, seed=tf.constant([draw, 1], tf.int64)))
     for i in (1, 2):
       view, mask = out[f'view{i}'].numpy(), out[f'mask{i}'].numpy()
       assert view.shape == (64, 64, 3) and mask.shape == (64, 64)
@@ -62,10 +63,11 @@ def test_flip_is_applied_to_both_with_probability_one_half():
   image = palette(NUM_IDS)[ids]
   view_cfg = data_config.ViewConfig(output_size=32)
   example_image, example_mask = tf.constant(image), tf.constant(ids, tf.int32)
-  make = tf.function(lambda: geometry.global_view(example_image, example_mask, view_cfg))
+  make = tf.function(lambda seed: geometry.global_view(example_image, example_mask, view_cfg,
+                                                       seed))
   flips = []
-  for _ in range(400):
-    view, mask = make()
+  for draw in range(400):
+    view, mask = make(tf.constant([draw, 2], tf.int64))
     row_ids, row_colours = mask.numpy()[16], _ids_from_colours(view.numpy())[16]
     trend_ids = row_ids[-8:].mean() - row_ids[:8].mean()
     if trend_ids == 0:
@@ -79,9 +81,9 @@ def test_flip_is_applied_to_both_with_probability_one_half():
 
 
 def test_crop_window_area_and_log_aspect_statistics():
-  sample = tf.function(lambda: geometry.sample_crop_window(
-      tf.constant(400), tf.constant(600), (0.08, 1.0), (3 / 4, 4 / 3)))
-  windows = np.array([sample().numpy() for _ in range(1500)])
+  sample = tf.function(lambda seed: geometry.sample_crop_window(
+      tf.constant(400), tf.constant(600), (0.08, 1.0), (3 / 4, 4 / 3), seed))
+  windows = np.array([sample(tf.constant([draw, 3], tf.int64)).numpy() for draw in range(1500)])
   y, x, h, w = windows.T
   assert np.all(y >= 0) and np.all(x >= 0) and np.all(y + h <= 400) and np.all(x + w <= 600)
   area = h * w / (400 * 600)
@@ -113,16 +115,31 @@ def test_crop_window_area_and_log_aspect_statistics():
 
 def test_crop_window_falls_back_to_a_centre_crop_on_extreme_images():
   window = geometry.sample_crop_window(tf.constant(10), tf.constant(1000), (0.9, 1.0),
-                                    (3 / 4, 4 / 3)).numpy()
+                                       (3 / 4, 4 / 3), tf.constant([0, 4], tf.int64)).numpy()
   assert window[2] == 10 and window[3] == 13
 
 
 def test_local_view_patches_lie_in_their_grid_cells():
   cfg = data_config.LocalViewConfig(enabled=True)
   crop, corners = geometry.local_view(tf.zeros([300, 300, 3], tf.uint8),
-                                   data_config.ViewConfig(), cfg)
+                                      data_config.ViewConfig(), cfg, tf.constant([0, 5], tf.int64))
   assert crop.shape == (255, 255, 3)
   corners = corners.numpy()
   for n, (y, x) in enumerate(corners):
     row, col = divmod(n, 3)
     assert row * 85 <= y <= row * 85 + 85 - 64 and col * 85 <= x <= col * 85 + 85 - 64
+
+
+def test_views_are_a_function_of_the_seed():
+  """The same seed gives the same views (a resumed run repeats them); another seed others."""
+  image, ids = _colour_coded()
+  cfg = data_config.DataConfig(**data_config.byol_views(64))
+  example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32),
+             'position': tf.constant(0, tf.int64), 'pipeline': tf.constant(0)}
+
+  def views(seed):
+    out = geometry.host_views(dict(example, seed=tf.constant(seed, tf.int64)), cfg)
+    return np.concatenate([out['view1'].numpy().ravel(), out['mask2'].numpy().ravel()])
+
+  np.testing.assert_array_equal(views([1, 2]), views([1, 2]))
+  assert not np.array_equal(views([1, 2]), views([1, 3]))

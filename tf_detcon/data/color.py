@@ -12,6 +12,7 @@ from typing import Dict
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
+from tf_detcon.data import seeds
 
 # Blur settings are those of a 224 px view (BYOL/SimCLR/DetCon A.1); smaller or larger views
 # scale the kernel and σ with their size, so the blur removes the same share of the image.
@@ -24,8 +25,8 @@ def _where(apply: tf.Tensor, new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
   return tf.where(apply[:, None, None, None], new, old)
 
 
-def _uniform(batch: tf.Tensor, low: float, high: float) -> tf.Tensor:
-  return tf.random.uniform([batch], low, high)
+def _uniform(batch: tf.Tensor, seed: tf.Tensor, low: float, high: float) -> tf.Tensor:
+  return tf.random.stateless_uniform([batch], seed, low, high)
 
 
 def _grayscale(images: tf.Tensor) -> tf.Tensor:
@@ -78,28 +79,34 @@ def blur_kernel_size(image_size: int, fraction: float) -> int:
   return size + 1 if size % 2 == 0 else size
 
 
-def color_augment(images: tf.Tensor, cfg: data_config.ColorConfig,
+def color_augment(images: tf.Tensor, cfg: data_config.ColorConfig, seed: tf.Tensor,
                   group_size: int = 1) -> tf.Tensor:
-  """Colour ops on a batch [B, H, W, 3] in [0, 1]; each image draws its own parameters.
+  """Colour ops on a batch [B, H, W, 3] in [0, 1]; each image draws its own parameters, all from
+  the stateless `seed` [2].
 
   With group_size g, consecutive groups of g images share parameters (DetCo's nine patches of one
   local view). Jitter applies brightness, contrast, saturation and hue in a random order per image.
   """
   num = tf.shape(images)[0] // group_size
+  draw_seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, 10)))
 
   def draw(values: tf.Tensor) -> tf.Tensor:
     return tf.repeat(values, group_size, axis=0) if group_size > 1 else values
 
+  def uniform(low: float, high: float) -> tf.Tensor:
+    return draw(_uniform(num, next(draw_seeds), low, high))
+
   def coin(prob: float) -> tf.Tensor:
-    return draw(tf.random.uniform([num]) < prob)
+    return uniform(0.0, 1.0) < prob
 
   jitter_ops = (
-      (adjust_brightness, draw(_uniform(num, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness))),
-      (adjust_contrast, draw(_uniform(num, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast))),
-      (adjust_saturation, draw(_uniform(num, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation))),
-      (adjust_hue, draw(_uniform(num, -cfg.hue, cfg.hue))),
+      (adjust_brightness, uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness)),
+      (adjust_contrast, uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)),
+      (adjust_saturation, uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)),
+      (adjust_hue, uniform(-cfg.hue, cfg.hue)),
   )
-  order = draw(tf.argsort(tf.random.uniform([num, len(jitter_ops)]), axis=1))
+  order = draw(tf.argsort(
+      tf.random.stateless_uniform([num, len(jitter_ops)], next(draw_seeds)), axis=1))
   jittered = images
   for position in range(len(jitter_ops)):
     step = jittered
@@ -111,7 +118,7 @@ def color_augment(images: tf.Tensor, cfg: data_config.ColorConfig,
   if cfg.blur_prob > 0:
     kernel = blur_kernel_size(images.shape[1], cfg.blur_kernel_fraction)
     scale = images.shape[1] / BLUR_REFERENCE_SIZE
-    sigma = draw(_uniform(num, cfg.blur_sigma_min * scale, cfg.blur_sigma_max * scale))
+    sigma = uniform(cfg.blur_sigma_min * scale, cfg.blur_sigma_max * scale)
     images = _where(coin(cfg.blur_prob), gaussian_blur(images, sigma, kernel), images)
   if cfg.solarize_prob > 0:
     images = _where(coin(cfg.solarize_prob), tf.where(images < 0.5, images, 1.0 - images),
@@ -145,15 +152,19 @@ def finalize_batch(batch: Dict[str, tf.Tensor],
                    cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
   """Colour + normalisation of a batch of host views; DetCo local views become patches.
 
-  Returns view1/2 [B, S, S, 3], mask1/2 [B, S, S] and, with local views, patches1/2
-  [B, grid², p, p, 3].
+  The colour draws derive from the batch's seed (`seeds.batch_seed`). Returns view1/2
+  [B, S, S, 3], mask1/2 [B, S, S], the examples' position and pipeline and, with local views,
+  patches1/2 [B, grid², p, p, 3].
   """
-  out = {}
+  out = {'position': batch['position'], 'pipeline': batch['pipeline']}
+  view_seeds = tf.unstack(tf.random.experimental.stateless_split(
+      seeds.batch_seed(seeds.base_seed(cfg), batch, seeds.COLOR), 4))
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-    out[f'view{i}'] = normalize(color_augment(batch[f'view{i}'], view_cfg.color))
+    out[f'view{i}'] = normalize(color_augment(batch[f'view{i}'], view_cfg.color,
+                                              view_seeds[i - 1]))
     out[f'mask{i}'] = batch[f'mask{i}']
     if cfg.local_views.enabled:
-      local = color_augment(batch[f'local{i}'], view_cfg.color)
+      local = color_augment(batch[f'local{i}'], view_cfg.color, view_seeds[i + 1])
       out[f'patches{i}'] = normalize(
           extract_patches(local, batch[f'offsets{i}'], cfg.local_views.patch_size))
   return out

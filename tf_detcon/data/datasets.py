@@ -9,7 +9,7 @@ TFDS dataset (`tfds_name`; images only, so grid/global masks). `cache`, `shardin
 """
 
 import random
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
 
@@ -19,6 +19,7 @@ from tf_detcon.data import color
 from tf_detcon.data import decode
 from tf_detcon.data import embedded
 from tf_detcon.data import geometry
+from tf_detcon.data import seeds
 
 # One suffix per process, as Model Garden's InputReader does, so a restarted job (a preempted
 # TPU host) does not attach to the tf.data service state of its previous life.
@@ -49,34 +50,93 @@ def _shards(cfg: data_config.DataConfig, input_context: Optional[tf.distribute.I
   return input_context
 
 
-def record_dataset(cfg: data_config.DataConfig,
-                   input_context: Optional[tf.distribute.InputContext] = None
-                   ) -> tf.data.Dataset:
-  """One pass over the serialized records: files sharded by pipeline (`sharding`), their order
-  reshuffled each pass, interleaved (`cycle_length`, `block_length`), cached in memory after the
-  first pass (`cache`), then shuffled (`shuffle_buffer_size`, `seed`).
+def _pipeline_id(input_context: Optional[tf.distribute.InputContext]) -> int:
+  return 0 if input_context is None else input_context.input_pipeline_id
 
-  `cache` holds the records, not decoded examples: decoding draws one of the stored FH maps at
-  random, and caching its result would freeze that draw.
-  """
+
+def _pipeline_files(cfg: data_config.DataConfig,
+                    input_context: Optional[tf.distribute.InputContext]) -> List[str]:
+  """This pipeline's record files: all of them, or its shard (`sharding`)."""
   files = resolve_files(cfg.input_path)
-  ds = tf.data.Dataset.from_tensor_slices(files)
   shard_by = _shards(cfg, input_context)
-  if shard_by is not None:
-    if len(files) < shard_by.num_input_pipelines:
-      raise ValueError(f'{len(files)} record files cannot feed {shard_by.num_input_pipelines} '
-                       'input pipelines (or set task.train_data.sharding=false)')
-    ds = ds.shard(shard_by.num_input_pipelines, shard_by.input_pipeline_id)
-  if cfg.is_training and not cfg.cache:
-    ds = ds.shuffle(len(files), seed=cfg.seed, reshuffle_each_iteration=True)
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.cycle_length, len(files)),
-                     block_length=cfg.block_length, num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=cfg.deterministic)
-  if cfg.cache:
-    ds = ds.cache()
-  if cfg.is_training and cfg.shuffle_buffer_size > 1:
-    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed, reshuffle_each_iteration=True)
-  return ds
+  if shard_by is None:
+    return files
+  if len(files) < shard_by.num_input_pipelines:
+    raise ValueError(f'{len(files)} record files cannot feed {shard_by.num_input_pipelines} '
+                     'input pipelines (or set task.train_data.sharding=false)')
+  return files[shard_by.input_pipeline_id::shard_by.num_input_pipelines]
+
+
+def record_stream(cfg: data_config.DataConfig,
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  start: int = 0) -> tf.data.Dataset:
+  """(position, serialized record) pairs of this pipeline, epoch after epoch when training.
+
+  Epoch e reads the pipeline's files (`sharding`) in an order drawn for e, interleaved
+  (`cycle_length`, `block_length`, `deterministic`), then shuffles the records
+  (`shuffle_buffer_size`) with a seed drawn for e; `cache` keeps the records in memory after the
+  first epoch (in file order, as Model Garden caches). A record's position is (e, its index in
+  that order) (`seeds.position`), so the stream can start again at any `start` position: the
+  epoch is rebuilt and the records before it are read but not decoded.
+
+  Evaluation (`is_training` false) reads one pass in file order.
+  """
+  if not cfg.is_training:
+    files = _pipeline_files(cfg, input_context)
+    return _interleaved(cfg, files, len(files)).enumerate()
+  first_epoch, epoch_records = _epoch_records(cfg, input_context, start)
+  return _epochs(first_epoch).flat_map(epoch_records)
+
+
+def _interleaved(cfg: data_config.DataConfig, files: Union[List[str], tf.Tensor],
+                 num_files: int) -> tf.data.Dataset:
+  return tf.data.Dataset.from_tensor_slices(files).interleave(
+      tf.data.TFRecordDataset, cycle_length=min(cfg.cycle_length, num_files),
+      block_length=cfg.block_length, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=cfg.deterministic)
+
+
+def _epoch_records(cfg: data_config.DataConfig,
+                   input_context: Optional[tf.distribute.InputContext], start: int
+                   ) -> Tuple[int, Callable[[tf.Tensor], tf.data.Dataset]]:
+  """(the epoch of `start`, epoch → that epoch's (position, record) pairs from `start` on)."""
+  files = _pipeline_files(cfg, input_context)
+  pipeline = _pipeline_id(input_context)
+  base = seeds.base_seed(cfg)
+
+  first_epoch, skip = seeds.split_position(start)
+  cached = _interleaved(cfg, files, len(files)).cache() if cfg.cache else None
+
+  def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
+    if cached is not None:
+      ds = cached
+    else:
+      order = tf.random.experimental.stateless_shuffle(
+          tf.constant(files), seeds.epoch_seed(base, pipeline, epoch, seeds.FILE_ORDER))
+      ds = _interleaved(cfg, order, len(files))
+    if cfg.shuffle_buffer_size > 1:
+      ds = _seeded_shuffle(ds, cfg.shuffle_buffer_size,
+                           seeds.epoch_seed(base, pipeline, epoch, seeds.RECORD_ORDER)[0])
+    ds = ds.enumerate().map(lambda index, record: (seeds.position(epoch, index), record))
+    return ds.skip(tf.where(tf.equal(epoch, first_epoch), tf.constant(skip, tf.int64), 0))
+
+  return first_epoch, epoch_records
+
+
+def _seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: tf.Tensor) -> tf.data.Dataset:
+  """`ds.shuffle` keyed by the tensor `seed` alone. tf.data pairs an op seed with the global seed
+  (`tf.random.set_seed`), and a global seed of 0 with a tensor op seed fails to trace; the
+  dataset function's graph is traced here without one, so the order depends on `seed` only."""
+  graph = tf.compat.v1.get_default_graph()  # the dataset function's graph
+  global_seed, graph.seed = graph.seed, None
+  try:
+    return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=False)
+  finally:
+    graph.seed = global_seed
+
+
+def _epochs(first: int) -> tf.data.Dataset:
+  return tf.data.Dataset.range(first, 2**62)
 
 
 def describe_source(cfg: data_config.DataConfig) -> str:
@@ -132,21 +192,63 @@ def tfds_examples(cfg: data_config.DataConfig,
 
 
 def examples(cfg: data_config.DataConfig,
-             input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """Validated examples {key, image, mask, valid, error}, from TFDS or from our records,
-  repeated when training. The repeat comes last, so a source with no (valid) example ends the
-  dataset instead of being reread forever (the trainer then says so)."""
+             input_context: Optional[tf.distribute.InputContext] = None,
+             start: int = 0) -> tf.data.Dataset:
+  """Validated examples {key, image, mask, valid, error, position, pipeline, seed}, from TFDS
+  or from our records (from position `start`), endless when training.
+
+  `seed` is the record's seed (`seeds.record_seed`): every host draw for it derives from it. A
+  source with no (valid) example in a whole epoch ends the dataset instead of being reread
+  forever (the trainer then says so).
+  """
+  pipeline = _pipeline_id(input_context)
+  base = seeds.base_seed(cfg)
+
+  def with_seed(position: tf.Tensor, example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    return dict(example, position=position, pipeline=tf.constant(pipeline, tf.int32),
+                seed=seeds.record_seed(base, pipeline, position))
+
   if cfg.tfds_name:
     ds = tfds_examples(cfg, input_context)
-  else:
-    ds = record_dataset(cfg, input_context).map(
-        lambda record: decode.decode_example(record, cfg.masks),
-        num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.repeat() if cfg.is_training else ds
+    return ds.enumerate().map(with_seed, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
+    def decode_record(position, record):
+      seed = seeds.record_seed(base, pipeline, position)
+      return with_seed(position, decode.decode_example(record, cfg.masks,
+                                                       seeds.derive(seed, seeds.DECODE)))
+    ds = ds.map(decode_record, num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.on_bad_example == 'skip':
-      ds = ds.filter(lambda example: example['valid'])
-    else:
-      ds = ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.repeat() if cfg.is_training else ds
+      return ds.filter(lambda example: example['valid'])
+    return ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+  if not cfg.is_training:
+    return decoded(record_stream(cfg, input_context))
+  first_epoch, epoch_records = _epoch_records(cfg, input_context, start)
+  partial_epoch = seeds.split_position(start)[1] > 0
+
+  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+    # Each epoch ends with a marker example, at position -1 after a whole epoch and -2 after
+    # the rest of a resumed one, so that an epoch without a valid example is seen.
+    partial = tf.equal(epoch, first_epoch) & partial_epoch
+    marker = {'key': tf.constant(''), 'image': tf.zeros([1, 1, 3], tf.uint8),
+              'mask': tf.zeros([1, 1], tf.int32), 'valid': tf.constant(False),
+              'error': tf.constant(''), 'pipeline': tf.constant(pipeline, tf.int32),
+              'position': tf.where(partial, tf.constant(-2, tf.int64), -1),
+              'seed': tf.zeros([2], tf.int64)}
+    return decoded(epoch_records(epoch)).concatenate(tf.data.Dataset.from_tensors(marker))
+
+  def count(seen: tf.Tensor, example: Dict[str, tf.Tensor]):
+    position = example['position']
+    empty_epoch = tf.equal(position, -1) & tf.equal(seen, 0)
+    return tf.where(position < 0, tf.constant(0, tf.int64), seen + 1), (example, empty_epoch)
+
+  ds = _epochs(first_epoch).flat_map(epoch_examples)
+  ds = ds.scan(tf.constant(0, tf.int64), count)
+  ds = ds.take_while(lambda example, empty_epoch: tf.logical_not(empty_epoch))
+  ds = ds.filter(lambda example, unused_empty: example['position'] >= 0)
+  return ds.map(lambda example, unused_empty: example)
 
 
 def with_options(ds: tf.data.Dataset, cfg: data_config.DataConfig,
@@ -172,8 +274,9 @@ def data_service_job(cfg: data_config.DataConfig) -> str:
 
 def build_dataset(cfg: data_config.DataConfig,
                   input_context: Optional[tf.distribute.InputContext] = None,
-                  private_threads: Optional[int] = None) -> tf.data.Dataset:
-  """Batches of two views (and masks, and DetCo patches) for one input pipeline.
+                  private_threads: Optional[int] = None, start: int = 0) -> tf.data.Dataset:
+  """Batches of two views (and masks, and DetCo patches) for one input pipeline, from the
+  record position `start` (where a resumed run stopped reading, `seeds`).
 
   With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
   calls `color.finalize_batch`; otherwise that runs here and the batches are final. With
@@ -183,7 +286,9 @@ def build_dataset(cfg: data_config.DataConfig,
   batch_size = cfg.global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(cfg.global_batch_size)
-  ds = examples(cfg, input_context)
+  if _pipeline_id(input_context) >= seeds.MAX_INPUT_PIPELINES:
+    raise ValueError(f'at most {seeds.MAX_INPUT_PIPELINES} input pipelines are supported')
+  ds = examples(cfg, input_context, start)
   ds = ds.map(lambda example: geometry.host_views(example, cfg),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=cfg.drop_remainder)

@@ -30,11 +30,11 @@ def grid_ids(height: tf.Tensor, width: tf.Tensor, grid_size: int) -> tf.Tensor:
   return rows[:, None] * grid_size + cols[None, :]
 
 
-def decode_example(serialized: tf.Tensor,
-                   mask_cfg: data_config.MaskConfig) -> Dict[str, tf.Tensor]:
+def decode_example(serialized: tf.Tensor, mask_cfg: data_config.MaskConfig,
+                   seed: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Parses a record into uint8 image [H, W, 3], int32 mask [H, W], key and a validity flag.
 
-  With several stored maps (FH scales) one is drawn uniformly. `valid` is false when the record
+  With several stored maps (FH scales) one is drawn uniformly, by the stateless `seed` [2]. `valid` is false when the record
   has no map or its map does not match the image size; `error` then says why, naming the example.
   """
   parsed = records.parse_example(serialized)
@@ -49,7 +49,7 @@ def decode_example(serialized: tf.Tensor,
     raise ValueError(f"masks.kind must be 'stored' or 'grid', got {mask_cfg.kind!r}")
   pngs = parsed[records.MASK_ENCODED]
   num_masks = tf.size(pngs)
-  index = tf.random.uniform([], 0, tf.maximum(num_masks, 1), dtype=tf.int32)
+  index = tf.random.stateless_uniform([], seed, 0, tf.maximum(num_masks, 1), dtype=tf.int32)
   mask = tf.cond(num_masks > 0,
                  lambda: decode_mask_png(pngs[tf.minimum(index, num_masks - 1)]),
                  lambda: tf.zeros([0, 0], tf.int32))

@@ -12,23 +12,28 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
+from tf_detcon.data import seeds
 
 CROP_ATTEMPTS = 10
 
 
 def sample_crop_window(height: tf.Tensor, width: tf.Tensor,
                        area_range: Tuple[float, float],
-                       aspect_range: Tuple[float, float]) -> tf.Tensor:
-  """A random resized crop window [y, x, h, w] (int32), as torchvision / BYOL sample it.
+                       aspect_range: Tuple[float, float], seed: tf.Tensor) -> tf.Tensor:
+  """A random resized crop window [y, x, h, w] (int32), as torchvision / BYOL sample it, drawn
+  from the stateless `seed` [2].
 
   Area fraction uniform in `area_range`, aspect ratio log-uniform in `aspect_range`; the first of
   10 draws that fits the image is used, else a centre crop clamped to the aspect range.
   """
+  area_seed, ratio_seed, y_seed, x_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 4))
   h = tf.cast(height, tf.float32)
   w = tf.cast(width, tf.float32)
-  area = h * w * tf.random.uniform([CROP_ATTEMPTS], area_range[0], area_range[1])
-  log_ratio = tf.random.uniform([CROP_ATTEMPTS], math.log(aspect_range[0]),
-                                math.log(aspect_range[1]))
+  area = h * w * tf.random.stateless_uniform([CROP_ATTEMPTS], area_seed, area_range[0],
+                                             area_range[1])
+  log_ratio = tf.random.stateless_uniform([CROP_ATTEMPTS], ratio_seed, math.log(aspect_range[0]),
+                                          math.log(aspect_range[1]))
   ratio = tf.exp(log_ratio)
   crop_w = tf.cast(tf.round(tf.sqrt(area * ratio)), tf.int32)
   crop_h = tf.cast(tf.round(tf.sqrt(area / ratio)), tf.int32)
@@ -41,8 +46,8 @@ def sample_crop_window(height: tf.Tensor, width: tf.Tensor,
   any_fits = tf.reduce_any(fits)
   crop_h = tf.where(any_fits, crop_h[first], tf.cast(fallback_h, tf.int32))
   crop_w = tf.where(any_fits, crop_w[first], tf.cast(fallback_w, tf.int32))
-  y = tf.random.uniform([], 0, height - crop_h + 1, dtype=tf.int32)
-  x = tf.random.uniform([], 0, width - crop_w + 1, dtype=tf.int32)
+  y = tf.random.stateless_uniform([], y_seed, 0, height - crop_h + 1, dtype=tf.int32)
+  x = tf.random.stateless_uniform([], x_seed, 0, width - crop_w + 1, dtype=tf.int32)
   return tf.stack([y, x, crop_h, crop_w])
 
 
@@ -60,41 +65,56 @@ def crop_resize_flip(image: tf.Tensor, mask: Optional[tf.Tensor], window: tf.Ten
   return image, mask
 
 
-def global_view(image: tf.Tensor, mask: tf.Tensor,
-                cfg: data_config.ViewConfig) -> Tuple[tf.Tensor, tf.Tensor]:
+def _window_and_flip(image: tf.Tensor, area_range: Tuple[float, float],
+                     view_cfg: data_config.ViewConfig,
+                     seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shape = tf.shape(image)
-  window = sample_crop_window(shape[0], shape[1], (cfg.crop_area_min, cfg.crop_area_max),
-                              (cfg.aspect_ratio_min, cfg.aspect_ratio_max))
-  flip = tf.random.uniform([]) < cfg.flip_prob
+  window = sample_crop_window(shape[0], shape[1], area_range,
+                              (view_cfg.aspect_ratio_min, view_cfg.aspect_ratio_max), window_seed)
+  return window, tf.random.stateless_uniform([], flip_seed) < view_cfg.flip_prob
+
+
+def global_view(image: tf.Tensor, mask: tf.Tensor, cfg: data_config.ViewConfig,
+                seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """A view and its aligned id map, drawn from the stateless `seed` [2]."""
+  window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), cfg, seed)
   return crop_resize_flip(image, mask, window, flip, cfg.output_size)
 
 
 def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
-               cfg: data_config.LocalViewConfig) -> Tuple[tf.Tensor, tf.Tensor]:
+               cfg: data_config.LocalViewConfig,
+               seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """DetCo's local view: the crop [S, S, 3] and the top-left corners [grid², 2] of its patches.
 
   Cell (r, c) of the grid_size × grid_size grid holds one patch_size patch at a random offset.
+  Drawn from the stateless `seed` [2].
   """
-  shape = tf.shape(image)
-  window = sample_crop_window(shape[0], shape[1], (cfg.crop_area_min, cfg.crop_area_max),
-                              (view_cfg.aspect_ratio_min, view_cfg.aspect_ratio_max))
-  flip = tf.random.uniform([]) < view_cfg.flip_prob
+  view_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), view_cfg,
+                                  view_seed)
   crop, _ = crop_resize_flip(image, None, window, flip, cfg.output_size)
   cell = cfg.output_size // cfg.grid_size  # >= patch_size (configs.validation)
   corners = tf.range(cfg.grid_size) * cell
   rows = tf.repeat(corners, cfg.grid_size)
   cols = tf.tile(corners, [cfg.grid_size])
-  jitter = tf.random.uniform([cfg.grid_size**2, 2], 0, cell - cfg.patch_size + 1, tf.int32)
+  jitter = tf.random.stateless_uniform([cfg.grid_size**2, 2], jitter_seed, 0,
+                                       cell - cfg.patch_size + 1, tf.int32)
   return crop, tf.stack([rows, cols], axis=1) + jitter
 
 
 def host_views(example: Dict[str, tf.Tensor],
                cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
-  """The per-example host part: two global views with masks, and DetCo's local views."""
-  out = {}
+  """The per-example host part: two global views with masks, and DetCo's local views, drawn
+  from the example's `seed`; its `position` and `pipeline` go along (`seeds.batch_seed`)."""
+  out = {'position': example['position'], 'pipeline': example['pipeline']}
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-    out[f'view{i}'], out[f'mask{i}'] = global_view(example['image'], example['mask'], view_cfg)
+    view_seed, local_seed = (seeds.derive(example['seed'], purpose) for purpose in
+                             ((seeds.VIEW1, seeds.LOCAL1) if i == 1 else
+                              (seeds.VIEW2, seeds.LOCAL2)))
+    out[f'view{i}'], out[f'mask{i}'] = global_view(example['image'], example['mask'], view_cfg,
+                                                   view_seed)
     if cfg.local_views.enabled:
       out[f'local{i}'], out[f'offsets{i}'] = local_view(example['image'], view_cfg,
-                                                         cfg.local_views)
+                                                         cfg.local_views, local_seed)
   return out

@@ -16,6 +16,7 @@ from tf_detcon.configs import data as data_config
 from tf_detcon.data import color
 from tf_detcon.data import decode
 from tf_detcon.data import geometry
+from tf_detcon.data import seeds
 
 PAD = 2
 
@@ -81,19 +82,24 @@ def view_panels(records: Sequence[bytes], cfg: data_config.DataConfig, size: int
                 seed: int = 0) -> np.ndarray:
   """One row per record: the image, its stored id map (FH or ground truth), view 1 and view 2
   with the masks the method uses overlaid, and DetCo's nine patches of view 1."""
-  tf.random.set_seed(seed)
   stored = data_config.MaskConfig(kind='stored')
   rows = []
-  for serialized in records:
-    example = decode.decode_example(tf.constant(serialized), cfg.masks)
-    views = geometry.host_views(example, cfg)
-    stored_ids = decode.decode_example(tf.constant(serialized), stored)['mask'].numpy()
+  for index, serialized in enumerate(records):
+    record_seed = seeds.record_seed(seed, 0, index)
+    example = decode.decode_example(tf.constant(serialized), cfg.masks,
+                                    seeds.derive(record_seed, seeds.DECODE))
+    views = geometry.host_views(dict(example, seed=record_seed, position=index, pipeline=0), cfg)
+    stored_ids = decode.decode_example(tf.constant(serialized), stored,
+                                       seeds.derive(record_seed, seeds.DECODE))['mask'].numpy()
     tiles = [example['image'].numpy(), stored_ids if stored_ids.size else example['mask'].numpy()]
+    color_seeds = tf.random.experimental.stateless_split(
+        seeds.derive(record_seed, seeds.COLOR), 3)
     for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-      coloured = color.color_augment(views[f'view{i}'][None], view_cfg.color)[0].numpy()
+      coloured = color.color_augment(views[f'view{i}'][None], view_cfg.color,
+                                     color_seeds[i - 1])[0].numpy()
       tiles.append(overlay(to_uint8(coloured), views[f'mask{i}'].numpy()))
     if cfg.local_views.enabled:
-      local = color.color_augment(views['local1'][None], cfg.view1.color)
+      local = color.color_augment(views['local1'][None], cfg.view1.color, color_seeds[2])
       patches = color.extract_patches(local, views['offsets1'][None],
                                       cfg.local_views.patch_size)[0].numpy()
       grid = cfg.local_views.grid_size

@@ -35,6 +35,7 @@ import tf_keras
 from tf_detcon import replicas
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.data import color
+from tf_detcon.data import seeds
 
 LevelFeatures = Dict[str, tf.Tensor]  # {'2': [B, h, w, C], ..., '5': ...}
 VariablePair = Tuple[tf.Variable, tf.Variable]
@@ -47,16 +48,28 @@ class Inputs:
   views:   the two augmented views, [B, S, S, 3] each.
   masks:   their aligned id maps, [B, S, S] int each.
   patches: DetCo's jigsaw patches of each view's local crop, [B, N, p, p, 3] each, or None.
+  seed:    this replica's batch seed [2] (`seeds.batch_seed`): the step's draws (mask ids,
+           channel dropout, DetCo's shuffle) derive from it with `seeds.derive`.
   """
   views: Tuple[tf.Tensor, tf.Tensor]
   masks: Tuple[tf.Tensor, tf.Tensor]
   patches: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+  seed: Optional[tf.Tensor] = None
 
   @classmethod
-  def from_batch(cls, batch: Dict[str, tf.Tensor]) -> 'Inputs':
+  def from_batch(cls, batch: Dict[str, tf.Tensor], seed: Optional[tf.Tensor] = None
+                 ) -> 'Inputs':
     patches = (batch['patches1'], batch['patches2']) if 'patches1' in batch else None
     return cls(views=(batch['view1'], batch['view2']), masks=(batch['mask1'], batch['mask2']),
-               patches=patches)
+               patches=patches, seed=seed)
+
+  def seed_for(self, *keys) -> tf.Tensor:
+    """A stateless seed for one draw of the step, or a random one for inputs without a seed
+    (tests that build `Inputs` by hand)."""
+    seed = self.seed
+    if seed is None:
+      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    return seeds.derive(seed, *keys)
 
 
 @dataclasses.dataclass
@@ -158,6 +171,10 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
     self.encoder: Optional[tf_keras.Model] = None
     self.objective: Optional[Objective] = None
     self.target_encoder: Optional[tf_keras.Model] = None
+    # Per input pipeline, the position to read from on resume (checkpointed with the model).
+    self.input_positions = tf.Variable(
+        tf.zeros([seeds.MAX_INPUT_PIPELINES], tf.int64), trainable=False, name='input_positions',
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
   # ------------------------------------------------------------------ what a method provides
   @abc.abstractmethod
@@ -197,10 +214,23 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
 
   # ------------------------------------------------------------------------- the train step
   def prepare_inputs(self, batch: Dict[str, tf.Tensor]) -> Inputs:
-    """Colour + normalisation when they run on the accelerator (`color_on_device`)."""
+    """Colour + normalisation when they run on the accelerator (`color_on_device`), and the
+    step's seed."""
     if self.data_cfg.color_on_device:
       batch = color.finalize_batch(batch, self.data_cfg)
-    return Inputs.from_batch(batch)
+    return Inputs.from_batch(batch, seeds.batch_seed(seeds.base_seed(self.data_cfg), batch,
+                                                     seeds.STEP))
+
+  def record_input_positions(self, batch: Dict[str, tf.Tensor]) -> None:
+    """`input_positions[p]` ← the position after the last example input pipeline p has fed,
+    over all replicas: where a resumed run starts reading again (`seeds`)."""
+    pipelines = replicas.gather(batch['pipeline'][:1])
+    following = replicas.gather(tf.reduce_max(batch['position'], keepdims=True) + 1)
+
+    def assign(variable, pipelines_, following_):
+      return variable.assign(tf.tensor_scatter_nd_max(variable, pipelines_[:, None], following_))
+
+    replicas.update_everywhere([(self.input_positions, assign, (pipelines, following))])
 
   def compute_objective(self, inputs: Inputs, training: bool) -> ObjectiveOutput:
     return self.objective(self.features(inputs, training), inputs, training=training)
@@ -241,6 +271,7 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
       decay = self.ema_decay(self.optimizer.iterations)
       ema_update(self.ema_pairs(), decay)
     self.update_state(result.state)
+    self.record_input_positions(batch)
     return self._logs(dict(result.stats, loss=result.loss), learning_rate, decay)
 
   def _applied_learning_rate(self) -> tf.Tensor:

@@ -57,7 +57,9 @@ def sample_ids(cell_ids: tf.Tensor, num_ids: int, num_samples: int,
   logits = tf.where(exists, 0.0, -1e9)
   if seed is None:
     return tf.random.categorical(logits, num_samples, dtype=tf.int32)
-  return tf.random.stateless_categorical(logits, num_samples, seed, dtype=tf.int32)
+  # XLA registers StatelessMultinomial for int32 seeds only.
+  return tf.random.stateless_categorical(logits, num_samples, tf.cast(seed, tf.int32),
+                                         dtype=tf.int32)
 
 
 def pool_by_ids(features: tf.Tensor, cell_ids: tf.Tensor,

@@ -8,11 +8,14 @@ levels with heads of their own, and trains on α·L_enc + (1 − α)·L_dec (doc
 
 import copy
 from typing import Any, Dict
+import zlib
 
+import tensorflow as tf
 import tf_keras
 
 from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.data import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import decoders
@@ -43,7 +46,6 @@ class DeConModel(base.PretrainModel):
     self.target_decoder = None
     if self.target_encoder is not None:
       self.target_decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
-    self.channel_dropout = tf_keras.layers.SpatialDropout2D(self.cfg.channel_dropout)
     self.levels = methods_config.DECON_VARIANT_LEVELS[self.cfg.variant]
     filters = self.cfg.decoder.fpn.num_filters
     self.decoder_objective = self.base_model.make_objective(
@@ -78,13 +80,27 @@ class DeConModel(base.PretrainModel):
   def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
     return self.base_model.features(inputs, training)
 
-  def decode(self, encoded: base.Encoded, training: bool) -> base.Encoded:
-    """Every features dict through the decoder: online ones after channel dropout, target ones
-    through the EMA target decoder."""
+  def channel_dropout(self, features: tf.Tensor, seed: tf.Tensor, training: bool) -> tf.Tensor:
+    """DeCon's channel dropout (its Methodology): whole channels of each image [B, h, w, C] zeroed with
+    probability `channel_dropout`, the others scaled by 1/(1 − rate), as SpatialDropout2D does,
+    drawn from the stateless `seed` [2]."""
+    rate = self.cfg.channel_dropout
+    if not training or rate <= 0:
+      return features
+    shape = tf.shape(features)
+    keep = tf.random.stateless_uniform([shape[0], 1, 1, shape[3]], seed) >= rate
+    return tf.where(keep, features / (1.0 - rate), tf.zeros_like(features))
+
+  def decode(self, encoded: base.Encoded, inputs: base.Inputs, training: bool) -> base.Encoded:
+    """Every features dict through the decoder: online ones after channel dropout (drawn from
+    the inputs' seed), target ones through the EMA target decoder."""
+    calls = iter(range(1 << 20))
 
     def online(features: base.LevelFeatures) -> base.LevelFeatures:
-      dropped = {level: self.channel_dropout(value, training=training)
-                 for level, value in features.items()}
+      call = next(calls)
+      dropped = {level: self.channel_dropout(
+          value, inputs.seed_for(seeds.CHANNEL_DROPOUT, call, zlib.crc32(level.encode())),
+          training=training) for level, value in features.items()}
       return self.decoder(dropped, training=training)
 
     def target(features: base.LevelFeatures) -> base.LevelFeatures:
@@ -96,7 +112,7 @@ class DeConModel(base.PretrainModel):
   def compute_objective(self, inputs: base.Inputs, training: bool) -> base.ObjectiveOutput:
     encoded = self.features(inputs, training)
     encoder_result = self.objective(encoded, inputs, training=training)
-    decoder_result = self.decoder_objective(self.decode(encoded, training), inputs,
+    decoder_result = self.decoder_objective(self.decode(encoded, inputs, training), inputs,
                                             training=training)
     alpha = self.cfg.alpha
     stats = {'loss_encoder': encoder_result.loss, 'loss_decoder': decoder_result.loss}

@@ -19,6 +19,7 @@ from tf_detcon import losses
 from tf_detcon import replicas
 from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.data import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import encoders
@@ -178,8 +179,8 @@ class DetCoModel(base.PretrainModel):
     patches = inputs.patches if self.cfg.local else (None, None)
     query = side(self.encoder, inputs.views[0], patches[0])
     if self.cfg.key_bn == 'shuffle':
-      # A fresh permutation each step, the same on every replica: replica 0's random seed.
-      seed = replicas.gather(tf.random.uniform([1, 2], maxval=2**31 - 1, dtype=tf.int32))[0]
+      # A fresh permutation each step, the same on every replica: replica 0's seed.
+      seed = replicas.gather(inputs.seed_for(seeds.KEY_SHUFFLE)[None])[0]
       key = shuffled_across_replicas(
           lambda view, patches: side(self.target_encoder, view, patches),
           inputs.views[1], patches[1], seed)

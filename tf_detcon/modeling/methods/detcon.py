@@ -7,6 +7,7 @@ owns its heads, so DeCon can apply it to decoder levels too.
 """
 
 from typing import Dict, Optional, Sequence, Tuple
+import zlib
 
 import tensorflow as tf
 import tf_keras
@@ -15,6 +16,7 @@ from tf_detcon import losses
 from tf_detcon import schedules
 from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.data import seeds as seeds_lib
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import encoders
@@ -122,14 +124,20 @@ class DetConObjective(base.Objective):
   def call(self, encoded: base.Encoded, inputs: base.Inputs, training: bool = True,
            seeds: Optional[Sequence[tf.Tensor]] = None) -> base.ObjectiveOutput:
     """Args: the two views' features (online; target for DetCon_B), the inputs (their masks),
-    the BN mode, optional per-view sampling seeds (tests)."""
+    the BN mode, optional per-view sampling seeds (tests; by default they derive from the
+    inputs' seed, per objective, level and view)."""
     online, target = encoded.online.views, encoded.target
     total, fractions, stats = 0.0, [], {}
     for level, objective in self.level_objectives.items():
+      level_seeds = seeds
+      if level_seeds is None:
+        level_seeds = [inputs.seed_for(seeds_lib.MASK_SAMPLING, zlib.crc32(self.name.encode()),
+                                       zlib.crc32(level.encode()), view)
+                       for view in range(2)]
       loss, level_stats = objective(
           [online[0][level], online[1][level]],
           None if target is None else [target.views[0][level], target.views[1][level]],
-          list(inputs.masks), training=training, seeds=seeds)
+          list(inputs.masks), training=training, seeds=level_seeds)
       total += self.weights_by_level[level] * loss
       fractions.append(level_stats['positive_fraction'])
       if len(self.level_objectives) > 1:

@@ -1,0 +1,79 @@
+"""Stateless randomness keyed by where a draw happens, so that a run is a function of its seed
+and a resumed run repeats the uninterrupted one (docs/design.md §9).
+
+Every record of an input pipeline gets a position: its epoch and its index in that epoch's
+(seeded) order. Every random draw of the run is keyed by (base seed, pipeline, position,
+purpose) through `tf.random.experimental.stateless_fold_in`:
+
+  host    decode (which stored FH map), the two views' crops and flips, DetCo's local crops;
+  batch   colour (on the host or the accelerator) and, in the train step, mask-id sampling,
+          DeCon's channel dropout and DetCo's shuffled-BN permutation: keyed by the position of
+          the batch's first example.
+
+Nothing depends on how many threads produced a batch or on how far the pipeline ran ahead, and
+the input position of a checkpoint (`PretrainModel.input_positions`) says where to start again.
+"""
+
+import random
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+from tf_detcon.configs import data as data_config
+
+# A position is epoch << EPOCH_SHIFT | index: one int64 that orders records by (epoch, index).
+EPOCH_SHIFT = 40
+MAX_INPUT_PIPELINES = 4096
+
+# Purposes: what a seed is for, so that no two draws share one.
+DECODE, VIEW1, VIEW2, LOCAL1, LOCAL2, COLOR, STEP = range(7)
+MASK_SAMPLING, CHANNEL_DROPOUT, KEY_SHUFFLE = range(10, 13)
+FILE_ORDER, RECORD_ORDER = range(20, 22)
+
+# Without task.train_data.seed, one random base per process: a restarted process draws anew.
+_PROCESS_SEED = random.randint(0, 2**31 - 1)
+
+
+def base_seed(cfg: data_config.DataConfig) -> int:
+  """`cfg.seed`, or this process's random base seed."""
+  return _PROCESS_SEED if cfg.seed is None else int(cfg.seed)
+
+
+def exact_resume(cfg: data_config.DataConfig) -> bool:
+  """Whether the run is deterministic and resumes where it stopped: `seed` set and
+  `deterministic: true`, on our records (TFDS and tf.data service keep their own order)."""
+  return (cfg.seed is not None and cfg.deterministic is True and not cfg.tfds_name
+          and not cfg.enable_tf_data_service)
+
+
+def position(epoch: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+  return tf.bitwise.left_shift(tf.cast(epoch, tf.int64), EPOCH_SHIFT) + tf.cast(index, tf.int64)
+
+
+def split_position(value: int) -> Tuple[int, int]:
+  """(epoch, index) of a position."""
+  return value >> EPOCH_SHIFT, value & ((1 << EPOCH_SHIFT) - 1)
+
+
+def derive(seed: tf.Tensor, *keys) -> tf.Tensor:
+  """The [2] int64 seed `seed` folded with each key in turn."""
+  seed = tf.cast(seed, tf.int64)
+  for key in keys:
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(key, tf.int64))
+  return seed
+
+
+def record_seed(base: int, pipeline: tf.Tensor, record_position: tf.Tensor) -> tf.Tensor:
+  """The seed of one record: every host draw for it derives from this."""
+  return derive(tf.constant([base, 0], tf.int64), pipeline, record_position)
+
+
+def epoch_seed(base: int, pipeline: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
+  """The seed of an epoch's file or record order."""
+  return derive(tf.constant([base, 1], tf.int64), pipeline, epoch, purpose)
+
+
+def batch_seed(base: int, batch: Dict[str, tf.Tensor], purpose: int) -> tf.Tensor:
+  """A batch's seed for `purpose`: that of its first record. Batches hold `pipeline` and
+  `position` per example."""
+  return derive(record_seed(base, batch['pipeline'][0], batch['position'][0]), purpose)
