@@ -348,3 +348,63 @@ def test_two_replicas_keep_every_mirrored_variable_bit_identical(name, two_repli
   slots = run.optimizer.variables()
   assert len(slots) > 1  # iterations and momentum slots
   assert _mirrored_copies_differ(two_replicas, slots) == []
+
+
+# A deterministic run (seed + deterministic) of 8 steps of 4 examples: a checkpoint at step 4,
+# and the 18 embedded records make step 5 cross into the second epoch.
+EXACT_RUN = ('trainer.train_steps=8,trainer.checkpoint_interval=4,trainer.steps_per_loop=1,'
+             'trainer.summary_interval=0,task.log_every_steps=1,task.train_data.seed=7,'
+             'task.train_data.deterministic=true')
+
+
+def _checkpoint_differences(path_a: str, path_b: str) -> dict:
+  """{tensor name: max |a − b|} over every numeric tensor of two checkpoints (same names)."""
+  a, b = tf.train.load_checkpoint(path_a), tf.train.load_checkpoint(path_b)
+  names = a.get_variable_to_shape_map()
+  assert set(names) == set(b.get_variable_to_shape_map())
+  out = {}
+  for name in names:
+    x, y = a.get_tensor(name), b.get_tensor(name)
+    if isinstance(x, np.ndarray) and x.dtype.kind in 'fiu' and x.size:
+      out[name] = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+  return out
+
+
+@pytest.mark.parametrize('experiment', ['detcon_b_tiny', 'detco_tiny', 'decon_ml_detcon_b_tiny'])
+def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, embedded_files):
+  """Exact resume: a run killed with SIGKILL after its step-4 checkpoint and rerun with the same
+  command ends where the uninterrupted run ends: every weight, EMA target, queue, optimiser slot
+  and the export, to 1e-6. The two runs go side by side (one per core)."""
+  del embedded_files
+
+  def args(name):
+    return (f'--experiment={experiment}', f'--model_dir={tmp_path / name}',
+            f'--params_override={EXACT_RUN}')
+
+  with open(tmp_path / 'whole.log', 'w') as log:
+    whole = start_pretrain(*args('whole'), stdout=log, stderr=subprocess.STDOUT)
+    killed = start_pretrain(*args('killed'), stderr=subprocess.STDOUT)
+    try:
+      saved = False
+      for line in killed.stdout:
+        saved = saved or ('saved checkpoint' in line and line.rstrip().endswith('ckpt-4'))
+        if saved and line.startswith('step 6/'):
+          killed.send_signal(signal.SIGKILL)
+          break
+      assert killed.wait(timeout=60) == -signal.SIGKILL
+      assert whole.wait(timeout=600) == 0, (tmp_path / 'whole.log').read_text()[-2000:]
+    finally:
+      whole.kill()
+      killed.kill()
+  rerun = run_pretrain(*args('killed'))
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert f'resumed from {tmp_path}/killed/checkpoints/ckpt-4 at step 4' in rerun.stdout
+  assert 'input resumes at record 16 of epoch 0 (pipeline 0)' in rerun.stdout
+  state = _checkpoint_differences(str(tmp_path / 'whole/checkpoints/ckpt-8'),
+                                  str(tmp_path / 'killed/checkpoints/ckpt-8'))
+  assert any('queue' in name for name in state) == (experiment == 'detco_tiny')
+  assert any('target' in name for name in state)
+  assert max(state.values()) <= 1e-6, {k: v for k, v in state.items() if v > 1e-6}
+  export = _checkpoint_differences(str(tmp_path / 'whole/export/checkpoint/ckpt-1'),
+                                   str(tmp_path / 'killed/export/checkpoint/ckpt-1'))
+  assert len(export) > 10 and max(export.values()) <= 1e-6

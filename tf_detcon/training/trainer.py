@@ -24,6 +24,7 @@ from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.configs import validation
 from tf_detcon.data import datasets
+from tf_detcon.data import seeds
 from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
 from tf_detcon.training import distribute
@@ -43,6 +44,11 @@ class Run:
     validation.validate(params)
     self.params = params
     self.model_dir = model_dir
+    self.exact_resume = seeds.exact_resume(params.task.train_data)
+    if self.exact_resume:
+      # Initial weights, queues and every kernel's result follow from the seed (seeds module).
+      tf_keras.utils.set_random_seed(params.task.train_data.seed)
+      tf.config.experimental.enable_op_determinism()
     distribute.configure_precision(params.runtime)
     self.strategy = strategy or distribute.build_strategy(params.runtime)
     validation.validate(params, num_replicas=self.strategy.num_replicas_in_sync)
@@ -118,10 +124,24 @@ class Run:
     return int(self.optimizer.iterations.numpy())
 
   def dataset(self) -> tf.distribute.DistributedDataset:
+    """The training input; with an exact resume, each pipeline from where it stopped."""
     data_cfg = self.params.task.train_data
-    return self.strategy.distribute_datasets_from_function(
-        lambda context: datasets.build_dataset(
-            data_cfg, context, self.params.runtime.dataset_num_private_threads))
+    positions = self.model.input_positions.numpy()
+    if self.step and self.exact_resume:
+      epoch, index = seeds.split_position(int(positions[0]))
+      print(f'input resumes at record {index} of epoch {epoch} (pipeline 0)', flush=True)
+    elif self.step:
+      print('input restarts in a fresh random order (set task.train_data.seed and '
+            'deterministic: true for an exact resume)', flush=True)
+
+    def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+      pipeline_id = context.input_pipeline_id
+      start = (int(positions[pipeline_id])
+               if self.exact_resume and pipeline_id < len(positions) else 0)
+      return datasets.build_dataset(data_cfg, context,
+                                    self.params.runtime.dataset_num_private_threads, start)
+
+    return self.strategy.distribute_datasets_from_function(pipeline)
 
   def callbacks(self) -> List[tf_keras.callbacks.Callback]:
     trainer = self.params.trainer
