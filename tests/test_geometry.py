@@ -39,11 +39,11 @@ def test_views_keep_image_and_mask_aligned_over_many_draws():
   image, ids = _colour_coded()
   cfg = data_config.DataConfig(**data_config.byol_views(64))
   example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32),
-             'position': tf.constant(0, tf.int64), 'pipeline': tf.constant(0)}
+             'pipeline': tf.constant(0)}
   make = tf.function(lambda e: geometry.host_views(e, cfg))
   interior_agreement, overall_agreement = [], []
   for draw in range(100):
-    out = make(dict(example, seed=tf.constant([draw, 1], tf.int64)))
+    out = make(dict(example, position=tf.constant(draw, tf.int64)))
     for i in (1, 2):
       view, mask = out[f'view{i}'].numpy(), out[f'mask{i}'].numpy()
       assert view.shape == (64, 64, 3) and mask.shape == (64, 64)
@@ -130,16 +130,19 @@ def test_local_view_patches_lie_in_their_grid_cells():
     assert row * 85 <= y <= row * 85 + 85 - 64 and col * 85 <= x <= col * 85 + 85 - 64
 
 
-def test_views_are_a_function_of_the_seed():
-  """The same seed gives the same views (a resumed run repeats them); another seed others."""
+def test_views_are_a_function_of_seed_pipeline_and_position():
+  """The same (seed, pipeline, position) gives the same views (a resumed run repeats them);
+  changing any of them gives others."""
   image, ids = _colour_coded()
-  cfg = data_config.DataConfig(**data_config.byol_views(64))
-  example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32),
-             'position': tf.constant(0, tf.int64), 'pipeline': tf.constant(0)}
+  example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32)}
 
-  def views(seed):
-    out = geometry.host_views(dict(example, seed=tf.constant(seed, tf.int64)), cfg)
+  def views(seed, pipeline, position):
+    cfg = data_config.DataConfig(seed=seed, **data_config.byol_views(64))
+    out = geometry.host_views(dict(example, pipeline=tf.constant(pipeline),
+                                   position=tf.constant(position, tf.int64)), cfg)
     return np.concatenate([out['view1'].numpy().ravel(), out['mask2'].numpy().ravel()])
 
-  np.testing.assert_array_equal(views([1, 2]), views([1, 2]))
-  assert not np.array_equal(views([1, 2]), views([1, 3]))
+  reference = views(1, 0, 5)
+  np.testing.assert_array_equal(views(1, 0, 5), reference)
+  for other in ((2, 0, 5), (1, 1, 5), (1, 0, 6)):
+    assert not np.array_equal(views(*other), reference)

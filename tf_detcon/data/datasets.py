@@ -117,8 +117,8 @@ def _epoch_records(cfg: data_config.DataConfig,
     if cfg.shuffle_buffer_size > 1:
       ds = _seeded_shuffle(ds, cfg.shuffle_buffer_size,
                            seeds.epoch_seed(base, pipeline, epoch, seeds.RECORD_ORDER)[0])
-    ds = ds.enumerate().map(lambda index, record: (seeds.position(epoch, index), record))
-    return ds.skip(tf.where(tf.equal(epoch, first_epoch), tf.constant(skip, tf.int64), 0))
+    skipped = tf.where(tf.equal(epoch, first_epoch), tf.constant(skip, tf.int64), 0)
+    return ds.skip(skipped).enumerate(start=seeds.position(epoch, skipped))
 
   return first_epoch, epoch_records
 
@@ -194,30 +194,30 @@ def tfds_examples(cfg: data_config.DataConfig,
 def examples(cfg: data_config.DataConfig,
              input_context: Optional[tf.distribute.InputContext] = None,
              start: int = 0) -> tf.data.Dataset:
-  """Validated examples {key, image, mask, valid, error, position, pipeline, seed}, from TFDS
-  or from our records (from position `start`), endless when training.
+  """Validated examples {key, image, mask, valid, error, position, pipeline}, from TFDS or from
+  our records (from position `start`), endless when training.
 
-  `seed` is the record's seed (`seeds.record_seed`): every host draw for it derives from it. A
-  source with no (valid) example in a whole epoch ends the dataset instead of being reread
+  Every host draw for an example is keyed by its pipeline and position (`seeds.record_seed`).
+  A source with no (valid) example in a whole epoch ends the dataset instead of being reread
   forever (the trainer then says so).
   """
   pipeline = _pipeline_id(input_context)
   base = seeds.base_seed(cfg)
 
-  def with_seed(position: tf.Tensor, example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    return dict(example, position=position, pipeline=tf.constant(pipeline, tf.int32),
-                seed=seeds.record_seed(base, pipeline, position))
+  def origin(position: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return {'position': position, 'pipeline': tf.constant(pipeline, tf.int32)}
 
   if cfg.tfds_name:
     ds = tfds_examples(cfg, input_context)
     ds = ds.repeat() if cfg.is_training else ds
-    return ds.enumerate().map(with_seed, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.enumerate().map(lambda position, example: dict(example, **origin(position)),
+                              num_parallel_calls=tf.data.AUTOTUNE)
 
   def decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
-    def decode_record(position, record):
-      seed = seeds.record_seed(base, pipeline, position)
-      return with_seed(position, decode.decode_example(record, cfg.masks,
-                                                       seeds.derive(seed, seeds.DECODE)))
+    def decode_record(position: tf.Tensor, record: tf.Tensor) -> Dict[str, tf.Tensor]:
+      example = decode.decode_example(
+          record, cfg.masks, seeds.record_seed(base, pipeline, position, seeds.DECODE))
+      return dict(example, **origin(position))
     ds = ds.map(decode_record, num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.on_bad_example == 'skip':
       return ds.filter(lambda example: example['valid'])
@@ -226,29 +226,15 @@ def examples(cfg: data_config.DataConfig,
   if not cfg.is_training:
     return decoded(record_stream(cfg, input_context))
   first_epoch, epoch_records = _epoch_records(cfg, input_context, start)
-  partial_epoch = seeds.split_position(start)[1] > 0
+  files = _pipeline_files(cfg, input_context)
 
-  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
-    # Each epoch ends with a marker example, at position -1 after a whole epoch and -2 after
-    # the rest of a resumed one, so that an epoch without a valid example is seen.
-    partial = tf.equal(epoch, first_epoch) & partial_epoch
-    marker = {'key': tf.constant(''), 'image': tf.zeros([1, 1, 3], tf.uint8),
-              'mask': tf.zeros([1, 1], tf.int32), 'valid': tf.constant(False),
-              'error': tf.constant(''), 'pipeline': tf.constant(pipeline, tf.int32),
-              'position': tf.where(partial, tf.constant(-2, tf.int64), -1),
-              'seed': tf.zeros([2], tf.int64)}
-    return decoded(epoch_records(epoch)).concatenate(tf.data.Dataset.from_tensors(marker))
+  def has_example(epoch: tf.Tensor) -> tf.Tensor:
+    # Whether a whole epoch (in file order) yields a valid example: usually its first record.
+    records = _interleaved(cfg, files, len(files)).enumerate(start=seeds.position(epoch, 0))
+    return decoded(records).take(1).reduce(tf.constant(False), lambda found, example: True)
 
-  def count(seen: tf.Tensor, example: Dict[str, tf.Tensor]):
-    position = example['position']
-    empty_epoch = tf.equal(position, -1) & tf.equal(seen, 0)
-    return tf.where(position < 0, tf.constant(0, tf.int64), seen + 1), (example, empty_epoch)
-
-  ds = _epochs(first_epoch).flat_map(epoch_examples)
-  ds = ds.scan(tf.constant(0, tf.int64), count)
-  ds = ds.take_while(lambda example, empty_epoch: tf.logical_not(empty_epoch))
-  ds = ds.filter(lambda example, unused_empty: example['position'] >= 0)
-  return ds.map(lambda example, unused_empty: example)
+  # An epoch without a valid example ends the input instead of being reread forever.
+  return decoded(_epochs(first_epoch).take_while(has_example).flat_map(epoch_records))
 
 
 def with_options(ds: tf.data.Dataset, cfg: data_config.DataConfig,

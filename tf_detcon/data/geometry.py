@@ -15,6 +15,8 @@ from tf_detcon.configs import data as data_config
 from tf_detcon.data import seeds
 
 CROP_ATTEMPTS = 10
+# Uniforms one crop window takes: area and aspect per attempt, then y and x.
+WINDOW_DRAWS = 2 * CROP_ATTEMPTS + 2
 
 
 def sample_crop_window(height: tf.Tensor, width: tf.Tensor,
@@ -26,15 +28,18 @@ def sample_crop_window(height: tf.Tensor, width: tf.Tensor,
   Area fraction uniform in `area_range`, aspect ratio log-uniform in `aspect_range`; the first of
   10 draws that fits the image is used, else a centre crop clamped to the aspect range.
   """
-  area_seed, ratio_seed, y_seed, x_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 4))
+  draws = tf.random.stateless_uniform([WINDOW_DRAWS], seed)
+  return _crop_window(height, width, area_range, aspect_range, draws)
+
+
+def _crop_window(height: tf.Tensor, width: tf.Tensor, area_range: Tuple[float, float],
+                 aspect_range: Tuple[float, float], draws: tf.Tensor) -> tf.Tensor:
+  """`sample_crop_window` from WINDOW_DRAWS uniforms in [0, 1) (one random op per view)."""
   h = tf.cast(height, tf.float32)
   w = tf.cast(width, tf.float32)
-  area = h * w * tf.random.stateless_uniform([CROP_ATTEMPTS], area_seed, area_range[0],
-                                             area_range[1])
-  log_ratio = tf.random.stateless_uniform([CROP_ATTEMPTS], ratio_seed, math.log(aspect_range[0]),
-                                          math.log(aspect_range[1]))
-  ratio = tf.exp(log_ratio)
+  area = h * w * (area_range[0] + (area_range[1] - area_range[0]) * draws[:CROP_ATTEMPTS])
+  low, high = math.log(aspect_range[0]), math.log(aspect_range[1])
+  ratio = tf.exp(low + (high - low) * draws[CROP_ATTEMPTS:2 * CROP_ATTEMPTS])
   crop_w = tf.cast(tf.round(tf.sqrt(area * ratio)), tf.int32)
   crop_h = tf.cast(tf.round(tf.sqrt(area / ratio)), tf.int32)
   fits = (crop_w <= width) & (crop_h <= height) & (crop_w > 0) & (crop_h > 0)
@@ -46,9 +51,15 @@ def sample_crop_window(height: tf.Tensor, width: tf.Tensor,
   any_fits = tf.reduce_any(fits)
   crop_h = tf.where(any_fits, crop_h[first], tf.cast(fallback_h, tf.int32))
   crop_w = tf.where(any_fits, crop_w[first], tf.cast(fallback_w, tf.int32))
-  y = tf.random.stateless_uniform([], y_seed, 0, height - crop_h + 1, dtype=tf.int32)
-  x = tf.random.stateless_uniform([], x_seed, 0, width - crop_w + 1, dtype=tf.int32)
+  y = _uniform_int(draws[2 * CROP_ATTEMPTS], height - crop_h + 1)
+  x = _uniform_int(draws[2 * CROP_ATTEMPTS + 1], width - crop_w + 1)
   return tf.stack([y, x, crop_h, crop_w])
+
+
+def _uniform_int(draw: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+  """An int uniform in [0, count) from a uniform draw in [0, 1)."""
+  count = tf.cast(count, tf.int32)
+  return tf.minimum(tf.cast(draw * tf.cast(count, tf.float32), tf.int32), count - 1)
 
 
 def crop_resize_flip(image: tf.Tensor, mask: Optional[tf.Tensor], window: tf.Tensor,
@@ -67,18 +78,20 @@ def crop_resize_flip(image: tf.Tensor, mask: Optional[tf.Tensor], window: tf.Ten
 
 def _window_and_flip(image: tf.Tensor, area_range: Tuple[float, float],
                      view_cfg: data_config.ViewConfig,
-                     seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-  window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+                     draws: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """A crop window and a flip from WINDOW_DRAWS + 1 uniforms."""
   shape = tf.shape(image)
-  window = sample_crop_window(shape[0], shape[1], area_range,
-                              (view_cfg.aspect_ratio_min, view_cfg.aspect_ratio_max), window_seed)
-  return window, tf.random.stateless_uniform([], flip_seed) < view_cfg.flip_prob
+  window = _crop_window(shape[0], shape[1], area_range,
+                        (view_cfg.aspect_ratio_min, view_cfg.aspect_ratio_max),
+                        draws[:WINDOW_DRAWS])
+  return window, draws[WINDOW_DRAWS] < view_cfg.flip_prob
 
 
 def global_view(image: tf.Tensor, mask: tf.Tensor, cfg: data_config.ViewConfig,
                 seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """A view and its aligned id map, drawn from the stateless `seed` [2]."""
-  window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), cfg, seed)
+  draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1], seed)
+  window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), cfg, draws)
   return crop_resize_flip(image, mask, window, flip, cfg.output_size)
 
 
@@ -90,31 +103,36 @@ def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
   Cell (r, c) of the grid_size × grid_size grid holds one patch_size patch at a random offset.
   Drawn from the stateless `seed` [2].
   """
-  view_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  patches = cfg.grid_size**2
+  draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1 + 2 * patches], seed)
   window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), view_cfg,
-                                  view_seed)
+                                  draws[:WINDOW_DRAWS + 1])
   crop, _ = crop_resize_flip(image, None, window, flip, cfg.output_size)
   cell = cfg.output_size // cfg.grid_size  # >= patch_size (configs.validation)
   corners = tf.range(cfg.grid_size) * cell
   rows = tf.repeat(corners, cfg.grid_size)
   cols = tf.tile(corners, [cfg.grid_size])
-  jitter = tf.random.stateless_uniform([cfg.grid_size**2, 2], jitter_seed, 0,
-                                       cell - cfg.patch_size + 1, tf.int32)
+  jitter = _uniform_int(tf.reshape(draws[WINDOW_DRAWS + 1:], [patches, 2]),
+                        cell - cfg.patch_size + 1)
   return crop, tf.stack([rows, cols], axis=1) + jitter
 
 
 def host_views(example: Dict[str, tf.Tensor],
                cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
   """The per-example host part: two global views with masks, and DetCo's local views, drawn
-  from the example's `seed`; its `position` and `pipeline` go along (`seeds.batch_seed`)."""
+  from seeds keyed by the example's `pipeline` and `position`, which go along
+  (`seeds.batch_seed`)."""
   out = {'position': example['position'], 'pipeline': example['pipeline']}
+  base = seeds.base_seed(cfg)
+
+  def seed(purpose: int) -> tf.Tensor:
+    return seeds.record_seed(base, example['pipeline'], example['position'], purpose)
+
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-    view_seed, local_seed = (seeds.derive(example['seed'], purpose) for purpose in
-                             ((seeds.VIEW1, seeds.LOCAL1) if i == 1 else
-                              (seeds.VIEW2, seeds.LOCAL2)))
-    out[f'view{i}'], out[f'mask{i}'] = global_view(example['image'], example['mask'], view_cfg,
-                                                   view_seed)
+    out[f'view{i}'], out[f'mask{i}'] = global_view(
+        example['image'], example['mask'], view_cfg, seed(seeds.VIEW1 if i == 1 else seeds.VIEW2))
     if cfg.local_views.enabled:
-      out[f'local{i}'], out[f'offsets{i}'] = local_view(example['image'], view_cfg,
-                                                         cfg.local_views, local_seed)
+      out[f'local{i}'], out[f'offsets{i}'] = local_view(
+          example['image'], view_cfg, cfg.local_views,
+          seed(seeds.LOCAL1 if i == 1 else seeds.LOCAL2))
   return out

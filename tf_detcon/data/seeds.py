@@ -2,13 +2,13 @@
 and a resumed run repeats the uninterrupted one (docs/design.md §9).
 
 Every record of an input pipeline gets a position: its epoch and its index in that epoch's
-(seeded) order. Every random draw of the run is keyed by (base seed, pipeline, position,
-purpose) through `tf.random.experimental.stateless_fold_in`:
+(seeded) order. Every random draw of the run is a `tf.random.stateless_*` op keyed by
+(base seed, purpose, pipeline, position) (`record_seed`):
 
   host    decode (which stored FH map), the two views' crops and flips, DetCo's local crops;
   batch   colour (on the host or the accelerator) and, in the train step, mask-id sampling,
           DeCon's channel dropout and DetCo's shuffled-BN permutation: keyed by the position of
-          the batch's first example.
+          the batch's first example (`batch_seed`, then `derive` per draw).
 
 Nothing depends on how many threads produced a batch or on how far the pipeline ran ahead, and
 the input position of a checkpoint (`PretrainModel.input_positions`) says where to start again.
@@ -29,6 +29,7 @@ MAX_INPUT_PIPELINES = 4096
 DECODE, VIEW1, VIEW2, LOCAL1, LOCAL2, COLOR, STEP = range(7)
 MASK_SAMPLING, CHANNEL_DROPOUT, KEY_SHUFFLE = range(10, 13)
 FILE_ORDER, RECORD_ORDER = range(20, 22)
+_PIPELINE_STRIDE = 0x2545F4914F6CDD1D  # odd: distinct pipelines give distinct keys
 
 # Without task.train_data.seed, one random base per process: a restarted process draws anew.
 _PROCESS_SEED = random.randint(0, 2**31 - 1)
@@ -63,9 +64,26 @@ def derive(seed: tf.Tensor, *keys) -> tf.Tensor:
   return seed
 
 
-def record_seed(base: int, pipeline: tf.Tensor, record_position: tf.Tensor) -> tf.Tensor:
-  """The seed of one record: every host draw for it derives from this."""
-  return derive(tf.constant([base, 0], tf.int64), pipeline, record_position)
+def _mix(*values: int) -> int:
+  """A 63-bit hash of small ints (splitmix64 steps), computed in Python."""
+  state = 0
+  for value in values:
+    state = (state + 0x9E3779B97F4A7C15 + value) & (2**64 - 1)
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    state = z ^ (z >> 31)
+  return state >> 1
+
+
+def record_seed(base: int, pipeline: tf.Tensor, record_position: tf.Tensor,
+                purpose: int) -> tf.Tensor:
+  """The [2] seed of one draw for one record: (a key of seed, purpose and pipeline, the
+  position). Stateless ops key their counter-based generator (Philox) by the whole pair, so every
+  (key, position) is its own stream; building it is one op per draw on the host."""
+  key = tf.constant(_mix(base, purpose), tf.int64) + (
+      tf.cast(pipeline, tf.int64) * tf.constant(_PIPELINE_STRIDE, tf.int64))
+  return tf.stack([key, tf.cast(record_position, tf.int64)])
 
 
 def epoch_seed(base: int, pipeline: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
@@ -76,4 +94,4 @@ def epoch_seed(base: int, pipeline: int, epoch: tf.Tensor, purpose: int) -> tf.T
 def batch_seed(base: int, batch: Dict[str, tf.Tensor], purpose: int) -> tf.Tensor:
   """A batch's seed for `purpose`: that of its first record. Batches hold `pipeline` and
   `position` per example."""
-  return derive(record_seed(base, batch['pipeline'][0], batch['position'][0]), purpose)
+  return record_seed(base, batch['pipeline'][0], batch['position'][0], purpose)

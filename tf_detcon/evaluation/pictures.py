@@ -7,6 +7,7 @@
 - `retrieval_panel`: mask-pooled features across images; for a query mask, its nearest masks.
 """
 
+import copy
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -83,17 +84,19 @@ def view_panels(records: Sequence[bytes], cfg: data_config.DataConfig, size: int
   """One row per record: the image, its stored id map (FH or ground truth), view 1 and view 2
   with the masks the method uses overlaid, and DetCo's nine patches of view 1."""
   stored = data_config.MaskConfig(kind='stored')
+  data_cfg = copy.deepcopy(cfg)
+  data_cfg.seed = seed  # the views are keyed by (seed, record)
   rows = []
   for index, serialized in enumerate(records):
-    record_seed = seeds.record_seed(seed, 0, index)
-    example = decode.decode_example(tf.constant(serialized), cfg.masks,
-                                    seeds.derive(record_seed, seeds.DECODE))
-    views = geometry.host_views(dict(example, seed=record_seed, position=index, pipeline=0), cfg)
+    decode_seed = seeds.record_seed(seed, 0, index, seeds.DECODE)
+    example = decode.decode_example(tf.constant(serialized), cfg.masks, decode_seed)
+    views = geometry.host_views(dict(example, position=tf.constant(index, tf.int64),
+                                     pipeline=tf.constant(0)), data_cfg)
     stored_ids = decode.decode_example(tf.constant(serialized), stored,
-                                       seeds.derive(record_seed, seeds.DECODE))['mask'].numpy()
+                                       decode_seed)['mask'].numpy()
     tiles = [example['image'].numpy(), stored_ids if stored_ids.size else example['mask'].numpy()]
     color_seeds = tf.random.experimental.stateless_split(
-        seeds.derive(record_seed, seeds.COLOR), 3)
+        seeds.record_seed(seed, 0, index, seeds.COLOR), 3)
     for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
       coloured = color.color_augment(views[f'view{i}'][None], view_cfg.color,
                                      color_seeds[i - 1])[0].numpy()
