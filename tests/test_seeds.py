@@ -65,3 +65,15 @@ def test_each_input_pipeline_resumes_at_its_own_position(two_replicas, embedded_
     for key in ('view1', 'mask2', 'position'):
       np.testing.assert_array_equal(resumed[key], uninterrupted[key])
   assert not positions[2:].any()
+
+
+def test_positions_of_another_input_layout_are_not_applied():
+  positions = np.zeros([seeds.MAX_INPUT_PIPELINES], np.int64)
+  assert seeds.resume_positions(positions, 2) == ([0, 0], '')  # nothing trained yet
+  positions[:2] = [int(seeds.position(1, 5)), 7]
+  assert seeds.resume_positions(positions, 2) == ([int(seeds.position(1, 5)), 7], '')
+  for other in (1, 4):
+    starts, problem = seeds.resume_positions(positions, other)
+    assert starts == [0] * other
+    assert problem.startswith('the checkpoint holds the input positions of 2 input pipelines '
+                              f'but this run has {other}')

@@ -15,8 +15,9 @@ the input position of a checkpoint (`PretrainModel.input_positions`) says where 
 """
 
 import random
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
@@ -95,3 +96,19 @@ def batch_seed(base: int, batch: Dict[str, tf.Tensor], purpose: int) -> tf.Tenso
   """A batch's seed for `purpose`: that of its first record. Batches hold `pipeline` and
   `position` per example."""
   return record_seed(base, batch['pipeline'][0], batch['position'][0], purpose)
+
+
+def resume_positions(positions: np.ndarray, num_pipelines: int) -> Tuple[List[int], str]:
+  """Where each of `num_pipelines` input pipelines starts, from a checkpoint's
+  `input_positions`, and a warning ('' if none).
+
+  Every pipeline of a run that trained has a position past 0, so a checkpoint whose count of
+  such positions differs from `num_pipelines` comes from another input layout (its files were
+  sharded otherwise); its positions do not apply, and the input starts afresh."""
+  recorded = int(np.count_nonzero(positions))
+  if recorded in (0, num_pipelines):
+    return [int(p) for p in positions[:num_pipelines]], ''
+  return [0] * num_pipelines, (
+      f'the checkpoint holds the input positions of {recorded} input pipelines but this run has '
+      f'{num_pipelines}: the input starts again from its first epoch, so this resume is not '
+      'exact')

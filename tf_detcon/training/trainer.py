@@ -127,17 +127,22 @@ class Run:
     """The training input; with an exact resume, each pipeline from where it stopped."""
     data_cfg = self.params.task.train_data
     positions = self.model.input_positions.numpy()
-    if self.step and self.exact_resume:
-      epoch, index = seeds.split_position(int(positions[0]))
-      print(f'input resumes at record {index} of epoch {epoch} (pipeline 0)', flush=True)
-    elif self.step:
+    if self.step and not self.exact_resume:
       print('input restarts in a fresh random order (set task.train_data.seed and '
             'deterministic: true for an exact resume)', flush=True)
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
       pipeline_id = context.input_pipeline_id
-      start = (int(positions[pipeline_id])
-               if self.exact_resume and pipeline_id < len(positions) else 0)
+      start = 0
+      if self.exact_resume and self.step:
+        starts, problem = seeds.resume_positions(positions, context.num_input_pipelines)
+        start = starts[pipeline_id]
+        if pipeline_id == 0 and problem:
+          logging.warning(problem)
+          print(f'warning: {problem}', flush=True)
+        elif pipeline_id == 0:
+          epoch, index = seeds.split_position(start)
+          print(f'input resumes at record {index} of epoch {epoch} (pipeline 0)', flush=True)
       return datasets.build_dataset(data_cfg, context,
                                     self.params.runtime.dataset_num_private_threads, start)
 
