@@ -29,25 +29,22 @@ from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
 from tf_detcon.data import seeds  # pylint: disable=wrong-import-position
 
 STEPS, WARMUP, PAIRS = 60, 10, 5
-DETERMINISTIC = {'task.train_data.seed': 1, 'task.train_data.deterministic': True}
+DETERMINISTIC = {'task.train_data.seed': 1, 'task.train_data.deterministic': 'true'}
 
 
 def child(exact: bool, model_dir: str) -> None:
   """In this process: train DetCon_B tiny, print the median step time after warm-up as JSON."""
   import tf_keras  # pylint: disable=g-import-not-at-top
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from official.modeling.hyperparams import params_dict  # pylint: disable=g-import-not-at-top
   from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
   from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
   params = exp_factory.get_exp_config('detcon_b_tiny')
   overrides = {'trainer.train_steps': STEPS, 'trainer.steps_per_loop': 1,
                'trainer.summary_interval': 0, 'trainer.checkpoint_interval': STEPS,
                'task.log_every_steps': STEPS, **(DETERMINISTIC if exact else {})}
-  for key, value in overrides.items():
-    node = params
-    *parents, leaf = key.split('.')
-    for name in parents:
-      node = getattr(node, name)
-    setattr(node, leaf, value)
+  params_dict.override_params_dict(
+      params, ','.join(f'{key}={value}' for key, value in overrides.items()), is_strict=True)
   run = trainer.Run(params, model_dir)
   times = []
 

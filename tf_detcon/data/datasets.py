@@ -84,7 +84,8 @@ def record_stream(cfg: data_config.DataConfig,
   if not cfg.is_training:
     files = _pipeline_files(cfg, input_context)
     return _interleaved(cfg, files, len(files)).enumerate()
-  first_epoch, epoch_records = _epoch_records(cfg, input_context, start)
+  files = _pipeline_files(cfg, input_context)
+  first_epoch, epoch_records = _epoch_records(cfg, files, _pipeline_id(input_context), start)
   return _epochs(first_epoch).flat_map(epoch_records)
 
 
@@ -96,12 +97,10 @@ def _interleaved(cfg: data_config.DataConfig, files: Union[List[str], tf.Tensor]
       deterministic=cfg.deterministic)
 
 
-def _epoch_records(cfg: data_config.DataConfig,
-                   input_context: Optional[tf.distribute.InputContext], start: int
+def _epoch_records(cfg: data_config.DataConfig, files: List[str], pipeline: int, start: int
                    ) -> Tuple[int, Callable[[tf.Tensor], tf.data.Dataset]]:
-  """(the epoch of `start`, epoch → that epoch's (position, record) pairs from `start` on)."""
-  files = _pipeline_files(cfg, input_context)
-  pipeline = _pipeline_id(input_context)
+  """(the epoch of `start`, epoch → that epoch's (position, record) pairs from `start` on) of
+  one pipeline's `files`."""
   base = seeds.base_seed(cfg)
 
   first_epoch, skip = seeds.split_position(start)
@@ -225,8 +224,8 @@ def examples(cfg: data_config.DataConfig,
 
   if not cfg.is_training:
     return decoded(record_stream(cfg, input_context))
-  first_epoch, epoch_records = _epoch_records(cfg, input_context, start)
   files = _pipeline_files(cfg, input_context)
+  first_epoch, epoch_records = _epoch_records(cfg, files, pipeline, start)
 
   def has_example(epoch: tf.Tensor) -> tf.Tensor:
     # Whether a whole epoch (in file order) yields a valid example: usually its first record.

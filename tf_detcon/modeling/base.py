@@ -47,29 +47,24 @@ class Inputs:
 
   views:   the two augmented views, [B, S, S, 3] each.
   masks:   their aligned id maps, [B, S, S] int each.
-  patches: DetCo's jigsaw patches of each view's local crop, [B, N, p, p, 3] each, or None.
   seed:    this replica's batch seed [2] (`seeds.batch_seed`): the step's draws (mask ids,
-           channel dropout, DetCo's shuffle) derive from it with `seeds.derive`.
+           channel dropout, DetCo's shuffle) derive from it (`seed_for`).
+  patches: DetCo's jigsaw patches of each view's local crop, [B, N, p, p, 3] each, or None.
   """
   views: Tuple[tf.Tensor, tf.Tensor]
   masks: Tuple[tf.Tensor, tf.Tensor]
+  seed: tf.Tensor
   patches: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
-  seed: Optional[tf.Tensor] = None
 
   @classmethod
-  def from_batch(cls, batch: Dict[str, tf.Tensor], seed: Optional[tf.Tensor] = None
-                 ) -> 'Inputs':
+  def from_batch(cls, batch: Dict[str, tf.Tensor], seed: tf.Tensor) -> 'Inputs':
     patches = (batch['patches1'], batch['patches2']) if 'patches1' in batch else None
     return cls(views=(batch['view1'], batch['view2']), masks=(batch['mask1'], batch['mask2']),
-               patches=patches, seed=seed)
+               seed=seed, patches=patches)
 
   def seed_for(self, *keys) -> tf.Tensor:
-    """A stateless seed for one draw of the step, or a random one for inputs without a seed
-    (tests that build `Inputs` by hand)."""
-    seed = self.seed
-    if seed is None:
-      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-    return seeds.derive(seed, *keys)
+    """The stateless seed of one draw of the step, keyed by what it is for."""
+    return seeds.derive(self.seed, *keys)
 
 
 @dataclasses.dataclass

@@ -104,10 +104,8 @@ class Run:
         continue
       self._restore(path)
       if unreadable:
-        message = (f'unreadable checkpoint {"; ".join(unreadable)} in {self.manager.directory}: '
-                   f'resumed from the previous one, {os.path.basename(path)}')
-        logging.warning(message)
-        print(f'warning: {message}', flush=True)
+        _warn(f'unreadable checkpoint {"; ".join(unreadable)} in {self.manager.directory}: '
+              f'resumed from the previous one, {os.path.basename(path)}')
       return path
     if unreadable:
       raise ValueError(f'no readable checkpoint in {self.manager.directory}: '
@@ -126,7 +124,8 @@ class Run:
   def dataset(self) -> tf.distribute.DistributedDataset:
     """The training input; with an exact resume, each pipeline from where it stopped."""
     data_cfg = self.params.task.train_data
-    positions = self.model.input_positions.numpy()
+    resuming = self.exact_resume and self.step > 0
+    positions = self.model.input_positions.numpy() if resuming else None
     if self.step and not self.exact_resume:
       print('input restarts in a fresh random order (set task.train_data.seed and '
             'deterministic: true for an exact resume)', flush=True)
@@ -134,12 +133,11 @@ class Run:
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
       pipeline_id = context.input_pipeline_id
       start = 0
-      if self.exact_resume and self.step:
+      if resuming:
         starts, problem = seeds.resume_positions(positions, context.num_input_pipelines)
         start = starts[pipeline_id]
         if pipeline_id == 0 and problem:
-          logging.warning(problem)
-          print(f'warning: {problem}', flush=True)
+          _warn(problem)
         elif pipeline_id == 0:
           epoch, index = seeds.split_position(start)
           print(f'input resumes at record {index} of epoch {epoch} (pipeline 0)', flush=True)
@@ -186,12 +184,9 @@ class Run:
     callbacks = self.callbacks()
     end = optimization_config.schedule_end(trainer.optimizer_config)
     if 0 < end < self.total_steps:
-      message = (f'warning: the {trainer.optimizer_config.learning_rate.type} learning-rate '
-                 f'schedule ends at step {end} but trainer.train_steps is {self.total_steps}; '
-                 'from there on the rate stays at its final value (override its decay_steps '
-                 'with train_steps)')
-      logging.warning(message)
-      print(message, flush=True)
+      _warn(f'the {trainer.optimizer_config.learning_rate.type} learning-rate schedule ends at '
+            f'step {end} but trainer.train_steps is {self.total_steps}; from there on the rate '
+            'stays at its final value (override its decay_steps with train_steps)')
     peak = optimization_config.peak_learning_rate(trainer.optimizer_config)
     print(f'training {type(self.model).__name__} for {self.total_steps - self.step} steps '
           f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
@@ -244,6 +239,12 @@ class Run:
                 'tf_detcon_version': __version__, 'config': self.params.as_dict(),
                 **self.model.export_metadata()}
     return export_lib.export(self.model_dir, modules, metadata)
+
+
+def _warn(message: str) -> None:
+  """A warning in the log and on stdout, where a user running the launcher sees it."""
+  logging.warning(message)
+  print(f'warning: {message}', flush=True)
 
 
 def unreadable_reason(path: str) -> str:

@@ -7,6 +7,7 @@ levels with heads of their own, and trains on α·L_enc + (1 − α)·L_dec (doc
 """
 
 import copy
+import itertools
 from typing import Any, Dict
 import zlib
 
@@ -94,7 +95,7 @@ class DeConModel(base.PretrainModel):
   def decode(self, encoded: base.Encoded, inputs: base.Inputs, training: bool) -> base.Encoded:
     """Every features dict through the decoder: online ones after channel dropout (drawn from
     the inputs' seed), target ones through the EMA target decoder."""
-    calls = iter(range(1 << 20))
+    calls = itertools.count()  # one dropout seed per features dict
 
     def online(features: base.LevelFeatures) -> base.LevelFeatures:
       call = next(calls)
