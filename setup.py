@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     'importlib_resources',  # TFDS builders need it and do not declare it
 ]
 
+BEAM = 'apache-beam==2.77.0'
+
 setuptools.setup(
     name='tf_detcon',
     version='0.1.0',
@@ -25,5 +27,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['tf_detcon', 'tf_detcon.*']),
     python_requires='>=3.10,<3.13',
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': ['pytest', 'scipy']},
+    extras_require={
+        # Mask precompute on a Beam runner (launch/make_masks.py --runner=beam). It installs
+        # beside the pins above; it takes protobuf < 7, pillow < 13 and pyarrow < 26.
+        'beam': [BEAM],
+        'test': ['pytest', 'scipy', BEAM],
+    },
 )

@@ -12,6 +12,11 @@ Examples:
   python launch/make_masks.py --preset=coco --tfds_name=coco/2017 --tfds_split=train ...
   python launch/make_masks.py --mask_kind=gt --coco_annotations=instances_train2017.json \
       --coco_image_dir=train2017 --output_dir=...
+  # On Apache Beam (pip install -e .[beam]): the DirectRunner with 4 processes, or Dataflow:
+  python launch/make_masks.py --runner=beam --image_dir=... --output_dir=... --num_shards=64 \
+      --beam_pipeline_options=direct_num_workers=4,direct_running_mode=multi_processing
+  python launch/make_masks.py --runner=beam --tfds_name=imagenet2012 ... --num_shards=1024 \
+      --beam_pipeline_options=runner=DataflowRunner,project=P,region=R,temp_location=gs://...
 
 Rerunning skips finished shards; an interrupted run resumes. The manifest (manifest.json) is
 written once every shard exists, by whichever worker finishes last.
@@ -28,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
 from tf_detcon.data import records
+from tf_detcon.data.offline import beam_runner
 from tf_detcon.data.offline import mask_report
 from tf_detcon.data.offline import masks
 from tf_detcon.data.offline import precompute
@@ -49,6 +55,12 @@ flags.DEFINE_integer('num_shards', 1, 'Number of output shards.')
 flags.DEFINE_integer('worker_index', 0, 'This worker, for a distributed run.')
 flags.DEFINE_integer('num_workers', 1, 'Number of workers of a distributed run.')
 flags.DEFINE_integer('num_processes', 1, 'Local processes (shards written in parallel).')
+flags.DEFINE_enum('runner', 'local', ['local', 'beam'],
+                  'local: this machine (--num_processes, --num_workers); beam: an Apache Beam '
+                  'pipeline (--beam_pipeline_options).')
+flags.DEFINE_string('beam_pipeline_options', '',
+                    "With --runner=beam: Beam options as 'name=value,...', e.g. "
+                    "'runner=DataflowRunner,project=P'. Empty: the DirectRunner.")
 flags.DEFINE_enum('mask_kind', 'fh', ['fh', 'gt', 'file'], 'Which id maps to store.')
 flags.DEFINE_enum('preset', 'imagenet', ['imagenet', 'coco'],
                   'FH settings: imagenet (scale 1000) or coco (scales 500, 1000, 1500).')
@@ -130,7 +142,12 @@ def main(argv):
       worker_index=FLAGS.worker_index,
       num_workers=FLAGS.num_workers,
       num_processes=FLAGS.num_processes)
-  manifest = job.run()
+  if FLAGS.runner == 'beam':
+    manifest = beam_runner.run(job, FLAGS.beam_pipeline_options)
+  elif FLAGS.beam_pipeline_options:
+    raise ValueError('--beam_pipeline_options needs --runner=beam')
+  else:
+    manifest = job.run()
   if manifest is not None:
     logging.info('manifest: %s', manifest['totals'])
     print(f"wrote {manifest['totals'].get('examples', 0)} examples in {FLAGS.num_shards} shards "

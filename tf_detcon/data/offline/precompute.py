@@ -213,8 +213,8 @@ class Job:
     mine = range(self.worker_index, self.num_shards, self.num_workers)
     return [i for i in mine if not shards.is_finished(self.shard_path(i))]
 
-  def run(self) -> Optional[Dict[str, Any]]:
-    """Writes the pending shards of this worker; returns the manifest once every shard exists."""
+  def prepare(self) -> List[int]:
+    """Checks the job, creates the output folder and returns this worker's unfinished shards."""
     if self.num_shards < 1 or self.num_shards > max(len(self.source), 1):
       raise ValueError(f'num_shards must be in [1, {len(self.source)}], got {self.num_shards}')
     tf.io.gfile.makedirs(self.out_dir)
@@ -223,6 +223,11 @@ class Job:
     logging.info('%s: %d examples, %d shards; worker %d/%d has %d done, %d to write',
                  self.source.name, len(self.source), self.num_shards, self.worker_index,
                  self.num_workers, done, len(pending))
+    return pending
+
+  def run(self) -> Optional[Dict[str, Any]]:
+    """Writes the pending shards of this worker; returns the manifest once every shard exists."""
+    pending = self.prepare()
     if self.num_processes > 1 and len(pending) > 1:
       # 'spawn': TensorFlow is not fork-safe once its runtime has started.
       with multiprocessing.get_context('spawn').Pool(self.num_processes) as pool:
@@ -231,6 +236,10 @@ class Job:
     else:
       for index in pending:
         self.write_shard(index)
+    return self.finish()
+
+  def finish(self) -> Optional[Dict[str, Any]]:
+    """Writes and returns the manifest if every shard is finished; None while some are not."""
     all_paths = [self.shard_path(i) for i in range(self.num_shards)]
     if not all(shards.is_finished(p) for p in all_paths):
       logging.info('other workers still have shards to write; no manifest yet')

@@ -52,7 +52,9 @@ def make_example(key: str, image_bytes: bytes, height: int, width: int,
       records.MASK_ENCODED: _bytes_feature([encode_png(m) for m in masks]),
       records.MASK_NAMES: _bytes_feature([n.encode('utf-8') for n in mask_names]),
   }
-  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+  # deterministic: map entries in key order, so a rerun or another runner writes identical bytes
+  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
+      deterministic=True)
 
 
 def shard_name(prefix: str, index: int, num_shards: int) -> str:
