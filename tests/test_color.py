@@ -97,3 +97,21 @@ def test_colour_draws_are_a_function_of_the_seed():
   out = color.color_augment(images, cfg, SEED).numpy()
   np.testing.assert_array_equal(color.color_augment(images, cfg, SEED).numpy(), out)
   assert not np.allclose(color.color_augment(images, cfg, SEED + 1).numpy(), out)
+
+
+def test_random_order_jitter_applies_each_images_ops_in_its_own_order():
+  """Against one image at a time, each op applied in turn: all 24 orders, drawn factors."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  orders = np.array(list(itertools.permutations(range(4))), np.int32)  # 24 orders
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.uniform(size=(24, 8, 8, 3)), tf.float32)
+  factors = np.stack([rng.uniform(0.6, 1.4, 24), rng.uniform(0.6, 1.4, 24),
+                      rng.uniform(0.6, 1.4, 24), rng.uniform(-0.1, 0.1, 24)], 1)
+  out = color.random_order_jitter(images, tf.constant(factors, tf.float32), orders).numpy()
+  ops = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation,
+         color.adjust_hue)
+  for i, order in enumerate(orders):
+    image = images[i:i + 1]
+    for op in order:
+      image = ops[op](image, tf.constant(factors[i:i + 1, op], tf.float32))
+    np.testing.assert_allclose(out[i], image.numpy()[0], atol=2e-6, err_msg=f'order {order}')
