@@ -16,6 +16,7 @@ from tests.conftest import REPO_ROOT
 from tests.test_precompute import SMALL_FH, _coloured, _read_records, _save
 from tf_detcon.data import records
 from tf_detcon.data.offline import beam_runner
+from tf_detcon.data.offline import masks
 from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import sources
 
@@ -120,7 +121,8 @@ def test_killed_beam_run_reruns_to_the_full_output_without_reading_partial_shard
 
   reference = str(tmp_path / 'reference')
   precompute.Job(source=sources.ImageFolderSource(root), out_dir=reference, num_shards=12,
-                 spec=precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 50),))).run()
+                 spec=precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 50),),
+                                          fh_downscale=masks.FAST_FH_DOWNSCALE)).run()
   for path in paths:
     assert filecmp.cmp(path, os.path.join(reference, os.path.basename(path)), shallow=False)
 

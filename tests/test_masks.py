@@ -100,3 +100,33 @@ def test_ground_truth_mask_keeps_small_objects_on_top():
   assert np.all(out[small] == out[3, 3])
   with pytest.raises(ValueError, match='instance mask 0'):
     masks.ground_truth_mask([np.zeros((4, 4))], 10, 10)
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+  """True if two id maps split the pixels the same way, whatever the ids."""
+  pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+  return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_downscaled_fh_finds_the_full_resolution_segments_of_large_regions():
+  image = _checker_image(cells=4, cell_size=24)  # 16 squares of 24 px: 96×96
+  full = masks.fh_mask(image, scale=100, sigma=0.0, min_size=50)
+  half = masks.fh_mask(image, scale=100, sigma=0.0, min_size=50, downscale=0.5)
+  assert half.shape == full.shape == (96, 96) and half.dtype == np.uint8
+  assert len(np.unique(full)) == 16
+  assert _same_partition(half, full)
+  # min_size is scaled with the area: squares of 24 px (576 px²) survive a min_size of 500 at
+  # full resolution, and at half resolution too (144 px² against 125).
+  half_min = masks.fh_mask(image, scale=100, sigma=0.0, min_size=500, downscale=0.5)
+  assert _same_partition(half_min, full)
+
+
+def test_downscale_one_is_skimage_at_full_resolution_and_bad_factors_are_refused():
+  image = _checker_image(cells=5, cell_size=9)
+  ids, merged = masks.fh_segments(image, 100, 0.5, 20, None, downscale=1.0)
+  raw = segmentation.felzenszwalb(image, scale=100, sigma=0.5, min_size=20)
+  np.testing.assert_array_equal(ids, masks.relabel_by_area(raw))
+  assert merged == 0
+  for bad in (0, 1.5, -0.5):
+    with pytest.raises(ValueError, match='FH downscale must be in'):
+      masks.fh_segments(image, downscale=bad)

@@ -9,6 +9,7 @@ Nothing ever wraps.
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 from skimage import segmentation
 
 MAX_UINT8_SEGMENTS = 256
@@ -17,6 +18,10 @@ MAX_UINT16_SEGMENTS = 65536
 IMAGENET_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = ((1000.0, 0.8, 1000),)
 COCO_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = (
     (500.0, 0.8, 500), (1000.0, 0.8, 1000), (1500.0, 0.8, 1500))
+# FH at full resolution, as the paper, and the precompute's default: half resolution, which
+# matched it in ABO at 4.7× the speed (benchmarks/README.md, "FH masks at ImageNet scale").
+PAPER_FH_DOWNSCALE = 1.0
+FAST_FH_DOWNSCALE = 0.5
 
 
 def relabel_by_area(ids: np.ndarray) -> np.ndarray:
@@ -99,22 +104,57 @@ def to_storage_dtype(ids: np.ndarray) -> np.ndarray:
   raise ValueError(f'{max_id + 1} segments do not fit in uint16')
 
 
+def fh_working_settings(setting: Tuple[float, float, int],
+                        downscale: float) -> Tuple[float, float, int]:
+  """The FH (scale, sigma, min_size) used on an image resized by `downscale`.
+
+  min_size is an area, so it scales by d². sigma stays in pixels of the image segmented: FH's
+  smoothing only removes digitisation artefacts (Felzenszwalb & Huttenlocher 2004, §5). scale
+  follows d, not d²: measured on photos and scenes, d² gives 3× as many segments as full
+  resolution at d = 0.5 and d about as many (benchmarks/README.md).
+  """
+  scale, sigma, min_size = setting
+  return scale * downscale, sigma, max(1, round(min_size * downscale * downscale))
+
+
 def fh_segments(image: np.ndarray, scale: float = 1000.0, sigma: float = 0.8,
-                min_size: int = 1000,
-                max_segments: Optional[int] = MAX_UINT8_SEGMENTS) -> Tuple[np.ndarray, int]:
-  """`fh_mask`, and how many of its segments were merged into neighbours to fit."""
-  segments = segmentation.felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
-  if max_segments is None:
-    return to_storage_dtype(relabel_by_area(segments)), 0
-  ids = merge_small_segments(segments, max_segments)
-  return to_storage_dtype(ids), len(np.unique(segments)) - (int(ids.max()) + 1)
+                min_size: int = 1000, max_segments: Optional[int] = MAX_UINT8_SEGMENTS,
+                downscale: float = 1.0) -> Tuple[np.ndarray, int]:
+  """`fh_mask`, and how many of its segments were merged into neighbours to fit.
+
+  With `downscale` d < 1, FH segments a copy of the image resized by d (area averaging), with
+  `fh_working_settings`, and the ids are upsampled to the image's size by nearest neighbour.
+  FH's cost is about linear in pixels: d = 0.5 runs the whole per-example precompute 4.7× faster
+  on ImageNet-sized JPEGs, at an ABO against ground truth no lower than full resolution's
+  (benchmarks/README.md, "FH masks at ImageNet scale").
+  """
+  if not 0 < downscale <= 1:
+    raise ValueError(f'FH downscale must be in (0, 1], got {downscale}')
+  height, width = image.shape[:2]
+  small = image
+  if downscale < 1:
+    size = (max(1, round(width * downscale)), max(1, round(height * downscale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    scale, sigma, min_size = fh_working_settings((scale, sigma, min_size), downscale)
+  segments = segmentation.felzenszwalb(small, scale=scale, sigma=sigma, min_size=min_size)
+  merged = 0
+  if max_segments is not None:
+    ids = merge_small_segments(segments, max_segments)
+    merged = len(np.unique(segments)) - (int(ids.max()) + 1)
+    segments = ids
+  if small is not image:
+    rows = np.arange(height) * segments.shape[0] // height
+    cols = np.arange(width) * segments.shape[1] // width
+    segments = segments[rows[:, None], cols[None, :]]
+  return to_storage_dtype(relabel_by_area(segments)), merged
 
 
 def fh_mask(image: np.ndarray,
             scale: float = 1000.0,
             sigma: float = 0.8,
             min_size: int = 1000,
-            max_segments: Optional[int] = MAX_UINT8_SEGMENTS) -> np.ndarray:
+            max_segments: Optional[int] = MAX_UINT8_SEGMENTS,
+            downscale: float = 1.0) -> np.ndarray:
   """Felzenszwalb–Huttenlocher segmentation of an RGB image as an id map.
 
   Args:
@@ -122,11 +162,12 @@ def fh_mask(image: np.ndarray,
     scale, sigma, min_size: `skimage.segmentation.felzenszwalb` settings.
     max_segments: merge the smallest segments until this many remain (256 fits uint8); None keeps
       every segment (the map is then stored as uint16).
+    downscale: segment a copy resized by this factor (see `fh_segments`); 1 is the paper's.
 
   Returns:
     uint8 or uint16 [H, W] ids 0..K-1 by decreasing area.
   """
-  return fh_segments(image, scale, sigma, min_size, max_segments)[0]
+  return fh_segments(image, scale, sigma, min_size, max_segments, downscale)[0]
 
 
 def grid_mask(height: int, width: int, grid_size: int) -> np.ndarray:

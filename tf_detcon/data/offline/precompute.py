@@ -44,6 +44,7 @@ class MaskSpec:
   kind: str = 'fh'
   fh_settings: Tuple[Tuple[float, float, int], ...] = masks_lib.IMAGENET_FH_SETTINGS
   max_segments: Optional[int] = masks_lib.MAX_UINT8_SEGMENTS
+  fh_downscale: float = masks_lib.PAPER_FH_DOWNSCALE  # see masks_lib.fh_segments
 
   def names(self) -> List[str]:
     if self.kind == 'fh':
@@ -124,7 +125,8 @@ def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
   if spec.kind == 'fh':
     maps = []
     for scale, sigma, min_size in spec.fh_settings:
-      ids, merged = masks_lib.fh_segments(image, scale, sigma, min_size, spec.max_segments)
+      ids, merged = masks_lib.fh_segments(image, scale, sigma, min_size, spec.max_segments,
+                                          spec.fh_downscale)
       maps.append(ids)
       if stats is not None:
         stats['merged_segments'] += merged
@@ -248,6 +250,10 @@ class Job:
             'mask_kind': self.spec.kind, 'mask_names': self.spec.names(),
             'fh_settings': [list(s) for s in self.spec.fh_settings] if self.spec.kind == 'fh'
                            else [],
+            'fh_downscale': self.spec.fh_downscale if self.spec.kind == 'fh' else None,
+            'fh_working_settings': [
+                list(masks_lib.fh_working_settings(s, self.spec.fh_downscale))
+                for s in self.spec.fh_settings] if self.spec.kind == 'fh' else [],
             'on_bad_example': self.policy.on_bad_example}
     return shards.write_manifest(self.out_dir, all_paths, info)
 

@@ -1,0 +1,188 @@
+r"""Benchmark (run by hand): what a dense objective costs over its base method, per train step.
+
+  .venv/bin/python benchmarks/bench_step.py                      # tiny configs, with/without XLA
+  .venv/bin/python benchmarks/bench_step.py --scale=r50 --batch=4 --rounds=3
+
+For each pair (DetCon_S / SimCLR, DetCon_B / BYOL, DetCo / MoCo v2, DeCon-SL and DeCon-ML /
+DetCon_B), in one process, at the base's global batch and resolution:
+  - builds every model once (ResNet-50 at 224 for `--scale=r50`, each method's tiny config for
+    `tiny`), takes one batch of its own input and times `train_step` on it under tf.function,
+    with and without `jit_compile` (XLA, as TPUs compile it);
+  - takes the methods in turn within each round, so each ratio is paired within a round, and
+    prints the median over rounds;
+  - counts FLOPs per step with TF's graph profiler (the ops it has a FLOP count for: convolutions,
+    matmuls and their gradients, element-wise ops), beside DetCon's +5.3% (DetCon_S) and +11.6%
+    (DetCon_B) (DetCon §4.1, "computational cost").
+The host input pipeline is not in the time: the batch is fixed and already on the device.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Tuple
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# (name, its base, target ratio or None); names are the registered experiments, minus the suffix.
+PAIRS = (
+    ('detcon_s', 'simclr', 1.08),
+    ('detcon_b', 'byol', 1.15),
+    ('detco', 'mocov2', None),
+    ('decon_sl_detcon_b', 'detcon_b', None),
+    ('decon_ml_detcon_b', 'detcon_b', 1.35),
+)
+R50_EXPERIMENTS = {
+    'simclr': 'simclr_imagenet_1000ep', 'detcon_s': 'detcon_s_imagenet_1000ep',
+    'byol': 'byol_imagenet_1000ep', 'detcon_b': 'detcon_b_imagenet_1000ep',
+    'mocov2': 'mocov2_imagenet_200ep', 'detco': 'detco_imagenet_200ep',
+    'decon_sl_detcon_b': 'decon_sl_detcon_b_imagenet',
+    'decon_ml_detcon_b': 'decon_ml_detcon_b_imagenet',
+}
+PAPER_FLOPS = {'detcon_s': '+5.3%', 'detcon_b': '+11.6%'}
+
+
+def build_params(method: str, scale: str, batch: int):
+  """The method's experiment at the given scale, on one CPU device, float32, embedded data."""
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
+  name = R50_EXPERIMENTS[method] if scale == 'r50' else f'{method}_tiny'
+  params = exp_factory.get_exp_config(name)
+  data = params.task.train_data
+  data.override(dict(input_path='', global_batch_size=batch, shuffle_buffer_size=8,
+                     cycle_length=1), is_strict=True)
+  params.runtime.override(dict(distribution_strategy='off', mixed_precision_dtype='float32'))
+  return params
+
+
+class Step:
+  """One method's model with a fixed batch and its train step, compiled both ways."""
+
+  def __init__(self, method: str, scale: str, batch: int, model_dir: str):
+    from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+    self.method = method
+    self.run = trainer.Run(build_params(method, scale, batch), model_dir)
+    self.batch = next(iter(self.run.dataset()))
+    model = self.run.model
+    self.functions = {
+        xla: tf.function(lambda b: model.train_step(b), jit_compile=xla)  # pylint: disable=unnecessary-lambda
+        for xla in (False, True)}
+
+  def flops(self) -> int:
+    """FLOPs of one train step, by the TF graph profiler over the traced step."""
+    graph = self.functions[False].get_concrete_function(self.batch).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options['output'] = 'none'
+    level = tf.get_logger().level
+    tf.get_logger().setLevel('ERROR')  # the v1 profiler warns about its own deprecated helpers
+    try:
+      return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+    finally:
+      tf.get_logger().setLevel(level)
+
+  def time(self, xla: bool, steps: int) -> float:
+    """Median seconds per step over `steps` calls (the result is fetched each time)."""
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      logs = self.functions[xla](self.batch)
+      float(logs['loss'])
+      times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def color_share(step: Step, steps: int) -> Tuple[float, float]:
+  """Seconds of the colour ops (two views) and of the encoder's forward+backward on a batch."""
+  from tf_detcon.data import color  # pylint: disable=g-import-not-at-top
+  cfg = step.run.params.task.train_data
+  views = [tf.random.uniform(step.batch['view1'].shape) for _ in range(2)]
+  seed = tf.constant([1, 2], tf.int64)
+  colour = tf.function(lambda v1, v2: (color.color_augment(v1, cfg.view1.color, seed),
+                                       color.color_augment(v2, cfg.view2.color, seed)))
+  encoder = step.run.model.encoder
+
+  @tf.function
+  def encoder_step(v1, v2):
+    with tf.GradientTape() as tape:
+      loss = sum(tf.reduce_mean(tf.square(f)) for v in (v1, v2)
+                 for f in encoder(v, training=True).values())
+    return tape.gradient(loss, encoder.trainable_variables)
+
+  def median(fn: Callable[[], object]) -> float:
+    fn()
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      out = fn()
+      tf.nest.map_structure(lambda t: t.numpy(), out)
+      times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+  return median(lambda: colour(*views)), median(lambda: encoder_step(*views))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--scale', choices=['tiny', 'r50'], default='tiny')
+  parser.add_argument('--batch', type=int, default=16)
+  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=5, help='timed steps per method and round')
+  parser.add_argument('--xla', choices=['both', 'off', 'on'], default='both')
+  args = parser.parse_args()
+  methods = sorted({m for pair in PAIRS for m in pair[:2]})
+  modes = {'both': (False, True), 'off': (False,), 'on': (True,)}[args.xla]
+  steps: Dict[str, Step] = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for method in methods:
+      begin = time.time()
+      steps[method] = Step(method, args.scale, args.batch, os.path.join(tmp, method))
+      for xla in modes:
+        steps[method].time(xla, 1)  # trace and compile
+      print(f'built {method} in {time.time() - begin:.0f}s', flush=True)
+    flops = {m: steps[m].flops() for m in methods}
+    times: Dict[Tuple[str, bool], List[float]] = {(m, x): [] for m in methods for x in modes}
+    for r in range(args.rounds):
+      for xla in modes:
+        for method in methods:
+          times[method, xla].append(steps[method].time(xla, args.steps))
+      print(f'round {r + 1}/{args.rounds} done', flush=True)
+    base = steps['detcon_s']
+    colour, encoder = color_share(base, args.steps)
+    whole = statistics.median(times['detcon_s', False])
+
+  view = steps['simclr'].batch['view1'].shape
+  print(f'\nscale={args.scale} batch={args.batch} views={view[1]}px, one CPU device, float32, '
+        f'median of {args.rounds} rounds x {args.steps} steps\n')
+  header = f'{"method":<20}{"ms/step":>10}{"XLA ms/step":>13}{"GFLOPs/step":>13}'
+  print(header + '\n' + '-' * len(header))
+  for method in methods:
+    cells = [f'{statistics.median(times[method, x]) * 1e3:.1f}' if (method, x) in times else '-'
+             for x in (False, True)]
+    print(f'{method:<20}{cells[0]:>10}{cells[1]:>13}{flops[method] / 1e9:>13.2f}')
+  header = (f'\n{"dense / base":<32}{"time":>8}{"XLA time":>10}{"FLOPs":>8}{"paper FLOPs":>13}'
+            f'{"target":>8}')
+  print(header + '\n' + '-' * (len(header) - 1))
+  for dense, base_method, target in PAIRS:
+    ratios = []
+    for xla in (False, True):
+      if (dense, xla) in times:
+        paired = [d / b for d, b in zip(times[dense, xla], times[base_method, xla])]
+        ratios.append(f'{statistics.median(paired):.3f}')
+      else:
+        ratios.append('-')
+    print(f'{dense + " / " + base_method:<32}{ratios[0]:>8}{ratios[1]:>10}'
+          f'{flops[dense] / flops[base_method]:>8.3f}{PAPER_FLOPS.get(dense, ""):>13}'
+          f'{target or "":>8}')
+  print(f'\nDetCon_S step without XLA: {whole * 1e3:.0f} ms, of which colour ops of both views '
+        f'(on the device: color_on_device) {colour * 1e3:.0f} ms ({colour / whole:.0%}); '
+        f'the encoder\'s forward+backward of both views alone {encoder * 1e3:.0f} ms '
+        f'({encoder / whole:.0%})')
+
+
+if __name__ == '__main__':
+  main()
