@@ -3,9 +3,19 @@
   .venv/bin/python benchmarks/bench_data_and_pooling.py
 
 Prints a table. Figures are ratios measured in one run where possible: this machine is noisy.
+  - the host pipeline (decode, crops, flips, resizes with masks; colour on the device) on the
+    embedded samples (≤ 256 px) and on ImageNet-sized JPEGs (scikit-image's photos at 500×375,
+    FH masks precomputed), for two 224 px views and for DetCo's views (two views and two 3×3
+    jigsaw crops), on one core (one tf.data thread) and two;
+  - mask → cell assignment against the one-hot approach: time, and the peak-RSS growth of one
+    call, each in a fresh process.
 """
 
 import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -18,10 +28,48 @@ from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
 from tf_detcon.modeling.blocks import pooling  # pylint: disable=wrong-import-position
 
 
-def host_pipeline_examples_per_second(threads: int, examples: int = 512) -> float:
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def photo_shards(out_dir: str, copies: int = 4) -> str:
+  """Shards of scikit-image's photos as 500×375 JPEGs (bench_fh), FH masks at the precompute's
+  default; returns the file pattern."""
+  from benchmarks import bench_fh  # pylint: disable=g-import-not-at-top
+  from tf_detcon.data.offline import masks  # pylint: disable=g-import-not-at-top
+  from tf_detcon.data.offline import precompute  # pylint: disable=g-import-not-at-top
+  from tf_detcon.data.offline import sources  # pylint: disable=g-import-not-at-top
+
+  class Photos(sources.Source):
+    name = 'photos'
+
+    def __init__(self):
+      self.items = [(f'{key}-{c}', data) for c in range(copies) for key, data in bench_fh.photos()]
+
+    def __len__(self):
+      return len(self.items)
+
+    def read(self, start, stop):
+      for key, data in self.items[start:stop]:
+        yield sources.RawExample(key, image_bytes=data)
+
+  precompute.Job(source=Photos(), out_dir=out_dir, num_shards=2,
+                 spec=precompute.MaskSpec(fh_downscale=masks.FAST_FH_DOWNSCALE)).run()
+  return os.path.join(out_dir, '*.tfrecord')
+
+
+def detco_views() -> dict:
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
+  data = exp_factory.get_exp_config('detco_imagenet_200ep').task.train_data
+  return {'view1': data.view1.as_dict(), 'view2': data.view2.as_dict(),
+          'local_views': data.local_views.as_dict()}
+
+
+def host_pipeline_examples_per_second(threads: int, examples: int = 512, input_path: str = '',
+                                      views: dict = None) -> float:
   """Decode, two joint crops/flips/resizes at 224 with masks (colour on device), per second."""
-  cfg = data_config.DataConfig(global_batch_size=32, color_on_device=True,
-                               **data_config.byol_views(224))
+  cfg = data_config.DataConfig(global_batch_size=32, color_on_device=True, input_path=input_path,
+                               **(views or data_config.byol_views(224)))
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1
@@ -50,12 +98,30 @@ def time_fn(fn, *args, repeats: int = 10) -> float:
   return (time.perf_counter() - start) / repeats
 
 
+def pooling_peak_rss(which: str) -> None:
+  """In this (fresh) process: the peak-RSS growth of one cell assignment, in MiB, printed."""
+  rng = np.random.default_rng(0)
+  mask = tf.constant(rng.integers(0, 256, size=(32, 224, 224)), tf.int32)
+  fn = {'ours': lambda m: pooling.assign_cells(m, 7, 7, 256),
+        'one_hot': lambda m: one_hot_cells(m, 7, 256)}[which]
+  traced = tf.function(fn).get_concrete_function(mask)
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  traced(mask).numpy()
+  print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
 def main():
   rows = []
-  one = host_pipeline_examples_per_second(threads=1)
-  two = host_pipeline_examples_per_second(threads=2)
-  rows.append(('host views @224, 1 thread', f'{one:.0f} ex/s', ''))
-  rows.append(('host views @224, 2 threads', f'{two:.0f} ex/s', f'{two / one:.2f}x 1 thread'))
+  with tempfile.TemporaryDirectory() as tmp:
+    photos = photo_shards(tmp)
+    for name, path, views in (
+        ('embedded samples, two views @224', '', None),
+        ('500x375 JPEGs, two views @224', photos, None),
+        ('500x375 JPEGs, DetCo views (2 @224 + 2 jigsaw)', photos, detco_views())):
+      one = host_pipeline_examples_per_second(1, input_path=path, views=views)
+      two = host_pipeline_examples_per_second(2, input_path=path, views=views)
+      rows.append((f'host: {name}, 1 thread', f'{one:.0f} ex/s', ''))
+      rows.append((f'host: {name}, 2 threads', f'{two:.0f} ex/s', f'{two / one:.2f}x 1 thread'))
   rng = np.random.default_rng(0)
   mask = tf.constant(rng.integers(0, 256, size=(32, 224, 224)), tf.int32)
   ours = tf.function(lambda m: pooling.assign_cells(m, 7, 7, 256))
@@ -64,9 +130,13 @@ def main():
   t_ours, t_ref = time_fn(ours, mask), time_fn(reference, mask)
   rows.append(('mask → 7x7 cells, B=32, K=256, segment count', f'{t_ours * 1e3:.1f} ms',
                f'{t_ref / t_ours:.1f}x faster than one-hot+avg-pool'))
-  one_hot_mib = 32 * 224 * 224 * 256 * 4 / 2**20
-  rows.append(('  memory of the one-hot it avoids (from shapes)', f'{one_hot_mib:.0f} MiB',
-               f'vs {32 * 49 * 256 * 4 / 2**20:.1f} MiB of counts'))
+  peaks = {}
+  for which in ('ours', 'one_hot'):
+    out = subprocess.run([sys.executable, __file__, '--pooling_child', which], check=True,
+                         capture_output=True, text=True)
+    peaks[which] = float(out.stdout.strip().splitlines()[-1])
+  rows.append(('  peak RSS growth of one call, fresh process (ours)', f'{peaks["ours"]:.0f} MiB',
+               f'one-hot: {peaks["one_hot"]:.0f} MiB'))
   width = max(len(r[0]) for r in rows)
   print(f'{"what":<{width}}  {"figure":>12}  ratio')
   for name, figure, ratio in rows:
@@ -74,4 +144,7 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  if len(sys.argv) == 3 and sys.argv[1] == '--pooling_child':
+    pooling_peak_rss(sys.argv[2])
+  else:
+    main()

@@ -5,11 +5,12 @@ r"""Benchmark (run by hand): what a dense objective costs over its base method, 
 
 For each pair (DetCon_S / SimCLR, DetCon_B / BYOL, DetCo / MoCo v2, DeCon-SL and DeCon-ML /
 DetCon_B), in one process, at the base's global batch and resolution:
-  - builds every model once (ResNet-50 at 224 for `--scale=r50`, each method's tiny config for
+  - builds each model once (ResNet-50 at 224 for `--scale=r50`, each method's tiny config for
     `tiny`), takes one batch of its own input and times `train_step` on it under tf.function,
     with and without `jit_compile` (XLA, as TPUs compile it);
-  - takes the methods in turn within each round, so each ratio is paired within a round, and
-    prints the median over rounds;
+  - times a dense method and its base in one process, in turn within each round, so each ratio
+    is paired within a round, and prints the median over rounds (one process per group, so that
+    ResNet-50s of every method are not in memory at once);
   - counts FLOPs per step with TF's graph profiler (the ops it has a FLOP count for: convolutions,
     matmuls and their gradients, element-wise ops), beside DetCon's +5.3% (DetCon_S) and +11.6%
     (DetCon_B) (DetCon §4.1, "computational cost").
@@ -17,12 +18,14 @@ The host input pipeline is not in the time: the batch is fixed and already on th
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -126,6 +129,39 @@ def color_share(step: Step, steps: int) -> Tuple[float, float]:
   return median(lambda: colour(*views)), median(lambda: encoder_step(*views))
 
 
+# Methods timed together in one process (a dense method with its base); one process per group
+# keeps ResNet-50 models of all methods from filling the memory at once.
+GROUPS = (('simclr', 'detcon_s'), ('byol', 'detcon_b'), ('mocov2', 'detco'),
+          ('detcon_b', 'decon_sl_detcon_b', 'decon_ml_detcon_b'))
+
+
+def measure_group(methods: Sequence[str], args: argparse.Namespace) -> Dict[str, object]:
+  """In this process: build the group's models, time them in turn; times per method and mode."""
+  modes = {'both': (False, True), 'off': (False,), 'on': (True,)}[args.xla]
+  steps: Dict[str, Step] = {}
+  out: Dict[str, object] = {'times': {}, 'flops': {}}
+  with tempfile.TemporaryDirectory() as tmp:
+    for method in methods:
+      begin = time.time()
+      steps[method] = Step(method, args.scale, args.batch, os.path.join(tmp, method))
+      for xla in modes:
+        steps[method].time(xla, 1)  # trace and compile
+      out['flops'][method] = steps[method].flops()
+      print(f'built {method} in {time.time() - begin:.0f}s', file=sys.stderr, flush=True)
+    for method in methods:
+      for xla in modes:
+        out['times'][f'{method}/{int(xla)}'] = []
+    for r in range(args.rounds):
+      for xla in modes:
+        for method in methods:
+          out['times'][f'{method}/{int(xla)}'].append(steps[method].time(xla, args.steps))
+      print(f'round {r + 1}/{args.rounds} done', file=sys.stderr, flush=True)
+    if 'detcon_s' in methods:
+      out['colour'], out['encoder'] = color_share(steps['detcon_s'], args.steps)
+    out['view'] = int(steps[methods[0]].batch['view1'].shape[1])
+  return out
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--scale', choices=['tiny', 'r50'], default='tiny')
@@ -133,55 +169,56 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--steps', type=int, default=5, help='timed steps per method and round')
   parser.add_argument('--xla', choices=['both', 'off', 'on'], default='both')
+  parser.add_argument('--group', type=int, default=None, help=argparse.SUPPRESS)  # child
   args = parser.parse_args()
-  methods = sorted({m for pair in PAIRS for m in pair[:2]})
+  if args.group is not None:
+    print(json.dumps(measure_group(GROUPS[args.group], args)))
+    return
+  results = []
+  for index, group in enumerate(GROUPS):
+    print(f'group {index + 1}/{len(GROUPS)}: {", ".join(group)}', flush=True)
+    child = subprocess.run([sys.executable, __file__, *sys.argv[1:], f'--group={index}'],
+                           stdout=subprocess.PIPE, text=True, check=True)
+    results.append(json.loads(child.stdout.strip().splitlines()[-1]))
   modes = {'both': (False, True), 'off': (False,), 'on': (True,)}[args.xla]
-  steps: Dict[str, Step] = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for method in methods:
-      begin = time.time()
-      steps[method] = Step(method, args.scale, args.batch, os.path.join(tmp, method))
-      for xla in modes:
-        steps[method].time(xla, 1)  # trace and compile
-      print(f'built {method} in {time.time() - begin:.0f}s', flush=True)
-    flops = {m: steps[m].flops() for m in methods}
-    times: Dict[Tuple[str, bool], List[float]] = {(m, x): [] for m in methods for x in modes}
-    for r in range(args.rounds):
-      for xla in modes:
-        for method in methods:
-          times[method, xla].append(steps[method].time(xla, args.steps))
-      print(f'round {r + 1}/{args.rounds} done', flush=True)
-    base = steps['detcon_s']
-    colour, encoder = color_share(base, args.steps)
-    whole = statistics.median(times['detcon_s', False])
 
-  view = steps['simclr'].batch['view1'].shape
-  print(f'\nscale={args.scale} batch={args.batch} views={view[1]}px, one CPU device, float32, '
-        f'median of {args.rounds} rounds x {args.steps} steps\n')
-  header = f'{"method":<20}{"ms/step":>10}{"XLA ms/step":>13}{"GFLOPs/step":>13}'
-  print(header + '\n' + '-' * len(header))
-  for method in methods:
-    cells = [f'{statistics.median(times[method, x]) * 1e3:.1f}' if (method, x) in times else '-'
-             for x in (False, True)]
-    print(f'{method:<20}{cells[0]:>10}{cells[1]:>13}{flops[method] / 1e9:>13.2f}')
+  def median_time(method: str, xla: bool) -> str:
+    values = [r['times'][f'{method}/{int(xla)}'] for r in results
+              if f'{method}/{int(xla)}' in r['times']]
+    return f'{statistics.median(values[0]) * 1e3:.1f}' if values and xla in modes else '-'
+
+  flops = {m: f for r in results for m, f in r['flops'].items()}
+  print(f'\nscale={args.scale} batch={args.batch} views={results[0]["view"]}px, one CPU device, '
+        f'float32; median of {args.rounds} rounds x {args.steps} steps, each group of methods '
+        'in one process')
+  header = f'\n{"method":<20}{"ms/step":>10}{"XLA ms/step":>13}{"GFLOPs/step":>13}'
+  print(header + '\n' + '-' * (len(header) - 1))
+  for method in sorted(flops):
+    print(f'{method:<20}{median_time(method, False):>10}{median_time(method, True):>13}'
+          f'{flops[method] / 1e9:>13.2f}')
   header = (f'\n{"dense / base":<32}{"time":>8}{"XLA time":>10}{"FLOPs":>8}{"paper FLOPs":>13}'
             f'{"target":>8}')
   print(header + '\n' + '-' * (len(header) - 1))
   for dense, base_method, target in PAIRS:
+    group = next(r for r in results if f'{dense}/{int(modes[0])}' in r['times']
+                 and f'{base_method}/{int(modes[0])}' in r['times'])
     ratios = []
     for xla in (False, True):
-      if (dense, xla) in times:
-        paired = [d / b for d, b in zip(times[dense, xla], times[base_method, xla])]
+      if xla in modes:
+        paired = [d / b for d, b in zip(group['times'][f'{dense}/{int(xla)}'],
+                                        group['times'][f'{base_method}/{int(xla)}'])]
         ratios.append(f'{statistics.median(paired):.3f}')
       else:
         ratios.append('-')
     print(f'{dense + " / " + base_method:<32}{ratios[0]:>8}{ratios[1]:>10}'
           f'{flops[dense] / flops[base_method]:>8.3f}{PAPER_FLOPS.get(dense, ""):>13}'
           f'{target or "":>8}')
-  print(f'\nDetCon_S step without XLA: {whole * 1e3:.0f} ms, of which colour ops of both views '
-        f'(on the device: color_on_device) {colour * 1e3:.0f} ms ({colour / whole:.0%}); '
-        f'the encoder\'s forward+backward of both views alone {encoder * 1e3:.0f} ms '
-        f'({encoder / whole:.0%})')
+  first = results[0]
+  whole = statistics.median(first['times'][f'detcon_s/{int(modes[0])}'])
+  print(f'\nDetCon_S step{" with XLA" if modes[0] else ""}: {whole * 1e3:.0f} ms; colour ops of '
+        f'both views (on the device: color_on_device) {first["colour"] * 1e3:.0f} ms '
+        f'({first["colour"] / whole:.0%}); the encoder\'s forward+backward of both views alone '
+        f'{first["encoder"] * 1e3:.0f} ms ({first["encoder"] / whole:.0%})')
 
 
 if __name__ == '__main__':

@@ -146,6 +146,20 @@ def test_make_masks_launcher_rejects_bad_flags_in_one_line(tmp_path):
       '--coco_annotations')
 
 
+@pytest.mark.parametrize('args,message', [
+    (('--fh_downscale=0',), '--fh_downscale must be in (0, 1], got 0.0'),
+    (('--mask_kind=file', '--mask_dir=x', '--fh_downscale=0.5'),
+     '--fh_downscale applies to FH masks, not --mask_kind=file'),
+])
+def test_make_masks_checks_the_fh_downscale(tmp_path, args, message):
+  (tmp_path / 'images').mkdir()
+  Image.fromarray(palette(6)[blocky_ids(48, 64, 6, 8)]).save(tmp_path / 'images' / 'a.jpg')
+  result = _launch(f'--image_dir={tmp_path / "images"}', f'--output_dir={tmp_path / "out"}',
+                   *args)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f'make_masks.py: error: {message}'
+
+
 def test_an_unbuilt_embedded_set_is_a_clear_error_not_a_silent_build(tmp_path, monkeypatch):
   monkeypatch.setenv('TF_DETCON_CACHE', str(tmp_path / 'empty'))
   with pytest.raises(ValueError, match='embedded sample dataset is not built in .*build_embedded'):
