@@ -12,7 +12,6 @@ Prints a table. Figures are ratios measured in one run where possible: this mach
 """
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -105,9 +104,17 @@ def pooling_peak_rss(which: str) -> None:
   fn = {'ours': lambda m: pooling.assign_cells(m, 7, 7, 256),
         'one_hot': lambda m: one_hot_cells(m, 7, 256)}[which]
   traced = tf.function(fn).get_concrete_function(mask)
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  before = peak_rss_mib()
   traced(mask).numpy()
-  print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+  print(peak_rss_mib() - before)
+
+
+def peak_rss_mib() -> float:
+  """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: a child keeps
+  its parent's peak in it across exec."""
+  with open('/proc/self/status') as f:
+    line = next(line for line in f if line.startswith('VmHWM:'))
+  return int(line.split()[1]) / 1024
 
 
 def main():

@@ -146,25 +146,3 @@ def test_views_are_a_function_of_seed_pipeline_and_position():
   np.testing.assert_array_equal(views(1, 0, 5), reference)
   for other in ((2, 0, 5), (1, 1, 5), (1, 0, 6)):
     assert not np.array_equal(views(*other), reference)
-
-
-def test_views_from_the_encoded_image_equal_views_from_the_decoded_image():
-  """The training pipeline decodes only the window of a JPEG its views need; the views, masks
-  and DetCo crops are those of the fully decoded image."""
-  import io  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  image, ids = _colour_coded(height=150, width=200)
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format='JPEG', quality=85)
-  encoded = tf.constant(buffer.getvalue())
-  decoded = tf.io.decode_jpeg(encoded, channels=3)
-  cfg = data_config.DataConfig(local_views={'enabled': True}, **data_config.byol_views(64))
-  origin = {'mask': tf.constant(ids, tf.int32), 'pipeline': tf.constant(0)}
-  for position in range(20):
-    origin['position'] = tf.constant(position, tf.int64)
-    lazy = geometry.host_views(dict(origin, encoded=encoded, image_shape=tf.constant([150, 200])),
-                               cfg)
-    eager = geometry.host_views(dict(origin, image=decoded), cfg)
-    assert sorted(lazy) == sorted(eager)
-    for name, value in eager.items():
-      np.testing.assert_array_equal(lazy[name].numpy(), value.numpy(), err_msg=name)

@@ -215,8 +215,7 @@ def examples(cfg: data_config.DataConfig,
   def decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
     def decode_record(position: tf.Tensor, record: tf.Tensor) -> Dict[str, tf.Tensor]:
       example = decode.decode_example(
-          record, cfg.masks, seeds.record_seed(base, pipeline, position, seeds.DECODE),
-          decode_pixels=False)  # host_views decodes the window its views need
+          record, cfg.masks, seeds.record_seed(base, pipeline, position, seeds.DECODE))
       return dict(example, **origin(position))
     ds = ds.map(decode_record, num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.on_bad_example == 'skip':

@@ -30,72 +30,20 @@ def grid_ids(height: tf.Tensor, width: tf.Tensor, grid_size: int) -> tf.Tensor:
   return rows[:, None] * grid_size + cols[None, :]
 
 
-def encoded_image_shape(encoded: tf.Tensor) -> tf.Tensor:
-  """[height, width] (int32) of a JPEG or PNG from its header, without decoding its pixels; other
-  formats are decoded."""
-  signature = tf.strings.substr(encoded, 0, 2)
-
-  def png_shape() -> tf.Tensor:  # IHDR: big-endian width and height at bytes 16..23
-    size = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8), tf.int32)
-    width = size[0] * 2**24 + size[1] * 2**16 + size[2] * 2**8 + size[3]
-    height = size[4] * 2**24 + size[5] * 2**16 + size[6] * 2**8 + size[7]
-    return tf.stack([height, width])
-
-  return tf.case([
-      (tf.equal(signature, b'\xff\xd8'), lambda: tf.io.extract_jpeg_shape(encoded)[:2]),
-      (tf.equal(signature, b'\x89P'), png_shape),
-  ], default=lambda: tf.shape(
-      tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2])
-
-
-# Pixels decoded around a JPEG window: chroma upsampling reads neighbouring samples, so a window
-# decoded alone differs at its edges from the same window of the whole image. One 4:2:0 MCU
-# (16 px) of margin makes them equal (2 px sufficed on photos and synthetic images).
-JPEG_WINDOW_MARGIN = 16
-
-
-def decode_window(encoded: tf.Tensor, window: tf.Tensor, image_shape: tf.Tensor) -> tf.Tensor:
-  """uint8 [h, w, 3]: the pixels of `window` of an encoded image of `image_shape`, exactly as
-  decoding it whole and cropping. A JPEG decodes only the window and a margin
-  (`decode_and_crop_jpeg`); other formats decode whole."""
-  y, x, h, w = tf.unstack(window)
-
-  def jpeg_window() -> tf.Tensor:
-    top_left = tf.maximum(window[:2] - JPEG_WINDOW_MARGIN, 0)
-    bottom_right = tf.minimum(window[:2] + window[2:] + JPEG_WINDOW_MARGIN, image_shape[:2])
-    padded = tf.io.decode_and_crop_jpeg(
-        encoded, tf.concat([top_left, bottom_right - top_left], 0), channels=3)
-    dy, dx = y - top_left[0], x - top_left[1]
-    return padded[dy:dy + h, dx:dx + w]
-
-  return tf.cond(
-      tf.equal(tf.strings.substr(encoded, 0, 2), b'\xff\xd8'), jpeg_window,
-      lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False)[y:y + h, x:x + w])
-
-
 def decode_example(serialized: tf.Tensor, mask_cfg: data_config.MaskConfig,
-                   seed: tf.Tensor, decode_pixels: bool = True) -> Dict[str, tf.Tensor]:
+                   seed: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Parses a record into uint8 image [H, W, 3], int32 mask [H, W], key and a validity flag.
 
-  With several stored maps (FH scales) one is drawn uniformly, by the stateless `seed` [2].
-  `valid` is false when the record has no map or its map does not match the image size; `error`
-  then says why, naming the example. With `decode_pixels=False` the example holds the `encoded`
-  image and its `image_shape` instead of `image`, so that `geometry.host_views` decodes only the
-  window its views need (`decode_window`).
+  With several stored maps (FH scales) one is drawn uniformly, by the stateless `seed` [2]. `valid` is false when the record
+  has no map or its map does not match the image size; `error` then says why, naming the example.
   """
   parsed = records.parse_example(serialized)
   key = parsed[records.IMAGE_KEY]
-  encoded = parsed[records.IMAGE_ENCODED]
-  if decode_pixels:
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image_shape = tf.shape(image)[:2]
-    pixels = {'image': image}
-  else:
-    image_shape = encoded_image_shape(encoded)
-    pixels = {'encoded': encoded, 'image_shape': image_shape}
+  image = tf.io.decode_image(parsed[records.IMAGE_ENCODED], channels=3, expand_animations=False)
+  image_shape = tf.shape(image)[:2]
   if mask_cfg.kind == 'grid':
     mask = grid_ids(image_shape[0], image_shape[1], mask_cfg.grid_size)
-    return {'key': key, **pixels, 'mask': mask, 'valid': tf.constant(True),
+    return {'key': key, 'image': image, 'mask': mask, 'valid': tf.constant(True),
             'error': tf.constant('')}
   if mask_cfg.kind != 'stored':
     raise ValueError(f"masks.kind must be 'stored' or 'grid', got {mask_cfg.kind!r}")
@@ -112,7 +60,7 @@ def decode_example(serialized: tf.Tensor, mask_cfg: data_config.MaskConfig,
       lambda: tf.strings.format('example {}: mask {} does not match image {}',
                                 (key, mask_shape, image_shape)),
       lambda: tf.strings.format('example {}: record has no mask', key))
-  return {'key': key, **pixels, 'mask': mask, 'valid': valid, 'error': error}
+  return {'key': key, 'image': image, 'mask': mask, 'valid': valid, 'error': error}
 
 
 def check_example(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

@@ -12,7 +12,6 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
-from tf_detcon.data import decode
 from tf_detcon.data import seeds
 
 CROP_ATTEMPTS = 10
@@ -77,45 +76,23 @@ def crop_resize_flip(image: tf.Tensor, mask: Optional[tf.Tensor], window: tf.Ten
   return image, mask
 
 
-def _window_and_flip(shape: tf.Tensor, area_range: Tuple[float, float],
+def _window_and_flip(image: tf.Tensor, area_range: Tuple[float, float],
                      view_cfg: data_config.ViewConfig,
                      draws: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-  """A crop window and a flip, for an image of `shape` [2+], from WINDOW_DRAWS + 1 uniforms."""
+  """A crop window and a flip from WINDOW_DRAWS + 1 uniforms."""
+  shape = tf.shape(image)
   window = _crop_window(shape[0], shape[1], area_range,
                         (view_cfg.aspect_ratio_min, view_cfg.aspect_ratio_max),
                         draws[:WINDOW_DRAWS])
   return window, draws[WINDOW_DRAWS] < view_cfg.flip_prob
 
 
-def global_view_plan(shape: tf.Tensor, cfg: data_config.ViewConfig,
-                     seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-  """The window and flip of a view of an image of `shape`, drawn from the stateless `seed`."""
-  draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1], seed)
-  return _window_and_flip(shape, (cfg.crop_area_min, cfg.crop_area_max), cfg, draws)
-
-
 def global_view(image: tf.Tensor, mask: tf.Tensor, cfg: data_config.ViewConfig,
                 seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """A view and its aligned id map, drawn from the stateless `seed` [2]."""
-  window, flip = global_view_plan(tf.shape(image), cfg, seed)
+  draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1], seed)
+  window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), cfg, draws)
   return crop_resize_flip(image, mask, window, flip, cfg.output_size)
-
-
-def local_view_plan(shape: tf.Tensor, view_cfg: data_config.ViewConfig,
-                    cfg: data_config.LocalViewConfig,
-                    seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """The window, flip and patch corners [grid², 2] of a DetCo local view (`local_view`)."""
-  patches = cfg.grid_size**2
-  draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1 + 2 * patches], seed)
-  window, flip = _window_and_flip(shape, (cfg.crop_area_min, cfg.crop_area_max), view_cfg,
-                                  draws[:WINDOW_DRAWS + 1])
-  cell = cfg.output_size // cfg.grid_size  # >= patch_size (configs.validation)
-  corners = tf.range(cfg.grid_size) * cell
-  rows = tf.repeat(corners, cfg.grid_size)
-  cols = tf.tile(corners, [cfg.grid_size])
-  jitter = _uniform_int(tf.reshape(draws[WINDOW_DRAWS + 1:], [patches, 2]),
-                        cell - cfg.patch_size + 1)
-  return window, flip, tf.stack([rows, cols], axis=1) + jitter
 
 
 def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
@@ -126,59 +103,36 @@ def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
   Cell (r, c) of the grid_size × grid_size grid holds one patch_size patch at a random offset.
   Drawn from the stateless `seed` [2].
   """
-  window, flip, corners = local_view_plan(tf.shape(image), view_cfg, cfg, seed)
+  patches = cfg.grid_size**2
+  draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1 + 2 * patches], seed)
+  window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), view_cfg,
+                                  draws[:WINDOW_DRAWS + 1])
   crop, _ = crop_resize_flip(image, None, window, flip, cfg.output_size)
-  return crop, corners
-
-
-def _union(windows) -> tf.Tensor:
-  """The smallest window [y, x, h, w] that holds every window."""
-  stacked = tf.stack(windows)
-  top_left = tf.reduce_min(stacked[:, :2], axis=0)
-  bottom_right = tf.reduce_max(stacked[:, :2] + stacked[:, 2:], axis=0)
-  return tf.concat([top_left, bottom_right - top_left], 0)
+  cell = cfg.output_size // cfg.grid_size  # >= patch_size (configs.validation)
+  corners = tf.range(cfg.grid_size) * cell
+  rows = tf.repeat(corners, cfg.grid_size)
+  cols = tf.tile(corners, [cfg.grid_size])
+  jitter = _uniform_int(tf.reshape(draws[WINDOW_DRAWS + 1:], [patches, 2]),
+                        cell - cfg.patch_size + 1)
+  return crop, tf.stack([rows, cols], axis=1) + jitter
 
 
 def host_views(example: Dict[str, tf.Tensor],
                cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
   """The per-example host part: two global views with masks, and DetCo's local views, drawn
   from seeds keyed by the example's `pipeline` and `position`, which go along
-  (`seeds.batch_seed`).
-
-  An example holds its decoded `image`, or its `encoded` image and `image_shape`; then only the
-  window that holds every view is decoded (for a JPEG), once for all views, and the views are
-  the same as from the decoded image.
-  """
+  (`seeds.batch_seed`)."""
   out = {'position': example['position'], 'pipeline': example['pipeline']}
   base = seeds.base_seed(cfg)
 
   def seed(purpose: int) -> tf.Tensor:
     return seeds.record_seed(base, example['pipeline'], example['position'], purpose)
 
-  decoded = 'image' in example
-  shape = tf.shape(example['image']) if decoded else example['image_shape']
-  plans = {}
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-    plans[f'view{i}'] = global_view_plan(shape, view_cfg,
-                                         seed(seeds.VIEW1 if i == 1 else seeds.VIEW2))
+    out[f'view{i}'], out[f'mask{i}'] = global_view(
+        example['image'], example['mask'], view_cfg, seed(seeds.VIEW1 if i == 1 else seeds.VIEW2))
     if cfg.local_views.enabled:
-      plans[f'local{i}'] = local_view_plan(shape, view_cfg, cfg.local_views,
-                                           seed(seeds.LOCAL1 if i == 1 else seeds.LOCAL2))
-  image, mask = (example['image'], example['mask']) if decoded else (None, None)
-  if not decoded:
-    union = _union([plan[0] for plan in plans.values()])
-    image = decode.decode_window(example['encoded'], union, shape)
-    y, x, h, w = tf.unstack(union)
-    mask = example['mask'][y:y + h, x:x + w]
-    offset = tf.stack([y, x, 0, 0])
-    plans = {name: (plan[0] - offset,) + tuple(plan[1:]) for name, plan in plans.items()}
-  for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-    window, flip = plans[f'view{i}']
-    out[f'view{i}'], out[f'mask{i}'] = crop_resize_flip(image, mask, window, flip,
-                                                         view_cfg.output_size)
-    if cfg.local_views.enabled:
-      window, flip, corners = plans[f'local{i}']
-      out[f'local{i}'], _ = crop_resize_flip(image, None, window, flip,
-                                             cfg.local_views.output_size)
-      out[f'offsets{i}'] = corners
+      out[f'local{i}'], out[f'offsets{i}'] = local_view(
+          example['image'], view_cfg, cfg.local_views,
+          seed(seeds.LOCAL1 if i == 1 else seeds.LOCAL2))
   return out
