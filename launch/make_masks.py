@@ -68,7 +68,7 @@ flags.DEFINE_multi_string('fh_setting', None,
                           "Explicit FH 'scale:sigma:min_size' (repeatable); overrides --preset.")
 flags.DEFINE_float('fh_downscale', masks.FAST_FH_DOWNSCALE,
                    'Segment a copy resized by this factor, settings scaled to match, ids '
-                   'upsampled: 4.7x faster at 0.5, at the same ABO (benchmarks/README.md, "FH '
+                   'upsampled: 4.6x faster at 0.5, at the same ABO (benchmarks/README.md, "FH '
                    "masks at ImageNet scale\"); 1 is the paper's full resolution. Use 1 for "
                    'images under ~300 px.')
 flags.DEFINE_integer('max_segments', masks.MAX_UINT8_SEGMENTS,

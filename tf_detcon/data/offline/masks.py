@@ -19,7 +19,7 @@ IMAGENET_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = ((1000.0, 0.8, 1000
 COCO_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = (
     (500.0, 0.8, 500), (1000.0, 0.8, 1000), (1500.0, 0.8, 1500))
 # FH at full resolution, as the paper, and the precompute's default: half resolution, which
-# matched it in ABO at 4.7× the speed (benchmarks/README.md, "FH masks at ImageNet scale").
+# matched it in ABO at 4.6× the speed (benchmarks/README.md, "FH masks at ImageNet scale").
 PAPER_FH_DOWNSCALE = 1.0
 FAST_FH_DOWNSCALE = 0.5
 
@@ -124,7 +124,7 @@ def fh_segments(image: np.ndarray, scale: float = 1000.0, sigma: float = 0.8,
 
   With `downscale` d < 1, FH segments a copy of the image resized by d (area averaging), with
   `fh_working_settings`, and the ids are upsampled to the image's size by nearest neighbour.
-  FH's cost is about linear in pixels: d = 0.5 runs the whole per-example precompute 4.7× faster
+  FH's cost is about linear in pixels: d = 0.5 runs the whole per-example precompute 4.6× faster
   on ImageNet-sized JPEGs, at an ABO against ground truth no lower than full resolution's
   (benchmarks/README.md, "FH masks at ImageNet scale").
   """
