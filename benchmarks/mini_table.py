@@ -22,6 +22,7 @@ pool res4 globally, MoCo v2 contrasts res4, DetCo res2–res4; the learning rate
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 import tf_keras
 from official.core import exp_factory
+from official.modeling.hyperparams import params_dict
 from tf_detcon.configs import experiments
 from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
@@ -116,9 +118,10 @@ def fh_quality(setup: Setup, count: int = 200) -> float:
   return float(np.mean(overlaps))
 
 
-def mini_config(method: Method, data: Dict[str, str], setup: Setup,
-                seed: int) -> pretrain.PretrainExperiment:
-  """The registered CPU experiment of a method, at the miniature's settings."""
+def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
+                override: str = '') -> pretrain.PretrainExperiment:
+  """The registered CPU experiment of a method, at the miniature's settings, then `override`
+  (Model Garden's `--params_override` format)."""
   params = exp_factory.get_exp_config(method.experiment)
   task = params.task
   task.train_data.override({'input_path': data[method.masks], 'global_batch_size': setup.batch,
@@ -153,6 +156,8 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup,
                            'checkpoint_interval': 10**6, 'summary_interval': 0})
   params.runtime.distribution_strategy = 'off'
   task.log_every_steps = 100
+  if override:
+    params_dict.override_params_dict(params, override, is_strict=True)
   return params
 
 
@@ -182,7 +187,7 @@ def claimed(path: str):
 
 
 def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup,
-            work_dir: str) -> Optional[Dict]:
+            work_dir: str, override: str = '') -> Optional[Dict]:
   """The cached result of (method, seed), computing it if nobody else is."""
   path = os.path.join(work_dir, 'results', f'{name}-seed{seed}.json')
   if os.path.exists(path):
@@ -201,7 +206,7 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
       encoder = encoders.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
     else:
       model_dir = os.path.join(work_dir, 'runs', f'{name}-seed{seed}')
-      run = trainer.Run(mini_config(method, data, setup, seed), model_dir)
+      run = trainer.Run(mini_config(method, data, setup, seed, override), model_dir)
       run.train()
       encoder = encoders.load(run.export())
     train, evaluation = probe_sets
@@ -256,6 +261,9 @@ def main():
   parser.add_argument('--steps', type=int, default=None)
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 3 steps')
+  parser.add_argument('--params_override', default='',
+                      help="applied to every pretrained method's config, e.g. "
+                           "'task.method.decon.alpha=1.0'; results are cached apart")
   args = parser.parse_args()
   setup = dataclasses.replace(SMOKE if args.smoke else Setup())
   if args.steps:
@@ -267,18 +275,25 @@ def main():
     parser.error(f'unknown methods {unknown}; known: {", ".join(METHODS)}')
   work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
   data = scene_data(work_dir, setup)
+  if args.params_override:
+    digest = hashlib.sha1(args.params_override.encode()).hexdigest()[:8]
+    work_dir = os.path.join(work_dir, f'override-{digest}')
+    os.makedirs(work_dir, exist_ok=True)
+    with open(os.path.join(work_dir, 'override.txt'), 'w') as f:
+      f.write(args.params_override)
   print(f'FH masks: ABO {fh_quality(setup):.3f} against the ground truth', flush=True)
   probe_sets = (datasets.synthetic('train', setup.probe_train, setup.probe_size),
                 datasets.synthetic('eval', setup.probe_eval, setup.probe_size))
   results: Dict[str, List[Dict]] = {}
   for seed in range(seeds):
     for name in names:
-      out = run_one(name, seed, data, probe_sets, setup, work_dir)
+      out = run_one(name, seed, data, probe_sets, setup, work_dir, args.params_override)
       if out is not None:
         results.setdefault(name, []).append(out)
   print()
   print(f'{setup.steps} steps of batch {setup.batch} per method, {setup.view_size} px views, '
-        f'probes on {setup.probe_eval} held-out scenes at {setup.probe_size} px')
+        f'probes on {setup.probe_eval} held-out scenes at {setup.probe_size} px'
+        + (f', with {args.params_override}' if args.params_override else ''))
   print(table(results, setup))
 
 
