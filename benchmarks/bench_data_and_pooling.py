@@ -19,15 +19,17 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from benchmarks import table  # pylint: disable=wrong-import-position
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
 from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
 from tf_detcon.modeling.blocks import pooling  # pylint: disable=wrong-import-position
 
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def photo_shards(out_dir: str, copies: int = 4) -> str:
@@ -144,10 +146,7 @@ def main():
     peaks[which] = float(out.stdout.strip().splitlines()[-1])
   rows.append(('  peak RSS growth of one call, fresh process (ours)', f'{peaks["ours"]:.0f} MiB',
                f'one-hot: {peaks["one_hot"]:.0f} MiB'))
-  width = max(len(r[0]) for r in rows)
-  print(f'{"what":<{width}}  {"figure":>12}  ratio')
-  for name, figure, ratio in rows:
-    print(f'{name:<{width}}  {figure:>12}  {ratio}')
+  table.print_rows(('what', 'figure', 'ratio'), rows)
 
 
 if __name__ == '__main__':

@@ -21,9 +21,12 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from benchmarks import table  # pylint: disable=wrong-import-position
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
 from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
 from tf_detcon.data import seeds  # pylint: disable=wrong-import-position
@@ -113,10 +116,8 @@ def main():
       ('resume: skip to the position', f'{rate:.0f} records/s',
        f'{rate * 0.11:.0f} MB/s of 110 kB records, read not decoded'),
   ]
-  width = max(len(r[0]) for r in rows)
-  print(f'\n{"measure":<{width}}  {"value":>12}  note')
-  for name, value, note in rows:
-    print(f'{name:<{width}}  {value:>12}  {note}')
+  print()
+  table.print_rows(('measure', 'value', 'note'), rows)
 
 
 if __name__ == '__main__':

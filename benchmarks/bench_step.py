@@ -47,6 +47,7 @@ R50_EXPERIMENTS = {
     'decon_sl_detcon_b': 'decon_sl_detcon_b_imagenet',
     'decon_ml_detcon_b': 'decon_ml_detcon_b_imagenet',
 }
+XLA_MODES = {'both': (False, True), 'off': (False,), 'on': (True,)}  # jit_compile values
 PAPER_FLOPS = {'detcon_s': '+5.3%', 'detcon_b': '+11.6%'}
 
 
@@ -137,7 +138,7 @@ GROUPS = (('simclr', 'detcon_s'), ('byol', 'detcon_b'), ('mocov2', 'detco'),
 
 def measure_group(methods: Sequence[str], args: argparse.Namespace) -> Dict[str, object]:
   """In this process: build the group's models, time them in turn; times per method and mode."""
-  modes = {'both': (False, True), 'off': (False,), 'on': (True,)}[args.xla]
+  modes = XLA_MODES[args.xla]
   steps: Dict[str, Step] = {}
   out: Dict[str, object] = {'times': {}, 'flops': {}}
   with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +181,7 @@ def main() -> None:
     child = subprocess.run([sys.executable, __file__, *sys.argv[1:], f'--group={index}'],
                            stdout=subprocess.PIPE, text=True, check=True)
     results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-  modes = {'both': (False, True), 'off': (False,), 'on': (True,)}[args.xla]
+  modes = XLA_MODES[args.xla]
 
   def median_time(method: str, xla: bool) -> str:
     values = [r['times'][f'{method}/{int(xla)}'] for r in results
