@@ -11,6 +11,7 @@ import tf_keras
 from tests.conftest import batch_origin, tiny_params
 from tf_detcon import losses
 from tf_detcon import replicas
+from tf_detcon.configs import validation
 from tf_detcon.modeling import base
 from tf_detcon.modeling.blocks import queues
 from tf_detcon.modeling.methods import detco
@@ -210,6 +211,54 @@ def test_shuffling_bn_permutes_across_replicas_and_restores_the_order(two_replic
   np.testing.assert_allclose(got_patches, expected_patches, rtol=1e-5, atol=1e-6)
   # The permutation mixes the replicas' images (else the test shows nothing).
   assert set(permutation[:2]) not in ({0, 1}, {2, 3})
+
+
+def test_shuffling_bn_on_one_replica_normalises_shuffled_groups():
+  """With one replica, `splits` BN groups stand in for the replicas (MoCo's GPUs): each group is
+  a random half of the batch, centred on its own; outputs come back in the original order."""
+  rng = np.random.default_rng(3)
+  views = rng.normal(size=(4, 2, 2, 3)).astype(np.float32)
+  patches = rng.normal(size=(4, 9, 2, 2, 3)).astype(np.float32)
+  seed = tf.constant([1, 17])
+
+  def centre(view, patch):
+    flat_patches = tf.reshape(patch, [-1, 2, 2, 3])
+    return base.Branch(
+        views=[{'5': view - tf.reduce_mean(view, axis=0, keepdims=True)}],
+        patches=[{'5': flat_patches - tf.reduce_mean(flat_patches, axis=0, keepdims=True)}])
+
+  branch = detco.shuffled_across_replicas(centre, tf.constant(views), tf.constant(patches), seed,
+                                          2)
+  permutation = tf.argsort(tf.random.stateless_uniform([4], seed)).numpy()
+  assert set(permutation[:2]) not in ({0, 1}, {2, 3})  # the groups mix the batch
+  expected_views, expected_patches = np.zeros_like(views), np.zeros_like(patches)
+  for group in (permutation[:2], permutation[2:]):
+    expected_views[group] = views[group] - views[group].mean(axis=0)
+    expected_patches[group] = patches[group] - patches[group].mean(axis=(0, 1))
+  np.testing.assert_allclose(branch.views[0]['5'].numpy(), expected_views, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(branch.patches[0]['5'].numpy().reshape(4, 9, 2, 2, 3),
+                             expected_patches, rtol=1e-5, atol=1e-6)
+  # One group in all: the batch as it is.
+  whole = detco.shuffled_across_replicas(centre, tf.constant(views), tf.constant(patches), seed)
+  np.testing.assert_allclose(whole.views[0]['5'].numpy(), views - views.mean(axis=0), atol=1e-6)
+
+
+def test_shuffling_bn_on_one_replica_needs_splits():
+  """Without BN groups, 'shuffle' on one replica would shuffle nothing: refused in one line."""
+  params = tiny_params('mocov2_tiny')
+  assert params.task.method.detco.bn_splits == 2
+  validation.validate(params, num_replicas=1)
+  params.task.method.detco.bn_splits = 1
+  validation.validate(params, num_replicas=2)
+  with pytest.raises(ValueError, match=r"key_bn 'shuffle' on one replica needs "
+                                       r'task\.method\.detco\.bn_splits >= 2'):
+    validation.validate(params, num_replicas=1)
+  params.task.method.detco.bn_splits = 3
+  with pytest.raises(ValueError, match='bn_splits 3 does not divide'):
+    validation.validate(params, num_replicas=1)
+  params.task.method.detco.override({'bn_splits': 2, 'key_bn': 'sync'})
+  with pytest.raises(ValueError, match="bn_splits 2 needs key_bn 'shuffle'"):
+    validation.validate(params)
 
 
 def _synchronised(encoder):

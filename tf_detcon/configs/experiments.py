@@ -276,7 +276,7 @@ TINY_BATCH = 4
 def tiny(params: PretrainExperiment) -> PretrainExperiment:
   """The CPU miniature of an experiment: the same method, views and losses on a ResNet-10 at a
   quarter width (a few hundred thousand weights), 64 px views, batch 4, small heads and queues,
-  20 steps; float32 under MirroredStrategy. Sizes stay multiples of 32 for DeCon's FPN."""
+  two BN groups for MoCo's shuffled keys, 20 steps; float32 under MirroredStrategy. Sizes stay multiples of 32 for DeCon's FPN."""
   task = params.task
   old_batch, old_steps = task.train_data.global_batch_size, params.trainer.train_steps
   task.encoder.backbone = backbones.Backbone(
@@ -296,7 +296,8 @@ def tiny(params: PretrainExperiment) -> PretrainExperiment:
                                projector=dict(hidden_dim=64, output_dim=32),
                                predictor=dict(hidden_dim=64, output_dim=32)))
   elif inner.type == 'detco':
-    inner.detco.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32))
+    # Two BN groups for the shuffled keys: on one device there is nothing else to shuffle across.
+    inner.detco.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32, bn_splits=2))
   # The same schedule over 20 steps (10% warmup where it had one), the learning rate scaled to
   # the batch by the linear rule.
   warmup = 2 if params.trainer.optimizer_config.warmup.type else 0

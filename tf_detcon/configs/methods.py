@@ -75,6 +75,9 @@ class DetCoConfig(hyperparams.Config):
   training details, DetCo appendix §6.5): MoCo's shuffling BN, per-replica BN on a cross-replica
   permutation of the key batch. 'sync': BN synchronised across replicas; global-batch statistics
   reduce, but with a queue do not remove, the intra-batch leak that shuffling guards against.
+  bn_splits: BN groups per replica for the shuffled key batch (MoCo's 8 GPUs on one device are 8
+  splits). With one replica and one split there is nothing to shuffle across, so 'shuffle' needs
+  bn_splits ≥ 2 there (validation refuses it otherwise).
   """
   levels: List[str] = dataclasses.field(default_factory=lambda: ['2', '3', '4', '5'])
   level_weights: List[float] = dataclasses.field(default_factory=lambda: [0.1, 0.4, 0.7, 1.0])
@@ -85,6 +88,7 @@ class DetCoConfig(hyperparams.Config):
   head_hidden_dim: int = 2048
   output_dim: int = 128
   key_bn: str = 'shuffle'
+  bn_splits: int = 1
 
   def check(self, task: Any, path: str) -> None:
     data = task.train_data
@@ -100,6 +104,11 @@ class DetCoConfig(hyperparams.Config):
                    f'{path}.queue_size {self.queue_size} is not a multiple of the global batch '
                    f'(task.train_data.global_batch_size {data.global_batch_size})')
     checks.one_of(self.key_bn, ('sync', 'shuffle'), f'{path}.key_bn')
+    checks.require(self.bn_splits >= 1 and data.global_batch_size % self.bn_splits == 0,
+                   f'{path}.bn_splits {self.bn_splits} does not divide the global batch '
+                   f'(task.train_data.global_batch_size {data.global_batch_size})')
+    checks.require(self.bn_splits == 1 or self.key_bn == 'shuffle',
+                   f'{path}.bn_splits {self.bn_splits} needs key_bn \'shuffle\'')
     checks.require(self.local == data.local_views.enabled,
                    f'{path}.local needs task.train_data.local_views.enabled (and vice versa)')
     checks.positive(self.temperature, f'{path}.temperature')

@@ -161,3 +161,14 @@ def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = 
     checks.require(batch % num_replicas == 0,
                    f'task.train_data.global_batch_size {batch} is not divisible by the '
                    f'{num_replicas} replicas')
+    method = params.task.method
+    inner = method.decon.base if method.type == 'decon' else method
+    if inner.type == 'detco':
+      detco = inner.detco
+      checks.require(batch % (num_replicas * detco.bn_splits) == 0,
+                     f'task.method.detco.bn_splits {detco.bn_splits} does not divide the '
+                     f'per-replica batch {batch // num_replicas}')
+      checks.require(detco.key_bn != 'shuffle' or num_replicas * detco.bn_splits > 1,
+                     "task.method.detco.key_bn 'shuffle' on one replica needs "
+                     'task.method.detco.bn_splits >= 2 (BN groups to shuffle the keys across; '
+                     "MoCo's 8 GPUs on one device are 8), or key_bn 'sync'")

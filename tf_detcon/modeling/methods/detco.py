@@ -10,7 +10,7 @@ Per level i (res2..res5), with a query encoder and its momentum key copy:
 levels ['5'] with local=False is MoCo v2 from the same code.
 """
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -183,7 +183,7 @@ class DetCoModel(base.PretrainModel):
       seed = replicas.gather(inputs.seed_for(seeds.KEY_SHUFFLE)[None])[0]
       key = shuffled_across_replicas(
           lambda view, patches: side(self.target_encoder, view, patches),
-          inputs.views[1], patches[1], seed)
+          inputs.views[1], patches[1], seed, self.cfg.bn_splits)
     else:
       key = side(self.target_encoder, inputs.views[1], patches[1])
     return base.Encoded(online=query, target=key)
@@ -191,22 +191,26 @@ class DetCoModel(base.PretrainModel):
 
 def shuffled_across_replicas(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base.Branch],
                              view: tf.Tensor, patches: Optional[tf.Tensor],
-                             seed: tf.Tensor) -> base.Branch:
-  """MoCo's shuffling BN: run `fn(view, patches)` on a random cross-replica permutation of the
-  global batch (whole images, with their patches), then undo the permutation.
+                             seed: tf.Tensor, splits: int = 1) -> base.Branch:
+  """MoCo's shuffling BN (MoCo §3.3): run `fn(view, patches)` on a random permutation of the
+  global batch (whole images, with their patches), in BN groups, then undo the permutation.
 
-  Every replica draws the same permutation from `seed`, so each gets a slice of images from all
-  replicas; per-replica BN statistics then do not belong to the queries' sub-batch. With one
-  replica there is nothing to shuffle across and `fn` runs as is.
+  The groups are the replicas, each split into `splits` groups that `fn` sees one at a time (the
+  GPUs of MoCo on one device). Every replica draws the same permutation from `seed`, so each
+  group holds images from all over the batch; its BN statistics then do not belong to the
+  queries' sub-batch. With one group in all there is nothing to shuffle, and `fn` runs as is.
   """
   replica_id, num_replicas = replicas.replica_info()
-  if num_replicas == 1:
+  if num_replicas * splits == 1:
     return fn(view, patches)
   patch_rows = 0 if patches is None else patches.shape[1]  # patches per image
   # Static shapes throughout: all_gather of a tensor with an unknown batch takes a padding path.
   local = view.shape[0]
   if local is None:
     raise ValueError('shuffling BN needs a static per-replica batch (drop_remainder=True)')
+  if local % splits:
+    raise ValueError(f'task.method.detco.bn_splits {splits} does not divide the per-replica '
+                     f'batch {local}')
   total = local * num_replicas
   permutation = tf.argsort(tf.random.stateless_uniform([total], seed))
   inverse = tf.math.invert_permutation(permutation)
@@ -214,7 +218,7 @@ def shuffled_across_replicas(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base
   view = tf.gather(replicas.gather(view), mine)
   if patches is not None:
     patches = tf.gather(replicas.gather(patches), mine)
-  outputs = fn(view, patches)
+  outputs = in_groups(fn, view, patches, splits)
   own = tf.reshape(inverse, [num_replicas, local])[replica_id]
 
   def unshuffle(features: base.LevelFeatures, rows_per_image: int) -> base.LevelFeatures:
@@ -230,3 +234,22 @@ def shuffled_across_replicas(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base
       views=[unshuffle(f, 1) for f in outputs.views],
       patches=None if outputs.patches is None else [unshuffle(f, patch_rows)
                                                     for f in outputs.patches])
+
+
+def in_groups(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base.Branch], view: tf.Tensor,
+              patches: Optional[tf.Tensor], splits: int) -> base.Branch:
+  """`fn` on `splits` consecutive groups of images (each with its own BN statistics), its
+  outputs concatenated back in image order."""
+  if splits == 1:
+    return fn(view, patches)
+  views = tf.split(view, splits)
+  patch_groups = [None] * splits if patches is None else tf.split(patches, splits)
+  parts = [fn(v, p) for v, p in zip(views, patch_groups)]
+
+  def concat(branches: Sequence[Sequence[base.LevelFeatures]]) -> List[base.LevelFeatures]:
+    return [{level: tf.concat([b[i][level] for b in branches], 0) for level in branches[0][i]}
+            for i in range(len(branches[0]))]
+
+  return base.Branch(
+      views=concat([p.views for p in parts]),
+      patches=None if parts[0].patches is None else concat([p.patches for p in parts]))
