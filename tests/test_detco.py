@@ -174,72 +174,66 @@ def test_detco_trains_resumes_with_identical_queues_and_exports(tmp_path, embedd
   assert os.path.exists(os.path.join(export, 'checkpoint', 'checkpoint'))
 
 
-def test_shuffling_bn_permutes_across_replicas_and_restores_the_order(two_replicas):
-  """MoCo's shuffle BN: each replica normalises a random half of the global batch; outputs come
-  back in the original order. A BN-like centring shows which images were grouped."""
+SHUFFLE_SEED = tf.constant([1, 17])
+
+
+def _shuffle_inputs():
+  """Four images' views and nine patches each, for the shuffling-BN tests."""
   rng = np.random.default_rng(3)
-  views = rng.normal(size=(4, 2, 2, 3)).astype(np.float32)
-  patches = rng.normal(size=(4, 9, 2, 2, 3)).astype(np.float32)
-  seed = tf.constant([1, 17])
-
-  def centre(view, patch):
-    flat_patches = tf.reshape(patch, [-1, 2, 2, 3])
-    return base.Branch(
-        views=[{'5': view - tf.reduce_mean(view, axis=0, keepdims=True)}],
-        patches=[{'5': flat_patches - tf.reduce_mean(flat_patches, axis=0, keepdims=True)}])
-
-  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
-  v, p = (two_replicas.experimental_distribute_values_from_function(halves(x))
-          for x in (views, patches))
+  return (rng.normal(size=(4, 2, 2, 3)).astype(np.float32),
+          rng.normal(size=(4, 9, 2, 2, 3)).astype(np.float32))
 
 
-  def shuffled(a, b):
-    branch = detco.shuffled_across_replicas(centre, a, b, seed)
-    return branch.views[0]['5'], branch.patches[0]['5']
-
-  out_views, out_patches = two_replicas.run(tf.function(shuffled), args=(v, p))
-  got_views = np.concatenate([t.numpy() for t in two_replicas.experimental_local_results(
-      out_views)])
-  got_patches = np.concatenate([t.numpy() for t in two_replicas.experimental_local_results(
-      out_patches)]).reshape(4, 9, 2, 2, 3)
-  permutation = tf.argsort(tf.random.stateless_uniform([4], seed)).numpy()
-  expected_views, expected_patches = np.zeros_like(views), np.zeros_like(patches)
-  for group in (permutation[:2], permutation[2:]):
-    expected_views[group] = views[group] - views[group].mean(axis=0)
-    expected_patches[group] = patches[group] - patches[group].mean(axis=(0, 1))
-  np.testing.assert_allclose(got_views, expected_views, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(got_patches, expected_patches, rtol=1e-5, atol=1e-6)
-  # The permutation mixes the replicas' images (else the test shows nothing).
-  assert set(permutation[:2]) not in ({0, 1}, {2, 3})
+def _centre(view, patch):
+  """A BN-like centring over the batch it is given: shows which images were grouped."""
+  flat_patches = tf.reshape(patch, [-1, 2, 2, 3])
+  return base.Branch(
+      views=[{'5': view - tf.reduce_mean(view, axis=0, keepdims=True)}],
+      patches=[{'5': flat_patches - tf.reduce_mean(flat_patches, axis=0, keepdims=True)}])
 
 
-def test_shuffling_bn_on_one_replica_normalises_shuffled_groups():
-  """With one replica, `splits` BN groups stand in for the replicas (MoCo's GPUs): each group is
-  a random half of the batch, centred on its own; outputs come back in the original order."""
-  rng = np.random.default_rng(3)
-  views = rng.normal(size=(4, 2, 2, 3)).astype(np.float32)
-  patches = rng.normal(size=(4, 9, 2, 2, 3)).astype(np.float32)
-  seed = tf.constant([1, 17])
-
-  def centre(view, patch):
-    flat_patches = tf.reshape(patch, [-1, 2, 2, 3])
-    return base.Branch(
-        views=[{'5': view - tf.reduce_mean(view, axis=0, keepdims=True)}],
-        patches=[{'5': flat_patches - tf.reduce_mean(flat_patches, axis=0, keepdims=True)}])
-
-  branch = detco.shuffled_across_replicas(centre, tf.constant(views), tf.constant(patches), seed,
-                                          2)
-  permutation = tf.argsort(tf.random.stateless_uniform([4], seed)).numpy()
+def _check_two_shuffled_groups(views, patches, got_views, got_patches):
+  """Each half of the seed's permutation was centred on its own, in the original order."""
+  permutation = tf.argsort(tf.random.stateless_uniform([4], SHUFFLE_SEED)).numpy()
   assert set(permutation[:2]) not in ({0, 1}, {2, 3})  # the groups mix the batch
   expected_views, expected_patches = np.zeros_like(views), np.zeros_like(patches)
   for group in (permutation[:2], permutation[2:]):
     expected_views[group] = views[group] - views[group].mean(axis=0)
     expected_patches[group] = patches[group] - patches[group].mean(axis=(0, 1))
-  np.testing.assert_allclose(branch.views[0]['5'].numpy(), expected_views, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(branch.patches[0]['5'].numpy().reshape(4, 9, 2, 2, 3),
-                             expected_patches, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_views, expected_views, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.reshape(got_patches, patches.shape), expected_patches,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_shuffling_bn_permutes_across_replicas_and_restores_the_order(two_replicas):
+  """MoCo's shuffle BN: each replica normalises a random half of the global batch; outputs come
+  back in the original order."""
+  views, patches = _shuffle_inputs()
+  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
+  v, p = (two_replicas.experimental_distribute_values_from_function(halves(x))
+          for x in (views, patches))
+
+  def shuffled(a, b):
+    branch = detco.shuffled_across_replicas(_centre, a, b, SHUFFLE_SEED)
+    return branch.views[0]['5'], branch.patches[0]['5']
+
+  out_views, out_patches = two_replicas.run(tf.function(shuffled), args=(v, p))
+  local = two_replicas.experimental_local_results
+  _check_two_shuffled_groups(views, patches,
+                             np.concatenate([t.numpy() for t in local(out_views)]),
+                             np.concatenate([t.numpy() for t in local(out_patches)]))
+
+
+def test_shuffling_bn_on_one_replica_normalises_shuffled_groups():
+  """With one replica, `splits` BN groups stand in for the replicas (MoCo's GPUs)."""
+  views, patches = _shuffle_inputs()
+  branch = detco.shuffled_across_replicas(_centre, tf.constant(views), tf.constant(patches),
+                                          SHUFFLE_SEED, 2)
+  _check_two_shuffled_groups(views, patches, branch.views[0]['5'].numpy(),
+                             branch.patches[0]['5'].numpy())
   # One group in all: the batch as it is.
-  whole = detco.shuffled_across_replicas(centre, tf.constant(views), tf.constant(patches), seed)
+  whole = detco.shuffled_across_replicas(_centre, tf.constant(views), tf.constant(patches),
+                                         SHUFFLE_SEED)
   np.testing.assert_allclose(whole.views[0]['5'].numpy(), views - views.mean(axis=0), atol=1e-6)
 
 
