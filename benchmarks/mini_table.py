@@ -236,7 +236,7 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
     cells = []
     for key in keys:
       values = np.array([r['results'][key]['miou'] for r in runs])
-      summary[(name, key)] = (values.mean(), values.std())
+      summary[(name, key)] = (values.mean(), values.std(), len(values))
       cells.append(f'{values.mean():.3f} ± {values.std():.3f}'.rjust(18))
     lines.append(f'{method.label:<26} {len(runs):>5} ' + ' '.join(cells))
   lines.append('')
@@ -245,11 +245,15 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
       base = method.base or 'random'
       if name == 'random' or (name, key) not in summary or (base, key) not in summary:
         continue
-      (mean, std), (base_mean, base_std) = summary[(name, key)], summary[(base, key)]
+      (mean, std, seeds), (base_mean, base_std, base_seeds) = (summary[(name, key)],
+                                                               summary[(base, key)])
       margin = mean - base_mean
-      holds = margin > max(std, base_std)
-      lines.append(f'{key}: {method.label} vs {METHODS[base].label}: {margin:+.3f} '
-                   f'({"holds" if holds else "does not hold"}: std {max(std, base_std):.3f})')
+      if min(seeds, base_seeds) < 2:
+        verdict = 'one seed: no spread to judge it by'
+      else:
+        verdict = (f'{"holds" if margin > max(std, base_std) else "does not hold"}: '
+                   f'std {max(std, base_std):.3f}')
+      lines.append(f'{key}: {method.label} vs {METHODS[base].label}: {margin:+.3f} ({verdict})')
   return '\n'.join(lines)
 
 

@@ -24,6 +24,10 @@ def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
     assert row.startswith(label), row
     values = [float(v) for v in re.findall(r'(-?\d+\.\d+) ± ', row)]
     assert len(values) == 4 and all(0.0 <= v <= 1.0 for v in values), row
+  # One seed has no spread: its orderings are printed but not judged.
+  orderings = [line for line in lines if ' vs ' in line]
+  assert orderings and all(line.endswith('(one seed: no spread to judge it by)')
+                           for line in orderings), orderings
   # Results are cached per (method, seed): a second run computes nothing.
   again = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, 'benchmarks', 'mini_table.py'), '--smoke',
