@@ -2,6 +2,7 @@ r"""Benchmark (run by hand): what a dense objective costs over its base method, 
 
   .venv/bin/python benchmarks/bench_step.py                      # tiny configs, with/without XLA
   .venv/bin/python benchmarks/bench_step.py --scale=r50 --batch=4 --rounds=3
+  .venv/bin/python benchmarks/bench_step.py --methods=mocov2      # only the groups holding these
 
 For each pair (DetCon_S / SimCLR, DetCon_B / BYOL, DetCo / MoCo v2, DeCon-SL and DeCon-ML /
 DetCon_B), in one process, at the base's global batch and resolution:
@@ -174,13 +175,21 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--steps', type=int, default=5, help='timed steps per method and round')
   parser.add_argument('--xla', choices=['both', 'off', 'on'], default='both')
+  parser.add_argument('--methods', default='',
+                      help='only the groups holding these methods, e.g. mocov2 (default: all)')
   parser.add_argument('--group', type=int, default=None, help=argparse.SUPPRESS)  # child
   args = parser.parse_args()
   if args.group is not None:
     print(json.dumps(measure_group(GROUPS[args.group], args)))
     return
+  wanted = {m.strip() for m in args.methods.split(',') if m.strip()}
+  unknown = sorted(wanted - {m for group in GROUPS for m in group})
+  if unknown:
+    parser.error(f'unknown methods {unknown}')
   results = []
   for index, group in enumerate(GROUPS):
+    if wanted and not wanted & set(group):
+      continue
     print(f'group {index + 1}/{len(GROUPS)}: {", ".join(group)}', flush=True)
     child = subprocess.run([sys.executable, __file__, *sys.argv[1:], f'--group={index}'],
                            stdout=subprocess.PIPE, text=True, check=True)
@@ -205,8 +214,10 @@ def main() -> None:
             f'{"target":>8}')
   print(header + '\n' + '-' * (len(header) - 1))
   for dense, base_method, target in PAIRS:
-    group = next(r for r in results if f'{dense}/{int(modes[0])}' in r['times']
-                 and f'{base_method}/{int(modes[0])}' in r['times'])
+    group = next((r for r in results if f'{dense}/{int(modes[0])}' in r['times']
+                  and f'{base_method}/{int(modes[0])}' in r['times']), None)
+    if group is None:
+      continue
     ratios = []
     for xla in (False, True):
       if xla in modes:
@@ -218,7 +229,9 @@ def main() -> None:
     print(f'{dense + " / " + base_method:<32}{ratios[0]:>8}{ratios[1]:>10}'
           f'{flops[dense] / flops[base_method]:>8.3f}{PAPER_FLOPS.get(dense, ""):>13}'
           f'{target or "":>8}')
-  first = results[0]
+  first = next((r for r in results if f'detcon_s/{int(modes[0])}' in r['times']), None)
+  if first is None:
+    return
   whole = statistics.median(first['times'][f'detcon_s/{int(modes[0])}'])
   print(f'\nDetCon_S step{" with XLA" if modes[0] else ""}: {whole * 1e3:.0f} ms; colour ops of '
         f'both views (on the device: color_on_device) {first["colour"] * 1e3:.0f} ms '
