@@ -8,6 +8,20 @@ import sys
 
 from tests.conftest import REPO_ROOT
 
+sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
+import mini_table  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_detco_keeps_the_top_level_weight_of_mocov2():
+  """DetCo §6.5 weights res5 by 1 and lower levels less; the miniature's top is res4, which
+  MoCo v2 contrasts with weight 1, so DetCo's res4 must carry 1 too."""
+  data = {'fh': 'unused-fh-*', 'gt': 'unused-gt-*'}
+  configs = {name: mini_table.mini_config(mini_table.METHODS[name], data, mini_table.Setup(), 0)
+             for name in ('detco', 'mocov2')}
+  detco, mocov2 = (configs[n].task.method.detco for n in ('detco', 'mocov2'))
+  assert (list(detco.levels), list(detco.level_weights)) == (['2', '3', '4'], [0.4, 0.7, 1.0])
+  assert (list(mocov2.levels), list(mocov2.level_weights)) == (['4'], [1.0])
+
 
 def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
   result = subprocess.run(
@@ -24,6 +38,9 @@ def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
     assert row.startswith(label), row
     values = [float(v) for v in re.findall(r'(-?\d+\.\d+) ± ', row)]
     assert len(values) == 4 and all(0.0 <= v <= 1.0 for v in values), row
+    assert re.fullmatch(r'\d+\.\d', row.split()[-1]), row  # minutes per run
+  total = re.search(r'^9 runs took (\d+\.\d) min in all', result.stdout, re.M)
+  assert total and float(total.group(1)) > 0, result.stdout
   # One seed has no spread: its orderings are printed but not judged.
   orderings = [line for line in lines if ' vs ' in line]
   assert orderings and all(line.endswith('(one seed: no spread to judge it by)')
