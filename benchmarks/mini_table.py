@@ -246,7 +246,7 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
     lines.append(f'{method.label:<26} {len(runs):>5} ' + ' '.join(cells) + f' {minutes:>8.1f}')
   every = [r for runs in results.values() for r in runs]
   lines.append(f'{len(every)} runs took {sum(r["seconds"] for r in every) / 60:.1f} min in all '
-               '(training, export and probes; each run its own wall time)')
+               '(the wall time of each run: fit, export and probes)')
   lines.append('')
   for key in (k for k in keys if k.startswith('linear')):
     for name, method in METHODS.items():
