@@ -143,10 +143,9 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
     levels = [l for l in detco.levels if int(l) <= int(setup.level)] if len(
         detco.levels) > 1 else [setup.level]
     # The paper's weights counted from the top (DetCo §6.5: 1 for the last level), so that the
-    # level MoCo v2 contrasts carries the same weight in DetCo.
+    # level MoCo v2 contrasts carries the same weight in DetCo (MoCo v2's own list is [1]).
     detco.override({'queue_size': setup.batch * 32, 'head_hidden_dim': 256, 'output_dim': 64,
-                    'levels': levels, 'level_weights': list(detco.level_weights[-len(levels):])
-                    if len(levels) > 1 else [1.0]})
+                    'levels': levels, 'level_weights': list(detco.level_weights[-len(levels):])})
     if task.train_data.local_views.enabled:
       task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
   # The papers' schedule over `steps` (10% warmup where it has one) at the peak learning rate
