@@ -3,7 +3,9 @@
 import glob
 import os
 
+import numpy as np
 import pytest
+import yaml
 
 from official.core import exp_factory
 from official.modeling import hyperparams
@@ -121,3 +123,21 @@ def test_presets_follow_the_papers(preset):
     assert (v1.color.brightness, v1.color.hue, v2.color.blur_prob) == (0.8, 0.2, 0.0)
   else:
     assert v1.crop_area_min == 0.2 and v2.color.blur_prob == 0.5
+
+
+COCO_FINETUNE_YAMLS = sorted(glob.glob(
+    os.path.join(REPO_ROOT, 'official_configs', 'finetune', 'maskrcnn_*coco*.yaml')))
+
+
+@pytest.mark.parametrize('path', COCO_FINETUNE_YAMLS,
+                         ids=[os.path.basename(p) for p in COCO_FINETUNE_YAMLS])
+def test_coco_finetuning_rate_is_the_base_rate_scaled_to_the_batch(path):
+  """DetCon A.3: base rate 0.3 (ResNet-50) per 256 images, scaled linearly, ÷10 twice."""
+  with open(path, encoding='utf-8') as f:
+    recipe = yaml.safe_load(f)
+  batch = recipe['task']['train_data']['global_batch_size']
+  assert recipe['task']['model']['backbone']['resnet']['model_id'] == 50
+  values = recipe['trainer']['optimizer_config']['learning_rate']['stepwise']['values']
+  first = 0.3 * batch / 256
+  np.testing.assert_allclose(values, [first, first / 10, first / 100], rtol=1e-12)
+  assert batch == 64 and abs(values[0] - 0.075) < 1e-12

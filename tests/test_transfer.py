@@ -45,7 +45,7 @@ def test_yaml_recipes_follow_the_paper():
   params = hyperparams.override_params_dict(
       params, os.path.join(FINETUNE, 'maskrcnn_detcon_coco_1x.yaml'), is_strict=True)
   stepwise = params.trainer.optimizer_config.learning_rate.stepwise
-  assert stepwise.values == [0.3, 0.03, 0.003]
+  assert stepwise.values == [0.075, 0.0075, 0.00075]
   assert [b / params.trainer.train_steps for b in stepwise.boundaries] == [2 / 3, 8 / 9]
   assert params.task.model.norm_activation.use_sync_bn
   assert params.task.train_data.global_batch_size == 64
