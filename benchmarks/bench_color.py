@@ -6,6 +6,8 @@ Loads `tf_detcon/data/color.py` as it is in the work tree and as it was at `--ag
 `git show`), runs `color_augment` of both on the same batch with the same seed under
 tf.function, taking them in turn, and prints the median time of each, their paired ratio and
 the largest difference between their outputs (0 if the change kept the result).
+`--jitter_semantics` picks the work tree's jitter; a revision from before the setting runs
+torchvision's, so the difference is then that of the semantics.
 """
 
 import argparse
@@ -47,9 +49,13 @@ def main() -> None:
   parser.add_argument('--against', required=True, help='a git revision')
   parser.add_argument('--shapes', default='32x128,16x64,8x224', help='batch x size, ...')
   parser.add_argument('--repeats', type=int, default=15)
+  parser.add_argument('--jitter_semantics', default='additive_hsv',
+                      choices=data_config.JITTER_SEMANTICS,
+                      help="the work tree's jitter (a revision before it had torchvision's only)")
   args = parser.parse_args()
   old = module_at(args.against)
-  cfg = data_config.ColorConfig()  # SimCLR/BYOL's view-1 colour settings
+  # SimCLR/BYOL's view-1 colour settings, with the jitter semantics asked for.
+  cfg = data_config.ColorConfig(jitter_semantics=args.jitter_semantics)
   seed = tf.constant([1, 2], tf.int64)
   print(f'{"batch x size":>14}{args.against + " ms":>14}{"work tree ms":>14}{"ratio":>8}'
         f'{"max diff":>10}')

@@ -5,7 +5,7 @@ step budget on synthetic multi-object scenes, then probed densely with frozen fe
   .venv/bin/python benchmarks/mini_table.py --methods=simclr,detcon_s_fh --seeds=1
   .venv/bin/python benchmarks/mini_table.py --smoke            # seconds: CI's check
 
-Each (method, seed) result is cached in `<work_dir>/results/`, so an interrupted table resumes
+Each (method, seed) result is cached in `<work_dir>/results-v<RESULTS_VERSION>/`, so an interrupted table resumes
 where it stopped, and several background runs (e.g. one per --methods subset) can fill it; a
 result being computed is claimed by a lock file. The table is printed in the style of DetCon
 Table 4 (mean ± std over seeds), followed by the orderings the papers claim, each marked as
@@ -54,6 +54,10 @@ from tf_detcon.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FH_SETTING = (1000.0, 0.8, 150)
+# Results and runs are cached under this version: bump it when a change to augmentation, a
+# method or the probes makes earlier results stale. 2: each paper family's colour jitter
+# (docs/design.md §2).
+RESULTS_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -192,7 +196,7 @@ def claimed(path: str):
 def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup,
             work_dir: str, override: str = '') -> Optional[Dict]:
   """The cached result of (method, seed), computing it if nobody else is."""
-  path = os.path.join(work_dir, 'results', f'{name}-seed{seed}.json')
+  path = os.path.join(work_dir, f'results-v{RESULTS_VERSION}', f'{name}-seed{seed}.json')
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
@@ -208,7 +212,7 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
       encoder_cfg = mini_config(METHODS['simclr'], data, setup, seed).task.encoder
       encoder = encoders.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
     else:
-      model_dir = os.path.join(work_dir, 'runs', f'{name}-seed{seed}')
+      model_dir = os.path.join(work_dir, f'runs-v{RESULTS_VERSION}', f'{name}-seed{seed}')
       run = trainer.Run(mini_config(method, data, setup, seed, override), model_dir)
       run.train()
       encoder = encoders.load(run.export())

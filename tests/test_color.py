@@ -1,6 +1,10 @@
 """Tests for tf_detcon.data.color: batch colour ops against references, patches, normalisation."""
 
+import colorsys
+import itertools
+
 import numpy as np
+import pytest
 from scipy import ndimage
 import tensorflow as tf
 
@@ -99,19 +103,89 @@ def test_colour_draws_are_a_function_of_the_seed():
   assert not np.allclose(color.color_augment(images, cfg, SEED + 1).numpy(), out)
 
 
-def test_random_order_jitter_applies_each_images_ops_in_its_own_order():
-  """Against one image at a time, each op applied in turn: all 24 orders, drawn factors."""
-  import itertools  # pylint: disable=g-import-not-at-top
+GRAY = np.array([0.2989, 0.5870, 0.1140])  # ITU-R 601 luma, as torchvision and dm_pix
+
+
+def _hsv_map(image: np.ndarray, fn) -> np.ndarray:
+  """fn(h, s, v) → (h, s, v) on every pixel, through the standard library's HSV conversion."""
+  flat = image.reshape(-1, 3).astype(np.float64)
+  out = np.array([colorsys.hsv_to_rgb(*fn(*colorsys.rgb_to_hsv(*pixel))) for pixel in flat])
+  return out.reshape(image.shape)
+
+
+def _np_op(image: np.ndarray, op: int, param: float, semantics: str) -> np.ndarray:
+  """One jitter op on one image [H, W, 3], written out from dm_pix's and torchvision's
+  definitions, each followed by the clip to [0, 1] that both apply."""
+  if op == 3:
+    out = _hsv_map(image, lambda h, s, v: ((h + param) % 1.0, s, v))
+  elif semantics == 'additive_hsv':
+    if op == 0:
+      out = image + param
+    elif op == 1:
+      mean = image.mean(axis=(0, 1), keepdims=True)
+      out = mean + param * (image - mean)
+    else:
+      out = _hsv_map(image, lambda h, s, v: (h, min(max(s * param, 0.0), 1.0), v))
+  else:
+    gray = (image @ GRAY)[..., None]
+    if op == 0:
+      out = image * param
+    elif op == 1:
+      out = gray.mean() + param * (image - gray.mean())
+    else:
+      out = gray + param * (image - gray)
+  return np.clip(out, 0.0, 1.0)
+
+
+@pytest.mark.parametrize('semantics', ['additive_hsv', 'torchvision'])
+def test_random_order_jitter_matches_the_formulas_in_every_order(semantics):
+  """All 24 orders against NumPy (and colorsys for HSV), one image at a time, op by op."""
   orders = np.array(list(itertools.permutations(range(4))), np.int32)  # 24 orders
   rng = np.random.default_rng(0)
-  images = tf.constant(rng.uniform(size=(24, 8, 8, 3)), tf.float32)
-  factors = np.stack([rng.uniform(0.6, 1.4, 24), rng.uniform(0.6, 1.4, 24),
-                      rng.uniform(0.6, 1.4, 24), rng.uniform(-0.1, 0.1, 24)], 1)
-  out = color.random_order_jitter(images, tf.constant(factors, tf.float32), orders).numpy()
-  ops = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation,
-         color.adjust_hue)
+  images = rng.uniform(size=(24, 6, 6, 3)).astype(np.float32)
+  first = (rng.uniform(-0.4, 0.4, 24) if semantics == 'additive_hsv'
+           else rng.uniform(0.6, 1.4, 24))
+  params = np.stack([first, rng.uniform(0.2, 1.8, 24), rng.uniform(0.2, 1.8, 24),
+                     rng.uniform(-0.2, 0.2, 24)], 1).astype(np.float32)
+  out = color.random_order_jitter(tf.constant(images), tf.constant(params), orders,
+                                  semantics).numpy()
   for i, order in enumerate(orders):
-    image = images[i:i + 1]
+    expected = images[i].astype(np.float64)
     for op in order:
-      image = ops[op](image, tf.constant(factors[i:i + 1, op], tf.float32))
-    np.testing.assert_allclose(out[i], image.numpy()[0], atol=2e-6, err_msg=f'order {order}')
+      expected = _np_op(expected, op, float(params[i, op]), semantics)
+    np.testing.assert_allclose(out[i], expected, atol=2e-5, err_msg=f'order {order}')
+
+
+@pytest.mark.parametrize('factor', [0.3, 1.0, 1.8, 6.0])
+def test_saturation_scale_is_dm_pix_hsv_scale_with_clipping(factor):
+  """S · f clipped at 1 in HSV, which the RGB form computes without the round trip; greys,
+  black and saturated colours included."""
+  rng = np.random.default_rng(1)
+  images = rng.uniform(size=(1, 5, 5, 3)).astype(np.float32)
+  images[0, 0, :3] = [[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [1.0, 0.0, 0.2]]
+  out = color.scale_saturation(tf.constant(images), tf.constant([factor])).numpy()
+  expected = _np_op(images[0].astype(np.float64), 2, factor, 'additive_hsv')
+  np.testing.assert_allclose(out[0], expected, atol=2e-6)
+
+
+@pytest.mark.parametrize('semantics,low,high', [('additive_hsv', -0.4, 0.4),
+                                                ('torchvision', 0.6, 1.4)])
+def test_brightness_is_drawn_as_each_semantics_defines_it(semantics, low, high):
+  """Brightness alone on mid-grey images: x + δ, δ ~ U[−b, b] ('additive_hsv'), or x · f,
+  f ~ U[1 − b, 1 + b] ('torchvision')."""
+  cfg = data_config.ColorConfig(jitter_semantics=semantics, jitter_prob=1, brightness=0.4,
+                                contrast=0, saturation=0, hue=0, grayscale_prob=0,
+                                blur_prob=0)
+  images = tf.fill([256, 2, 2, 3], 0.5)
+  out = color.color_augment(images, cfg, SEED).numpy()[:, 0, 0, 0]
+  drawn = out - 0.5 if semantics == 'additive_hsv' else out / 0.5
+  assert low <= drawn.min() < low + 0.05 and high - 0.05 < drawn.max() <= high
+  np.testing.assert_allclose(np.mean(drawn), (low + high) / 2, atol=0.05)
+
+
+def test_shift_brightness_can_wash_a_view_out():
+  """DetCon_S's brightness 0.8: an additive δ near 0.8 whitens a mid-grey view, which a factor
+  of at most 1.8 cannot."""
+  images = tf.fill([1, 2, 2, 3], 0.55)
+  np.testing.assert_array_equal(color.shift_brightness(images, tf.constant([0.75])), 1.0)
+  assert np.all(color.adjust_brightness(images, tf.constant([1.8])).numpy() < 1.0)

@@ -7,10 +7,22 @@ from official.core import config_definitions as cfg
 from official.modeling import hyperparams
 
 
+# What colour jitter's brightness, contrast and saturation mean (ColorConfig.jitter_semantics).
+JITTER_SEMANTICS = ('additive_hsv', 'torchvision')
+
+
 @dataclasses.dataclass
 class ColorConfig(hyperparams.Config):
   """Image-only colour ops (DetCon A.1; docs/design.md §2). Jitter is applied as a block, its
-  4 ops in random order."""
+  4 ops in random order.
+
+  jitter_semantics: what brightness, contrast and saturation mean. 'additive_hsv' (DetCon A.1:
+  "shifted by a uniformly distributed offset"; dm_pix in DeepMind's DetCon and BYOL releases):
+  brightness x + δ with δ ~ U[−b, b], contrast toward each channel's mean, saturation S · f in HSV.
+  'torchvision' (MoCo v2 and DetCo, torchvision's `ColorJitter`): brightness x · f with
+  f ~ U[1 − b, 1 + b], contrast toward the mean grey level, saturation toward the grey image.
+  """
+  jitter_semantics: str = 'additive_hsv'
   jitter_prob: float = 0.8
   brightness: float = 0.4
   contrast: float = 0.4
@@ -92,10 +104,12 @@ def simclr_views(size: int = 224) -> dict:
 
 
 def mocov2_views(size: int = 224) -> dict:
-  """MoCo v2 / DetCo: crop area >= 0.2, jitter 0.4/0.4/0.4/0.1, blur 0.5 on both views."""
+  """MoCo v2 / DetCo: crop area >= 0.2, torchvision's jitter 0.4/0.4/0.4/0.1, blur 0.5 on both
+  views."""
   def view():
     return ViewConfig(crop_area_min=0.2, output_size=size, color=ColorConfig(
-        brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_prob=0.5))
+        jitter_semantics='torchvision', brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+        blur_prob=0.5))
   return dict(view1=view(), view2=view())
 
 

@@ -42,6 +42,13 @@ def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -
     checks.probability(view.flip_prob, f'{where}.flip_prob')
     for prob in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob'):
       checks.probability(getattr(view.color, prob), f'{where}.color.{prob}')
+    checks.one_of(view.color.jitter_semantics, data_config.JITTER_SEMANTICS,
+                  f'{where}.color.jitter_semantics')
+    for strength in ('brightness', 'contrast', 'saturation'):
+      value = getattr(view.color, strength)
+      checks.require(value >= 0, f'{where}.color.{strength} must be >= 0, got {value}')
+    checks.require(0 <= view.color.hue <= 0.5,
+                   f'{where}.color.hue must be in [0, 0.5], got {view.color.hue}')
   local = data.local_views
   if local.enabled:
     checks.require(0 < local.crop_area_min <= local.crop_area_max <= 1,
