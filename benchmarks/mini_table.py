@@ -56,7 +56,7 @@ from tf_detcon.training import trainer
 FH_SETTING = (1000.0, 0.8, 150)
 # Results and runs are cached under this version: bump it when a change to augmentation, a
 # method or the probes makes earlier results stale. 2: each paper family's colour jitter
-# (docs/design.md §2).
+# (docs/design.md §2) and DeCon's channel dropout on the FPN's skip laterals (§5).
 RESULTS_VERSION = 2
 
 

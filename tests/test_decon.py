@@ -12,6 +12,7 @@ from official.core import task_factory
 from tests.conftest import batch_origin, tiny_params
 from tests.test_transfer import maskrcnn_params
 from tf_detcon import transfer
+from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.methods import decon
 from tf_detcon.training import optimization
 
@@ -68,18 +69,94 @@ def test_sl_and_ml_objectives_and_the_weighted_loss(name, levels):
         np.mean([float(stats[f'decoder_loss_level{l}']) for l in levels]), rtol=1e-5)
 
 
-def test_channel_dropout_zeroes_whole_channels_in_training_only():
-  model = _model('decon_sl_detcon_b_tiny')
+def test_channel_dropout_zeroes_whole_channels_and_scales_the_rest():
   features = tf.ones([8, 4, 4, 64])
   seed = tf.constant([3, 4], tf.int64)
-  dropped = model.channel_dropout(features, seed, training=True).numpy()
-  np.testing.assert_array_equal(model.channel_dropout(features, seed, training=True), dropped)
-  assert np.isclose(dropped.max(), 1 / 0.9)
+  dropped = decoders.channel_dropout(features, 0.5, seed).numpy()
+  np.testing.assert_array_equal(decoders.channel_dropout(features, 0.5, seed), dropped)
   per_channel = dropped.reshape(8, 16, 64)
   assert np.all(per_channel.min(axis=1) == per_channel.max(axis=1))  # constant per channel
-  zero_fraction = np.mean(per_channel[:, 0, :] == 0)
-  assert 0.02 < zero_fraction < 0.25  # rate 0.1
-  np.testing.assert_array_equal(model.channel_dropout(features, seed, training=False), features)
+  assert set(np.unique(per_channel)) == {0.0, 2.0}  # kept channels scaled by 1 / (1 − 0.5)
+  assert 0.4 < np.mean(per_channel[:, 0, :] == 0) < 0.6
+  np.testing.assert_array_equal(decoders.channel_dropout(features, 1.0, seed), 0.0)
+
+
+def _features(model, seed=0):
+  rng = np.random.default_rng(seed)
+  return {level: tf.constant(rng.normal(size=(4, 64 // 2**int(level), 64 // 2**int(level),
+                                              spec[-1])), tf.float32)
+          for level, spec in model.encoder.output_specs.items()}
+
+
+def _fpn_by_hand(fpn, laterals, training):
+  """Model Garden's FPN written out from its lateral outputs: the top lateral starts the path;
+  each level below adds its lateral to the 2× nearest upsampling of the level above; then the
+  3×3 output convs, P6 from P5, and the norms."""
+  levels = sorted(laterals, key=int)
+  path = {levels[-1]: np.asarray(laterals[levels[-1]])}
+  for level in reversed(levels[:-1]):
+    above = path[str(int(level) + 1)]
+    path[level] = np.repeat(np.repeat(above, 2, axis=1), 2, axis=2) + np.asarray(laterals[level])
+  out = {level: fpn.get_layer(f'post_hoc_{level}')(value) for level, value in path.items()}
+  out['6'] = fpn.get_layer('coarser_6')(out['5'])
+  return {level: fpn.get_layer(f'norm_{level}')(value, training=training).numpy()
+          for level, value in out.items()}
+
+
+def _laterals_by_hand(fpn, features):
+  return {level: fpn.get_layer(f'lateral_{level}')(value).numpy()
+          for level, value in features.items()}
+
+
+def test_channel_dropout_acts_on_the_skip_laterals_only():
+  """The authors' FPNDecoder: Dropout2d on the lateral outputs of res4, res3 and res2 where they
+  join the top-down path; the top level's lateral is never dropped."""
+  model = _model('decon_sl_detcon_b_tiny')
+  fpn, split = model.decoder, model._skip_lateral_decoder  # pylint: disable=protected-access
+  assert split.skip_levels == ('2', '3', '4')
+  features = _features(model)
+  level_seeds = {level: tf.constant([7, int(level)], tf.int64) for level in split.skip_levels}
+  laterals = _laterals_by_hand(fpn, features)
+  for level in split.skip_levels:
+    keep = tf.random.stateless_uniform([4, 1, 1, laterals[level].shape[-1]],
+                                       level_seeds[level]).numpy() >= 0.5
+    laterals[level] = laterals[level] * np.where(keep, 2.0, 0.0)
+  expected = _fpn_by_hand(fpn, laterals, training=True)
+  out = split(features, 0.5, level_seeds, training=True)
+  for level, value in expected.items():
+    np.testing.assert_allclose(out[level].numpy(), value, atol=1e-4, err_msg=level)
+
+
+def test_with_rate_one_the_top_down_path_alone_reaches_the_output():
+  model = _model('decon_sl_detcon_b_tiny')
+  fpn, split = model.decoder, model._skip_lateral_decoder  # pylint: disable=protected-access
+  features = _features(model, seed=1)
+  laterals = _laterals_by_hand(fpn, features)
+  laterals = {level: value if level == '5' else np.zeros_like(value)
+              for level, value in laterals.items()}
+  expected = _fpn_by_hand(fpn, laterals, training=True)
+  level_seeds = {level: tf.constant([1, 2], tf.int64) for level in split.skip_levels}
+  out = split(features, 1.0, level_seeds, training=True)
+  for level, value in expected.items():
+    np.testing.assert_allclose(out[level].numpy(), value, atol=1e-4, err_msg=level)
+
+
+def test_the_split_decoder_is_the_fpn_and_dropout_is_for_training_only():
+  model = _model('decon_sl_detcon_b_tiny')
+  features = _features(model, seed=2)
+  whole = model.decoder(features, training=False)
+  split = model._skip_lateral_decoder  # pylint: disable=protected-access
+  halves = split.top_down(split.laterals(features), training=False)
+  for level in whole:
+    np.testing.assert_array_equal(halves[level].numpy(), whole[level].numpy())
+  assert {w.ref() for w in model.decoder.weights} == {
+      w.ref() for w in split._laterals.weights + split._top_down.weights}  # pylint: disable=protected-access
+  inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch().items()})
+  encoded = model.features(inputs, training=False)
+  decoded = model.decode(encoded, inputs, training=False)
+  direct = model.decoder(encoded.online.views[0], training=False)
+  for level in direct:
+    np.testing.assert_array_equal(decoded.online.views[0][level].numpy(), direct[level].numpy())
 
 
 def test_ema_targets_cover_the_decoder_for_byol_and_none_for_simclr():
@@ -116,7 +193,7 @@ def test_export_holds_backbone_decoder_and_decon_metadata(tiny_decon_run):
   with open(os.path.join(export, 'metadata.json')) as f:
     metadata = json.load(f)
   assert metadata['init_checkpoint_modules'] == ['backbone', 'decoder']
-  assert metadata['decon'] == {'alpha': 0.5, 'base_method': 'detcon', 'channel_dropout': 0.1,
+  assert metadata['decon'] == {'alpha': 0.5, 'base_method': 'detcon', 'channel_dropout': 0.5,
                                'decoder_levels': ['2'], 'variant': 'sl'}
   names = [name for name, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(os.path.join(export, 'checkpoint')))]

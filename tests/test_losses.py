@@ -122,6 +122,34 @@ def test_two_replicas_give_the_loss_and_gradients_of_one(two_replicas):
     np.testing.assert_allclose(summed, whole.numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_per_replica_negatives_are_each_replicas_own_loss(two_replicas):
+  """DetCon Table 5 row a: with global_negatives False each replica's anchors see only its own
+  images' targets, so its loss is the reference loss of its half of the batch alone."""
+  (p1, p2, t1, t2), (i1, i2) = _inputs(6, batch=4)
+
+  def loss(z1, z2, y1, y2, a, b, global_negatives):
+    return losses.detcon_loss(z1, z2, y1, y2, a, b, a, b, global_negatives=global_negatives)
+
+  halves = lambda x: (lambda ctx: x[2 * ctx.replica_id_in_sync_group:][:2])  # pylint: disable=unnecessary-lambda-assignment
+  values = [two_replicas.experimental_distribute_values_from_function(halves(x))
+            for x in (p1, p2, t1, t2, i1, i2)]
+  for global_negatives in (False, True):
+    per_replica = two_replicas.run(tf.function(lambda *v, g=global_negatives: loss(*v, g)),
+                                   args=values)
+    got = [float(v) for v in two_replicas.experimental_local_results(per_replica)]
+    for replica, value in enumerate(got):
+      part = slice(2 * replica, 2 * replica + 2)
+      local = reference_detcon_loss(p1[part], p2[part], t1[part], t2[part], i1[part], i2[part],
+                                    i1[part], i2[part])
+      if global_negatives:  # negatives from the other replica's images too: another loss
+        assert abs(value - local) > 1e-3
+      else:
+        np.testing.assert_allclose(value, local, rtol=1e-5)
+    if global_negatives:
+      np.testing.assert_allclose(sum(got) / 2, reference_detcon_loss(p1, p2, t1, t2, i1, i2, i1,
+                                                                     i2), rtol=1e-5)
+
+
 def reference_regression_loss(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2):
   """BYOL's 2 − 2·cos per mask, one anchor at a time (float64)."""
   pred, target, pind, tind = _per_view(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2)

@@ -26,16 +26,20 @@ def detcon_loss_with_stats(pred1: tf.Tensor, pred2: tf.Tensor,
                            pind1: tf.Tensor, pind2: tf.Tensor,
                            tind1: tf.Tensor, tind2: tf.Tensor,
                            temperature: float = 0.1,
-                           local_negatives: bool = True) -> Tuple[tf.Tensor,
-                                                                  Dict[str, tf.Tensor]]:
+                           local_negatives: bool = True,
+                           global_negatives: bool = True) -> Tuple[tf.Tensor,
+                                                                   Dict[str, tf.Tensor]]:
   """`detcon_loss`, plus {'positive_fraction': share of anchors that have a positive}."""
   pred1, pred2, target1, target2 = (tf.cast(x, tf.float32)
                                     for x in (pred1, pred2, target1, target2))
   batch, num_rois = tf.shape(pred1)[0], tf.shape(pred1)[1]
   pred1, pred2 = tf.math.l2_normalize(pred1, -1), tf.math.l2_normalize(pred2, -1)
-  target1 = tf.math.l2_normalize(replicas.gather(target1), -1)
-  target2 = tf.math.l2_normalize(replicas.gather(target2), -1)
-  replica_id, _ = replicas.replica_info()
+  if global_negatives:
+    target1, target2 = replicas.gather(target1), replicas.gather(target2)
+    replica_id, _ = replicas.replica_info()
+  else:  # each replica's anchors against its own targets only (DetCon Table 5, row a)
+    replica_id = 0
+  target1, target2 = tf.math.l2_normalize(target1, -1), tf.math.l2_normalize(target2, -1)
   global_batch = tf.shape(target1)[0]
   # [B, 1, B_global, 1]: 1 where the target belongs to the anchor's own image.
   own_image = tf.one_hot(tf.range(batch) + replica_id * batch, global_batch)[:, None, :, None]
@@ -72,13 +76,17 @@ def detcon_loss_with_stats(pred1: tf.Tensor, pred2: tf.Tensor,
 
 def detcon_loss(pred1: tf.Tensor, pred2: tf.Tensor, target1: tf.Tensor, target2: tf.Tensor,
                 pind1: tf.Tensor, pind2: tf.Tensor, tind1: tf.Tensor, tind2: tf.Tensor,
-                temperature: float = 0.1, local_negatives: bool = True) -> tf.Tensor:
+                temperature: float = 0.1, local_negatives: bool = True,
+                global_negatives: bool = True) -> tf.Tensor:
   """The DetCon objective (Hénaff et al. 2021, eq. 1 and 2; DeepMind's `byol_nce_detcon`).
 
   For each anchor, a mask-pooled prediction of one view, the positive is the target of the same
   mask (id) in the other view of the same image; negatives are every other target of both views
-  in the global batch, including other masks of the same image (`local_negatives`; False removes
-  them, the paper's Table 5 ablation). Same-view targets of the anchor's own id are masked out.
+  in the global batch, including other masks of the same image. `global_negatives` False takes
+  negatives from the calling replica's images only: DetCon Table 5's "global neg" ablation (row
+  a), the DeepMind release's `use_replicator_loss`. `local_negatives` False removes the negatives
+  from other masks of the anchor's own image (an ablation of ours; the paper keeps them, §3.1).
+  Same-view targets of the anchor's own id are masked out.
   Labels are split evenly over repeated positives; anchors with no positive weigh 0, the others
   1/(number of times their id was sampled in their view). Symmetrised over the two views.
 
@@ -90,12 +98,14 @@ def detcon_loss(pred1: tf.Tensor, pred2: tf.Tensor, target1: tf.Tensor, target2:
     tind1, tind2: [B, R] int mask ids of the targets.
     temperature: softmax temperature.
     local_negatives: keep same-image, different-mask negatives.
+    global_negatives: gather targets from every replica (True, the paper's) or use this
+      replica's only.
 
   Returns:
     The scalar loss of the calling replica (mean over its B·R anchors, summed over both views).
   """
   loss, _ = detcon_loss_with_stats(pred1, pred2, target1, target2, pind1, pind2, tind1, tind2,
-                                   temperature, local_negatives)
+                                   temperature, local_negatives, global_negatives)
   return loss
 
 

@@ -29,7 +29,13 @@ class HeadConfig(hyperparams.Config):
 class DetConConfig(hyperparams.Config):
   """DetCon (Hénaff et al. 2021, §3.1). variant 'b': BYOL-based (predictor, EMA target); 's':
   SimCLR-based. loss 'contrastive': the DetCon objective (eq. 3); 'regression': BYOL's
-  2 − 2·cos(q, z′) per mask, no negatives (variant 'b' only; with one global mask it is BYOL)."""
+  2 − 2·cos(q, z′) per mask, no negatives (variant 'b' only; with one global mask it is BYOL).
+
+  global_negatives: negatives from the whole global batch (True, the paper's), or from the
+  replica's own images only (DetCon Table 5 row a, "global neg" off; the release's
+  `use_replicator_loss`). local_negatives: negatives from the other masks of the anchor's own
+  image (True, DetCon §3.1); False is an ablation of ours, not one of the paper's.
+  """
   variant: str = 'b'
   loss: str = 'contrastive'
   feature_level: str = '5'
@@ -37,6 +43,7 @@ class DetConConfig(hyperparams.Config):
   max_mask_ids: int = 256
   temperature: float = 0.1
   local_negatives: bool = True
+  global_negatives: bool = True
   projector: HeadConfig = dataclasses.field(default_factory=HeadConfig)
   predictor: HeadConfig = dataclasses.field(default_factory=HeadConfig)
   ema_tau_base: float = 0.996
@@ -64,6 +71,9 @@ class DetConConfig(hyperparams.Config):
     checks.require(self.max_mask_ids >= 1, f'{path}.max_mask_ids must be >= 1')
     checks.positive(self.temperature, f'{path}.temperature')
     checks.probability(self.ema_tau_base, f'{path}.ema_tau_base')
+    checks.require(self.global_negatives or self.loss == 'contrastive',
+                   f"{path}.global_negatives false needs {path}.loss 'contrastive': the "
+                   'regression loss has no negatives')
 
 
 @dataclasses.dataclass
@@ -133,14 +143,16 @@ class DeConConfig(hyperparams.Config):
   with the base method's own objective.
 
   variant 'sl': the decoder objective on P2 only; 'ml': on P2..P5 with per-level heads, averaged
-  (decoder deep supervision). Loss α·L_enc + (1 − α)·L_dec. Channel dropout (whole channels) on
-  the encoder features entering the decoder, in pretraining only. The FPN is built by Model
+  (decoder deep supervision). Loss α·L_enc + (1 − α)·L_dec. Channel dropout (whole channels,
+  Dropout2d) on the FPN's skip laterals (every lateral but the top level's) where they join the
+  top-down path, in pretraining only, as the authors' `FPNDecoder` does; rate 0.5, the value the
+  authors' published DeCon-ML pretraining command passes (docs/paper_settings.md). The FPN is built by Model
   Garden's decoder factory exactly as the Mask R-CNN experiment builds it, so it transfers.
   """
   base: BaseMethodConfig = dataclasses.field(default_factory=BaseMethodConfig)
   variant: str = 'sl'
   alpha: float = 0.5
-  channel_dropout: float = 0.1
+  channel_dropout: float = 0.5
   decoder: decoders.Decoder = dataclasses.field(
       default_factory=lambda: decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=256)))
   min_level: int = 2
@@ -149,8 +161,8 @@ class DeConConfig(hyperparams.Config):
   def check(self, task: Any, path: str) -> None:
     checks.one_of(self.variant, tuple(DECON_VARIANT_LEVELS), f'{path}.variant')
     checks.probability(self.alpha, f'{path}.alpha')
-    checks.require(0.0 <= self.channel_dropout < 1.0,
-                   f'{path}.channel_dropout must be in [0, 1), got {self.channel_dropout}')
+    checks.require(0.0 <= self.channel_dropout <= 1.0,
+                   f'{path}.channel_dropout must be in [0, 1], got {self.channel_dropout}')
     checks.one_of(self.decoder.type, ('fpn',), f'{path}.decoder.type')
     levels = DECON_VARIANT_LEVELS[self.variant]
     checks.require(self.min_level <= int(min(levels)) and int(max(levels)) <= self.max_level,

@@ -1,6 +1,7 @@
-"""Decoders from Model Garden: the FPN, built exactly as its Mask R-CNN experiment builds it."""
+"""Decoders from Model Garden: the FPN, built exactly as its Mask R-CNN experiment builds it, and
+DeCon's channel dropout on the FPN's skip laterals, run through the FPN's own layers."""
 
-from typing import Mapping
+from typing import Dict, Mapping
 
 import tensorflow as tf
 import tf_keras
@@ -18,3 +19,48 @@ def build_decoder(cfg: methods.DeConConfig, norm_activation: common.NormActivati
   model_config = maskrcnn_config.MaskRCNN(min_level=cfg.min_level, max_level=cfg.max_level,
                                           decoder=cfg.decoder, norm_activation=norm_activation)
   return decoder_factory.build_decoder(input_specs=input_specs, model_config=model_config)
+
+
+def channel_dropout(features: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+  """Whole channels of each image [B, h, w, C] zeroed with probability `rate`, the others scaled
+  by 1/(1 − rate) (PyTorch's Dropout2d, as DeCon's code applies it), drawn from the stateless
+  `seed` [2]. Rate 1 zeroes every channel."""
+  shape = tf.shape(features)
+  keep = tf.random.stateless_uniform([shape[0], 1, 1, shape[3]], seed) >= rate
+  scale = 0.0 if rate >= 1 else 1.0 / (1.0 - rate)
+  return features * tf.where(keep, scale, 0.0)
+
+
+class SkipLateralFPN:
+  """A Model Garden FPN run in two halves, so that something can act between them: its lateral
+  1×1 convolutions, then its top-down path, output convolutions, coarser levels and norms.
+
+  Both halves are functional models over the FPN's own layers (no copy, no fork): run one after
+  the other they compute the FPN's output exactly, and they share its variables and checkpoint.
+  DeCon's authors drop channels of the skip connections' laterals (res4, res3, res2 on ResNet)
+  where they join the top-down path; the top level's lateral starts the path and is never
+  dropped (their `FPNDecoder`, detectron2-based, `Dropout2d` of `sk_channel_dropout_prob`).
+  """
+
+  def __init__(self, fpn: tf_keras.Model):
+    levels = sorted((layer.name.split('_', 1)[1] for layer in fpn.layers
+                     if layer.name.startswith('lateral_')), key=int)
+    laterals = {level: fpn.get_layer(f'lateral_{level}').output for level in levels}
+    self.levels = levels
+    self.skip_levels = tuple(levels[:-1])
+    self._laterals = tf_keras.Model(fpn.input, laterals)
+    self._top_down = tf_keras.Model([laterals[level] for level in levels], fpn.output)
+
+  def laterals(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    return self._laterals(dict(features))
+
+  def top_down(self, laterals: Mapping[str, tf.Tensor], training: bool) -> Dict[str, tf.Tensor]:
+    return self._top_down([laterals[level] for level in self.levels], training=training)
+
+  def __call__(self, features: Mapping[str, tf.Tensor], rate: float,
+               seeds: Mapping[str, tf.Tensor], training: bool) -> Dict[str, tf.Tensor]:
+    """The FPN's output with `channel_dropout` at `rate` on each skip lateral (seeds by level)."""
+    laterals = self.laterals(features)
+    dropped = {level: channel_dropout(value, rate, seeds[level])
+               if level in self.skip_levels else value for level, value in laterals.items()}
+    return self.top_down(dropped, training=training)

@@ -47,6 +47,8 @@ class DeConModel(base.PretrainModel):
     self.target_decoder = None
     if self.target_encoder is not None:
       self.target_decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
+    # Not an attribute Keras tracks: its halves are the decoder's own layers.
+    self._skip_lateral_decoder = decoders.SkipLateralFPN(self.decoder)
     self.levels = methods_config.DECON_VARIANT_LEVELS[self.cfg.variant]
     filters = self.cfg.decoder.fpn.num_filters
     self.decoder_objective = self.base_model.make_objective(
@@ -81,28 +83,22 @@ class DeConModel(base.PretrainModel):
   def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
     return self.base_model.features(inputs, training)
 
-  def channel_dropout(self, features: tf.Tensor, seed: tf.Tensor, training: bool) -> tf.Tensor:
-    """DeCon's channel dropout (its Methodology): whole channels of each image [B, h, w, C] zeroed with
-    probability `channel_dropout`, the others scaled by 1/(1 − rate), as SpatialDropout2D does,
-    drawn from the stateless `seed` [2]."""
-    rate = self.cfg.channel_dropout
-    if not training or rate <= 0:
-      return features
-    shape = tf.shape(features)
-    keep = tf.random.stateless_uniform([shape[0], 1, 1, shape[3]], seed) >= rate
-    return tf.where(keep, features / (1.0 - rate), tf.zeros_like(features))
-
   def decode(self, encoded: base.Encoded, inputs: base.Inputs, training: bool) -> base.Encoded:
-    """Every features dict through the decoder: online ones after channel dropout (drawn from
-    the inputs' seed), target ones through the EMA target decoder."""
+    """Every features dict through the decoder: online ones with channel dropout on the FPN's
+    skip laterals in training (`decoders.SkipLateralFPN`, drawn from the inputs' seed), target
+    ones through the EMA target decoder as they are."""
     calls = itertools.count()  # one dropout seed per features dict
+    rate = self.cfg.channel_dropout
+    decoder = self._skip_lateral_decoder
 
     def online(features: base.LevelFeatures) -> base.LevelFeatures:
       call = next(calls)
-      dropped = {level: self.channel_dropout(
-          value, inputs.seed_for(seeds.CHANNEL_DROPOUT, call, zlib.crc32(level.encode())),
-          training=training) for level, value in features.items()}
-      return self.decoder(dropped, training=training)
+      if not training or rate <= 0:
+        return self.decoder(features, training=training)
+      level_seeds = {level: inputs.seed_for(seeds.CHANNEL_DROPOUT, call,
+                                            zlib.crc32(level.encode()))
+                     for level in decoder.skip_levels}
+      return decoder(features, rate, level_seeds, training=training)
 
     def target(features: base.LevelFeatures) -> base.LevelFeatures:
       return self.target_decoder(features, training=training)

@@ -98,7 +98,8 @@ class DetConLevelObjective(tf_keras.layers.Layer):
                                                ids[0], ids[1], ids[0], ids[1])
     return losses.detcon_loss_with_stats(
         preds[0], preds[1], targets[0], targets[1], ids[0], ids[1], ids[0], ids[1],
-        temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives)
+        temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives,
+        global_negatives=self.cfg.global_negatives)
 
 
 class DetConObjective(base.Objective):
