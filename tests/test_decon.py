@@ -12,6 +12,7 @@ from official.core import task_factory
 from tests.conftest import batch_origin, tiny_params
 from tests.test_transfer import maskrcnn_params
 from tf_detcon import transfer
+from tf_detcon.data import seeds
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.methods import decon
 from tf_detcon.training import optimization
@@ -244,3 +245,31 @@ def test_decoder_levels_no_objective_reaches_are_not_decayed():
   for variable in frozen:
     np.testing.assert_array_equal(variable.numpy(), before[id(variable)], err_msg=variable.name)
   assert all(not np.array_equal(v.numpy(), before[id(v)]) for v in trained)
+
+
+def test_decon_on_detco_decodes_keys_inside_the_key_shuffle():
+  """The target decoder runs on the shuffled key batch in the key encoder's BN groups (MoCo
+  §3.3), written out here: permute the batch, run key encoder and decoder on each of the
+  bn_splits groups, undo the permutation."""
+  model = _model('decon_sl_detco_tiny')
+  assert model.decodes_in_shuffle and model.cfg.base.detco.bn_splits == 2
+  assert {bool(getattr(layer, 'synchronized', False)) for layer in model.target_decoder.submodules
+          if isinstance(layer, tf.keras.layers.BatchNormalization)} <= {False}
+  inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch(local=True).items()})
+  decoded = model.decode(model.features(inputs, training=True), inputs, training=True)
+  got = decoded.target.views[0]['2'].numpy()
+  view = inputs.views[1].numpy()
+  permutation = np.argsort(tf.random.stateless_uniform(
+      [4], inputs.seed_for(seeds.KEY_SHUFFLE)).numpy(), kind='stable')
+  shuffled = view[permutation]
+  groups = [model.target_decoder(model.target_encoder(part, training=True),
+                                 training=True)['2'].numpy()
+            for part in (shuffled[:2], shuffled[2:])]
+  expected = np.empty_like(got)
+  expected[permutation] = np.concatenate(groups)
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+  unshuffled = model.target_decoder(model.target_encoder(view, training=True), training=True)
+  assert np.abs(got - unshuffled['2'].numpy()).max() > 1e-3
+  # The encoder objective sees the encoder levels only.
+  assert sorted(decon.encoder_only(model.features(inputs, training=False)).target.views[0]) == [
+      '2', '3', '4', '5']

@@ -265,8 +265,24 @@ def test_shuffle_key_bn_builds_a_per_replica_bn_key_encoder():
   params.task.method.detco.key_bn = 'shuffle'
   model = detco.DetCoModel(params.task, 10)
   assert _synchronised(model.target_encoder) == {False}
-  assert _synchronised(model.encoder) == {True}
   assert len(model.ema_pairs()) > 0
+
+
+def test_query_encoder_has_per_replica_bn_in_the_bn_groups():
+  """MoCo's query encoder has per-GPU BN (only keys are shuffled): per-replica BN, and on one
+  device the `bn_splits` groups each normalise with their own statistics."""
+  model = _model('detco_tiny')
+  assert not model.task.encoder.norm_activation.use_sync_bn
+  assert _synchronised(model.encoder) == {False}
+  assert model.cfg.bn_splits == 2
+  batch = next(iter(_batch()))
+  inputs = model.prepare_inputs(batch)
+  query = model.features(inputs, training=True).online.views[0]['5'].numpy()
+  view = inputs.views[0]
+  halves = [model.encoder(part, training=True)['5'].numpy() for part in (view[:2], view[2:])]
+  np.testing.assert_allclose(query, np.concatenate(halves), atol=1e-5)
+  whole = model.encoder(view, training=True)['5'].numpy()
+  assert np.abs(query - whole).max() > 1e-3  # one batch of 4 would normalise otherwise
 
 
 def test_key_bn_is_moco_shuffling_by_default_and_sync_is_an_option():

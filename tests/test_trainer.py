@@ -331,7 +331,8 @@ def _mirrored_copies_differ(strategy, variables):
   return differ
 
 
-@pytest.mark.parametrize('name', ['detcon_b_tiny', 'detco_tiny', 'decon_sl_detcon_b_tiny'])
+@pytest.mark.parametrize('name', ['detcon_b_tiny', 'detco_tiny', 'decon_sl_detcon_b_tiny',
+                                  'decon_ml_detco_tiny'])
 def test_two_replicas_keep_every_mirrored_variable_bit_identical(name, two_replicas, tmp_path,
                                                                  embedded_files):
   """LARS sees each replica's component variable ('.../gamma/replica_1:0'): its exclusions must

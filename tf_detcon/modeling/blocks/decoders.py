@@ -28,7 +28,7 @@ def channel_dropout(features: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Ten
   shape = tf.shape(features)
   keep = tf.random.stateless_uniform([shape[0], 1, 1, shape[3]], seed) >= rate
   scale = 0.0 if rate >= 1 else 1.0 / (1.0 - rate)
-  return features * tf.where(keep, scale, 0.0)
+  return features * tf.cast(tf.where(keep, scale, 0.0), features.dtype)
 
 
 class SkipLateralFPN:

@@ -20,6 +20,7 @@ from tf_detcon.data import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import decoders
+from tf_detcon.modeling.methods import detco
 
 
 def base_task(task: pretrain_config.PretrainTask) -> pretrain_config.PretrainTask:
@@ -29,6 +30,15 @@ def base_task(task: pretrain_config.PretrainTask) -> pretrain_config.PretrainTas
   inner.method = methods_config.MethodConfig(type=wrapped.type,
                                              **{wrapped.type: wrapped.get()})
   return inner
+
+
+def encoder_only(encoded: base.Encoded) -> base.Encoded:
+  """The encoder levels alone, without the key side's decoded ones (`detco.DECODED`)."""
+  def strip(features: base.LevelFeatures) -> base.LevelFeatures:
+    return {level: value for level, value in features.items()
+            if not level.startswith(detco.DECODED)}
+  return base.Encoded(online=encoded.online,
+                      target=None if encoded.target is None else encoded.target.map(strip))
 
 
 @registry.register_method('decon')
@@ -44,9 +54,15 @@ class DeConModel(base.PretrainModel):
     self.objective = self.base_model.objective
     norm = task.encoder.norm_activation
     self.decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
+    # DetCo's shuffling BN: the target decoder runs inside the key encoder's shuffle, in its
+    # per-replica BN groups, so that its BN does not see the queries' sub-batch either.
+    self.decodes_in_shuffle = (self.cfg.base.type == 'detco' and
+                               self.cfg.base.detco.key_bn == 'shuffle')
     self.target_decoder = None
     if self.target_encoder is not None:
-      self.target_decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
+      target_norm = norm.replace(use_sync_bn=False) if self.decodes_in_shuffle else norm
+      self.target_decoder = decoders.build_decoder(self.cfg, target_norm,
+                                                   self.encoder.output_specs)
     # Not an attribute Keras tracks: its halves are the decoder's own layers.
     self._skip_lateral_decoder = decoders.SkipLateralFPN(self.decoder)
     self.levels = methods_config.DECON_VARIANT_LEVELS[self.cfg.variant]
@@ -81,7 +97,12 @@ class DeConModel(base.PretrainModel):
     return self.base_model.ema_decay(step)
 
   def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
-    return self.base_model.features(inputs, training)
+    """The base method's features; on DetCo with shuffling BN its key side also carries the
+    target decoder's outputs (under `detco.DECODED`), decoded inside the shuffle."""
+    if not self.decodes_in_shuffle:
+      return self.base_model.features(inputs, training)
+    return self.base_model.features(
+        inputs, training, key_decoder=lambda f: self.target_decoder(f, training=training))
 
   def decode(self, encoded: base.Encoded, inputs: base.Inputs, training: bool) -> base.Encoded:
     """Every features dict through the decoder: online ones with channel dropout on the FPN's
@@ -101,6 +122,9 @@ class DeConModel(base.PretrainModel):
       return decoder(features, rate, level_seeds, training=training)
 
     def target(features: base.LevelFeatures) -> base.LevelFeatures:
+      if self.decodes_in_shuffle:  # decoded with the key encoder (`features`)
+        return {level[len(detco.DECODED):]: value for level, value in features.items()
+                if level.startswith(detco.DECODED)}
       return self.target_decoder(features, training=training)
 
     return base.Encoded(online=encoded.online.map(online),
@@ -108,7 +132,7 @@ class DeConModel(base.PretrainModel):
 
   def compute_objective(self, inputs: base.Inputs, training: bool) -> base.ObjectiveOutput:
     encoded = self.features(inputs, training)
-    encoder_result = self.objective(encoded, inputs, training=training)
+    encoder_result = self.objective(encoder_only(encoded), inputs, training=training)
     decoder_result = self.decoder_objective(self.decode(encoded, inputs, training), inputs,
                                             training=training)
     alpha = self.cfg.alpha

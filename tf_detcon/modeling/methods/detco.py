@@ -26,6 +26,11 @@ from tf_detcon.modeling.blocks import encoders
 from tf_detcon.modeling.blocks import queues
 
 
+# Key-side features of DeCon's target decoder carry this prefix before their level.
+DECODED = 'decoded/'
+KeyDecoder = Callable[[base.LevelFeatures], base.LevelFeatures]
+
+
 class ProjectionHead(tf_keras.layers.Layer):
   """MoCo v2's MLP: linear → ReLU → linear (to the contrastive dimension)."""
 
@@ -141,10 +146,9 @@ class DetCoModel(base.PretrainModel):
     super().__init__(task, total_steps, **kwargs)
     self.cfg = task.method.detco
     self.encoder = encoders.build_backbone(task.encoder)
-    key_encoder_cfg = task.encoder
-    if self.cfg.key_bn == 'shuffle':  # per-replica BN on a shuffled batch, MoCo's way
-      key_encoder_cfg = task.encoder.replace(
-          norm_activation=task.encoder.norm_activation.replace(use_sync_bn=False))
+    # 'shuffle': per-replica BN on a shuffled batch, MoCo's way; 'sync': BN across replicas.
+    key_encoder_cfg = task.encoder.replace(norm_activation=task.encoder.norm_activation.replace(
+        use_sync_bn=self.cfg.key_bn == 'sync'))
     self.target_encoder = encoders.build_backbone(key_encoder_cfg)
     self.objective = self.make_objective(encoders.level_channels(self.encoder), self.cfg.levels,
                                          self.cfg.level_weights, name='detco')
@@ -164,28 +168,46 @@ class DetCoModel(base.PretrainModel):
     del step
     return tf.constant(self.cfg.momentum)
 
-  def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
+  def features(self, inputs: base.Inputs, training: bool,
+               key_decoder: Optional[KeyDecoder] = None) -> base.Encoded:
     """The query side (view 1 and its patches) through the encoder, the key side (view 2 and its
-    patches) through the momentum encoder, on a cross-replica shuffle with `key_bn: shuffle`."""
+    patches) through the momentum encoder, on a cross-replica shuffle with `key_bn: shuffle`.
+
+    Without sync BN the query side runs in `bn_splits` BN groups per replica, as MoCo's query
+    encoder has per-GPU BN (only the keys are shuffled). `key_decoder` (DeCon's target decoder)
+    runs on the key encoder's features inside the same shuffle and BN groups; its outputs join
+    the key side's features under `DECODED` + level.
+    """
     size = self.task.train_data.local_views.patch_size
 
-    def side(encoder: tf_keras.Model, view: tf.Tensor,
-             patches: Optional[tf.Tensor]) -> base.Branch:
-      patch_features = None
-      if patches is not None:
-        patch_features = [encoder(tf.reshape(patches, [-1, size, size, 3]), training=training)]
-      return base.Branch(views=[encoder(view, training=training)], patches=patch_features)
+    def side(network: Callable[[tf.Tensor], base.LevelFeatures]):
+      def run(view: tf.Tensor, patches: Optional[tf.Tensor]) -> base.Branch:
+        patch_features = None
+        if patches is not None:
+          patch_features = [network(tf.reshape(patches, [-1, size, size, 3]))]
+        return base.Branch(views=[network(view)], patches=patch_features)
+      return run
+
+    def key_network(images: tf.Tensor) -> base.LevelFeatures:
+      features = self.target_encoder(images, training=training)
+      if key_decoder is None:
+        return features
+      decoded = key_decoder(features)
+      return dict(features, **{DECODED + level: value for level, value in decoded.items()})
 
     patches = inputs.patches if self.cfg.local else (None, None)
-    query = side(self.encoder, inputs.views[0], patches[0])
+    query_side = side(lambda images: self.encoder(images, training=training))
+    if self.task.encoder.norm_activation.use_sync_bn:
+      query = query_side(inputs.views[0], patches[0])
+    else:
+      query = in_groups(query_side, inputs.views[0], patches[0], self.cfg.bn_splits)
     if self.cfg.key_bn == 'shuffle':
       # A fresh permutation each step, the same on every replica: replica 0's seed.
       seed = replicas.gather(inputs.seed_for(seeds.KEY_SHUFFLE)[None])[0]
-      key = shuffled_across_replicas(
-          lambda view, patches: side(self.target_encoder, view, patches),
-          inputs.views[1], patches[1], seed, self.cfg.bn_splits)
+      key = shuffled_across_replicas(side(key_network), inputs.views[1], patches[1], seed,
+                                     self.cfg.bn_splits)
     else:
-      key = side(self.target_encoder, inputs.views[1], patches[1])
+      key = side(key_network)(inputs.views[1], patches[1])
     return base.Encoded(online=query, target=key)
 
 
