@@ -15,8 +15,8 @@ The miniature (docs: benchmarks/README.md): scenes of 128 px with FH masks (scal
 min size 150, chosen for the best ABO against the scenes' ground truth) or ground-truth masks;
 ResNet-10 at half width; 96 px views; batch 32; heads 256 → 64; queues of 1024; DetCon pools
 res4, a 6×6 grid (the paper's res5 at 224 px is 7×7; res5 at 96 px is 3×3), and SimCLR and BYOL
-pool res4 globally, MoCo v2 contrasts res4, DetCo res2–res4 with the paper's top three level
-weights (0.4, 0.7, 1); the learning rate of batch 256 (the linear scaling rule's ×32/256 leaves
+pool res4 globally, MoCo v2 contrasts res5 and DetCo res2–res5 with the paper's level weights
+(0.1, 0.4, 0.7, 1), as their papers do (global heads pool each level); the learning rate of batch 256 (the linear scaling rule's ×32/256 leaves
 these short runs untrained); the same 1000 steps for all, chosen by a sweep of budgets
 (benchmarks/README.md: at 500 steps BYOL and MoCo v2 stayed at random init's level).
 """
@@ -56,7 +56,8 @@ from tf_detcon.training import trainer
 FH_SETTING = (1000.0, 0.8, 150)
 # Results and runs are cached under this version: bump it when a change to augmentation, a
 # method or the probes makes earlier results stale. 2: each paper family's colour jitter
-# (docs/design.md §2) and DeCon's channel dropout on the FPN's skip laterals (§5).
+# (docs/design.md §2), DeCon's channel dropout on the FPN's skip laterals (§5), MoCo's
+# per-replica query BN and DetCo's four levels at the paper's weights (§4).
 RESULTS_VERSION = 2
 
 
@@ -143,13 +144,10 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
     if inner.detcon.num_samples > 1:
       inner.detcon.num_samples = 16  # DetCon §3.1
   else:
-    detco = inner.detco
-    levels = [l for l in detco.levels if int(l) <= int(setup.level)] if len(
-        detco.levels) > 1 else [setup.level]
-    # The paper's weights counted from the top (DetCo §6.5: 1 for the last level), so that the
-    # level MoCo v2 contrasts carries the same weight in DetCo (MoCo v2's own list is [1]).
-    detco.override({'queue_size': setup.batch * 32, 'head_hidden_dim': 256, 'output_dim': 64,
-                    'levels': levels, 'level_weights': list(detco.level_weights[-len(levels):])})
+    # The papers' levels and weights: DetCo res2–res5 at (0.1, 0.4, 0.7, 1) (DetCo §6.5), MoCo v2
+    # res5; their global heads pool each level, so res5's 3×3 grid at 96 px serves.
+    inner.detco.override({'queue_size': setup.batch * 32, 'head_hidden_dim': 256,
+                          'output_dim': 64})
     if task.train_data.local_views.enabled:
       task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
   # The papers' schedule over `steps` (10% warmup where it has one) at the peak learning rate

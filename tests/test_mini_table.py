@@ -12,15 +12,15 @@ sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
 import mini_table  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def test_detco_keeps_the_top_level_weight_of_mocov2():
-  """DetCo §6.5 weights res5 by 1 and lower levels less; the miniature's top is res4, which
-  MoCo v2 contrasts with weight 1, so DetCo's res4 must carry 1 too."""
+def test_detco_and_mocov2_keep_their_papers_levels_and_weights():
+  """DetCo §6.5: res2–res5 weighted 0.1, 0.4, 0.7, 1; MoCo v2 contrasts res5 with weight 1."""
   data = {'fh': 'unused-fh-*', 'gt': 'unused-gt-*'}
   configs = {name: mini_table.mini_config(mini_table.METHODS[name], data, mini_table.Setup(), 0)
              for name in ('detco', 'mocov2')}
   detco, mocov2 = (configs[n].task.method.detco for n in ('detco', 'mocov2'))
-  assert (list(detco.levels), list(detco.level_weights)) == (['2', '3', '4'], [0.4, 0.7, 1.0])
-  assert (list(mocov2.levels), list(mocov2.level_weights)) == (['4'], [1.0])
+  assert (list(detco.levels), list(detco.level_weights)) == (['2', '3', '4', '5'],
+                                                             [0.1, 0.4, 0.7, 1.0])
+  assert (list(mocov2.levels), list(mocov2.level_weights)) == (['5'], [1.0])
 
 
 def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):

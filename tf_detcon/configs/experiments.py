@@ -63,11 +63,12 @@ def detcon_experiment(variant: str, epochs: int, dataset: str = 'imagenet',
   examples = (pretrain.COCO_TRAIN_EXAMPLES if dataset == 'coco' else
               pretrain.IMAGENET_TRAIN_EXAMPLES)
   steps = pretrain.steps_for_epochs(epochs, DETCON_BATCH, examples)
-  # LARS at batch 4096 (DetCon A.3); BYOL and SimCLR warm up linearly for 10 epochs; cosine on
+  # LARS at batch 4096 (DetCon A.3); linear warmup for epochs // 100 epochs, as DeepMind's
+  # DetCon release computes it (10 at 1000 epochs, BYOL App. C's; 3 at 300); cosine on
   # ImageNet, COCO's piecewise constant on COCO.
   optimizer = optimization.lars(
       optimization.scaled_learning_rate(base_lr, DETCON_BATCH), steps,
-      warmup_steps=pretrain.steps_for_epochs(10, DETCON_BATCH, examples),
+      warmup_steps=pretrain.steps_for_epochs(epochs // 100, DETCON_BATCH, examples),
       weight_decay=weight_decay, schedule='piecewise_coco' if dataset == 'coco' else 'cosine')
   task = PretrainTask(method=methods.MethodConfig(type='detcon', detcon=detcon), train_data=data)
   return experiment(task, steps, optimizer)
@@ -191,6 +192,9 @@ def detco_experiment(local: bool, levels: Sequence[str], weights: Sequence[float
   # takes (§6.5).
   task = PretrainTask(method=methods.MethodConfig(type='detco', detco=detco), train_data=data,
                       losses=pretrain.PretrainLosses(l2_weight_decay=1e-4))
+  # MoCo's query encoder has per-GPU BN (DDP without SyncBN): per-replica BN here, in
+  # `bn_splits` groups per replica (docs/design.md §4).
+  task.encoder.norm_activation.use_sync_bn = False
   optimizer = optimization.sgd(optimization.scaled_learning_rate(learning_rate, DETCO_BATCH),
                                steps, momentum=0.9)
   return experiment(task, steps, optimizer)
