@@ -69,8 +69,12 @@ flags.DEFINE_multi_string('fh_setting', None,
 flags.DEFINE_float('fh_downscale', masks.FAST_FH_DOWNSCALE,
                    'Segment a copy resized by this factor, settings scaled to match, ids '
                    'upsampled: 4.6x faster at 0.5, at the same ABO (benchmarks/README.md, "FH '
-                   "masks at ImageNet scale\"); 1 is the paper's full resolution. Use 1 for "
-                   'images under ~300 px.')
+                   "masks at ImageNet scale\"); 1 is the paper's full resolution. Per image, "
+                   'never below --fh_min_working_side.')
+flags.DEFINE_integer('fh_min_working_side', masks.FH_MIN_WORKING_SIDE,
+                     'With --fh_downscale < 1: images whose short side is at most this are '
+                     'segmented at full resolution, larger ones never below it (measured: '
+                     'benchmarks/README.md, "FH working resolution by image size").')
 flags.DEFINE_integer('max_segments', masks.MAX_UINT8_SEGMENTS,
                      'Merge the smallest segments until this many remain; 0 keeps all (uint16).')
 flags.DEFINE_enum('on_bad_example', 'error', ['error', 'skip'],
@@ -126,8 +130,11 @@ def main(argv):
     return
   if not 0 < FLAGS.fh_downscale <= 1:
     raise ValueError(f'--fh_downscale must be in (0, 1], got {FLAGS.fh_downscale}')
-  if FLAGS.mask_kind != 'fh' and FLAGS['fh_downscale'].present:
-    raise ValueError(f'--fh_downscale applies to FH masks, not --mask_kind={FLAGS.mask_kind}')
+  for name in ('fh_downscale', 'fh_min_working_side'):
+    if FLAGS.mask_kind != 'fh' and FLAGS[name].present:
+      raise ValueError(f'--{name} applies to FH masks, not --mask_kind={FLAGS.mask_kind}')
+  if FLAGS.fh_min_working_side < 1:
+    raise ValueError(f'--fh_min_working_side must be >= 1, got {FLAGS.fh_min_working_side}')
   if FLAGS.mask_kind == 'file' and not FLAGS.mask_dir:
     raise ValueError('--mask_kind=file needs --mask_dir')
   if FLAGS.mask_kind == 'gt' and not FLAGS.coco_annotations:
@@ -144,7 +151,8 @@ def main(argv):
       num_shards=FLAGS.num_shards,
       spec=precompute.MaskSpec(kind=FLAGS.mask_kind, fh_settings=settings,
                                max_segments=FLAGS.max_segments or None,
-                               fh_downscale=FLAGS.fh_downscale),
+                               fh_downscale=FLAGS.fh_downscale,
+                               fh_min_working_side=FLAGS.fh_min_working_side),
       policy=precompute.Policy(on_bad_example=FLAGS.on_bad_example,
                                min_image_side=FLAGS.min_image_side,
                                min_segments=FLAGS.min_segments),

@@ -130,3 +130,19 @@ def test_downscale_one_is_skimage_at_full_resolution_and_bad_factors_are_refused
   for bad in (0, 1.5, -0.5):
     with pytest.raises(ValueError, match='FH downscale must be in'):
       masks.fh_segments(image, downscale=bad)
+
+
+@pytest.mark.parametrize('height,width,min_side,expected', [
+    (128, 200, 224, 1.0),         # short side at or under the threshold: full resolution
+    (224, 500, 224, 1.0),
+    (300, 400, 224, 224 / 300),   # between 1× and 2× the threshold: down to the threshold
+    (500, 375, 224, 224 / 375),
+    (600, 800, 224, 0.5),         # twice the threshold or more: the requested factor
+    (1000, 1000, 224, 0.5),
+])
+def test_working_downscale_keeps_the_short_side_at_or_above_the_threshold(height, width,
+                                                                          min_side, expected):
+  factor = masks.fh_working_downscale(height, width, 0.5, min_side)
+  assert factor == pytest.approx(expected)
+  assert min(height, width) * factor >= min(min(height, width), min_side) - 1e-9
+  assert masks.fh_working_downscale(height, width, 1.0, min_side) == 1.0

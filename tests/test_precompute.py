@@ -75,6 +75,27 @@ def test_folder_job_writes_shards_that_decode_to_the_fh_masks(folder, tmp_path):
   np.testing.assert_array_equal(found['b/rgba.png'][0], _coloured(2))  # alpha dropped, lossless
 
 
+def test_fh_runs_at_each_images_working_factor_and_counts_them(tmp_path):
+  """With fh_downscale 0.5, an image under the working-side threshold is segmented at full
+  resolution, a larger one at the factor that keeps its short side at the threshold; the
+  manifest counts the factors."""
+  root = str(tmp_path / 'images')
+  _save(f'{root}/small.png', _coloured(0, size=(48, 64)))
+  _save(f'{root}/large.png', _coloured(1, size=(120, 96)))
+  spec = precompute.MaskSpec(kind='fh', fh_settings=SMALL_FH, fh_downscale=0.5,
+                             fh_min_working_side=64)
+  out = str(tmp_path / 'out')
+  manifest = _job(sources.ImageFolderSource(root), out, spec=spec).run()
+  assert manifest['totals']['fh_working_factor/1.00'] == 1  # 48 px short side <= 64
+  assert manifest['totals']['fh_working_factor/0.65'] == 1  # 96 px: 64 / 96 = 0.667
+  assert manifest['fh_min_working_side'] == 64
+  for name in manifest['files']:
+    for key, image, maps in _read_records(os.path.join(out, name)):
+      factor = 1.0 if key == 'small.png' else 64 / 96
+      np.testing.assert_array_equal(maps[0], masks_lib.fh_mask(image, *SMALL_FH[0],
+                                                               downscale=factor))
+
+
 def test_uint16_masks_round_trip_through_png():
   ids = np.arange(300 * 4, dtype=np.uint16).reshape(30, 40) % 300
   png = shards.encode_png(ids)

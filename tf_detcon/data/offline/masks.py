@@ -22,6 +22,10 @@ COCO_FH_SETTINGS: Tuple[Tuple[float, float, int], ...] = (
 # matched it in ABO at 4.6× the speed (benchmarks/README.md, "FH masks at ImageNet scale").
 PAPER_FH_DOWNSCALE = 1.0
 FAST_FH_DOWNSCALE = 0.5
+# Images whose short side is at most this many pixels are segmented at full resolution, and
+# none is segmented below it: the smallest side at which half resolution held ABO within 0.01
+# of full resolution (benchmarks/README.md, "FH working resolution by image size").
+FH_MIN_WORKING_SIDE = 128
 
 
 def relabel_by_area(ids: np.ndarray) -> np.ndarray:
@@ -115,6 +119,18 @@ def fh_working_settings(setting: Tuple[float, float, int],
   """
   scale, sigma, min_size = setting
   return scale * downscale, sigma, max(1, round(min_size * downscale * downscale))
+
+
+def fh_working_downscale(height: int, width: int, downscale: float,
+                         min_side: Optional[int] = None) -> float:
+  """The factor FH segments one image by, for a requested `downscale`: 1 for an image whose
+  short side is at most `min_side` (`FH_MIN_WORKING_SIDE` by default), else `downscale` or the
+  factor that brings the short side to `min_side`, whichever reduces less."""
+  min_side = FH_MIN_WORKING_SIDE if min_side is None else min_side
+  short = min(height, width)
+  if downscale >= 1 or short <= min_side:
+    return 1.0
+  return max(downscale, min_side / short)
 
 
 def fh_segments(image: np.ndarray, scale: float = 1000.0, sigma: float = 0.8,

@@ -45,6 +45,8 @@ class MaskSpec:
   fh_settings: Tuple[Tuple[float, float, int], ...] = masks_lib.IMAGENET_FH_SETTINGS
   max_segments: Optional[int] = masks_lib.MAX_UINT8_SEGMENTS
   fh_downscale: float = masks_lib.PAPER_FH_DOWNSCALE  # see masks_lib.fh_segments
+  # Per image: full resolution up to this short side, never below it (fh_working_downscale).
+  fh_min_working_side: int = masks_lib.FH_MIN_WORKING_SIDE
 
   def names(self) -> List[str]:
     if self.kind == 'fh':
@@ -119,14 +121,20 @@ def _decode_mask_file(raw: sources.RawExample) -> np.ndarray:
 
 def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
                stats: Optional[collections.Counter] = None) -> List[np.ndarray]:
-  """The id maps of one image, per `spec`; each checked against the image size. FH segments
-  merged to fit 256 ids are counted in `stats['merged_segments']`."""
+  """The id maps of one image, per `spec`; each checked against the image size. FH runs at the
+  image's own working factor (`fh_working_downscale`), counted by factor in
+  `stats['fh_working_factor/<f>']`; segments merged to fit 256 ids in
+  `stats['merged_segments']`."""
   height, width = image.shape[:2]
   if spec.kind == 'fh':
     maps = []
+    factor = masks_lib.fh_working_downscale(height, width, spec.fh_downscale,
+                                            spec.fh_min_working_side)
+    if stats is not None:  # the factors, in steps of 0.05
+      stats[f'fh_working_factor/{round(factor * 20) / 20:.2f}'] += 1
     for scale, sigma, min_size in spec.fh_settings:
       ids, merged = masks_lib.fh_segments(image, scale, sigma, min_size, spec.max_segments,
-                                          spec.fh_downscale)
+                                          factor)
       maps.append(ids)
       if stats is not None:
         stats['merged_segments'] += merged
@@ -251,6 +259,10 @@ class Job:
             'fh_settings': [list(s) for s in self.spec.fh_settings] if self.spec.kind == 'fh'
                            else [],
             'fh_downscale': self.spec.fh_downscale if self.spec.kind == 'fh' else None,
+            'fh_min_working_side': (self.spec.fh_min_working_side if self.spec.kind == 'fh'
+                                    else None),
+            # The settings at fh_downscale itself; images near fh_min_working_side run at
+            # factors between it and 1 (their counts are under fh_working_factor/).
             'fh_working_settings': [
                 list(masks_lib.fh_working_settings(s, self.spec.fh_downscale))
                 for s in self.spec.fh_settings] if self.spec.kind == 'fh' else [],
