@@ -4,8 +4,9 @@ reduced working resolution, and the per-image rule `masks.fh_working_downscale`.
   .venv/bin/python benchmarks/bench_fh_sizes.py [--sizes=128,160,...] [--scenes=150]
 
 Synthetic scenes with ground-truth instances (`scenes.scene`, held-out seeds) of each short
-side, stored as JPEG (quality 90, as photos are) or PNG (`--format`) and decoded; FH with `--fh_setting` (by
-default the ImageNet preset's, scale 1000, σ 0.8, min size 1000) and 256 ids. For each size:
+side, stored as JPEG (quality 90, as photos are) or PNG (`--format`) and decoded; FH with
+`--fh_setting` (by default the ImageNet preset's, scale 1000, σ 0.8, min size 1000) and 256
+ids. For each size:
 ABO (DetCon Fig. 7) at full resolution, at `--downscale` (the precompute's default, 0.5), and
 under the rule: full resolution up to `--min_side` (default `masks.FH_MIN_WORKING_SIDE`),
 never below it. The threshold is the smallest size from which on no size's reduced-resolution
@@ -78,9 +79,10 @@ def main() -> None:
     print(f'{size} px: {time.time() - begin:.0f}s', file=sys.stderr, flush=True)
   holds = [reduced >= full - args.tolerance for _, full, reduced, _, _ in rows]
   threshold = next((rows[i][0] for i in range(len(rows)) if all(holds[i:])), None)
-  print(f'{args.scenes} scenes per size, {"JPEG q90" if args.format == "jpeg" else "PNG"}; FH scale {setting[0]:g}, sigma {setting[1]:g}, '
-        f'min size {setting[2]}; rule: full resolution up to {args.min_side} px, downscale {args.downscale:g} above, '
-        f'never below {args.min_side} px\n')
+  stored_as = 'JPEG q90' if args.format == 'jpeg' else 'PNG'
+  print(f'{args.scenes} scenes per size, {stored_as}; FH scale {setting[0]:g}, sigma '
+        f'{setting[1]:g}, min size {setting[2]}; rule: full resolution up to {args.min_side} px, '
+        f'downscale {args.downscale:g} above, never below {args.min_side} px\n')
   header = (f'{"short side":>10}{"ABO full":>10}{"ABO " + format(args.downscale, "g"):>10}'
             f'{"diff":>8}{"ABO rule":>10}{"diff":>8}{"rule factor":>13}')
   print(header + '\n' + '-' * len(header))

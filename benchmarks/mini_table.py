@@ -5,20 +5,22 @@ step budget on synthetic multi-object scenes, then probed densely with frozen fe
   .venv/bin/python benchmarks/mini_table.py --methods=simclr,detcon_s_fh --seeds=1
   .venv/bin/python benchmarks/mini_table.py --smoke            # seconds: CI's check
 
-Each (method, seed) result is cached in `<work_dir>/results-v<RESULTS_VERSION>/`, so an interrupted table resumes
-where it stopped, and several background runs (e.g. one per --methods subset) can fill it; a
-result being computed is claimed by a lock file. The table is printed in the style of DetCon
-Table 4 (mean ± std over seeds), followed by the orderings the papers claim, each marked as
-holding (the dense method's mean beats its base's by more than the larger seed std) or not.
+Each (method, seed) result is cached in `<work_dir>/results-v<RESULTS_VERSION>/`, so an
+interrupted table resumes where it stopped, and several background runs (e.g. one per
+--methods subset) can fill it; a result being computed is claimed by a lock file. The table is
+printed in the style of DetCon Table 4 (mean ± std over seeds), followed by the orderings the
+papers claim, each marked as holding (the dense method's mean beats its base's by more than the
+larger seed std) or not.
 
 The miniature (docs: benchmarks/README.md): scenes of 128 px with FH masks (scale 1000, σ 0.8,
 min size 150, chosen for the best ABO against the scenes' ground truth) or ground-truth masks;
 ResNet-10 at half width; 96 px views; batch 32; heads 256 → 64; queues of 1024; DetCon pools
 res4, a 6×6 grid (the paper's res5 at 224 px is 7×7; res5 at 96 px is 3×3), and SimCLR and BYOL
 pool res4 globally, MoCo v2 contrasts res5 and DetCo res2–res5 with the paper's level weights
-(0.1, 0.4, 0.7, 1), as their papers do (global heads pool each level); the learning rate of batch 256 (the linear scaling rule's ×32/256 leaves
-these short runs untrained); the same 1000 steps for all, chosen by a sweep of budgets
-(benchmarks/README.md: at 500 steps BYOL and MoCo v2 stayed at random init's level).
+(0.1, 0.4, 0.7, 1), as their papers do (global heads pool each level); the learning rate of
+batch 256 (the linear scaling rule's ×32/256 leaves these short runs untrained); the same 1000
+steps for all, chosen by a sweep of budgets (benchmarks/README.md: at 500 steps BYOL and MoCo v2
+stayed at random init's level).
 """
 
 import argparse
@@ -35,9 +37,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+from tensorboard.compat.proto import event_pb2
+import tensorflow as tf
 import tf_keras
 from official.core import exp_factory
 from official.modeling.hyperparams import params_dict
+from tf_detcon.configs import data as data_config
 from tf_detcon.configs import experiments
 from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
@@ -96,9 +101,13 @@ class Setup:
   probe_eval: int = 100
   probe_levels: tuple = ('3', '4')
   probe_steps: int = 500
+  # The learning curve: the linear probe of `curve_level` every `curve_interval` steps, run by
+  # the trainer's periodic probe (task.validation_data) on the same probe sets.
+  curve_interval: int = 250
+  curve_level: str = '3'
 
 
-SMOKE = Setup(steps=3, scenes=16, probe_train=4, probe_eval=4, probe_steps=20)
+SMOKE = Setup(steps=3, scenes=16, probe_train=4, probe_eval=4, probe_steps=20, curve_interval=3)
 
 
 def scene_data(work_dir: str, setup: Setup) -> Dict[str, str]:
@@ -158,12 +167,28 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
                           setup.steps // 10 if config.warmup.type else 0,
                           lr_scale=256 / old_batch)
   params.trainer.override({'train_steps': setup.steps, 'steps_per_loop': 50,
-                           'checkpoint_interval': 10**6, 'summary_interval': 0})
+                           'checkpoint_interval': 10**6, 'summary_interval': 0,
+                           'validation_interval': setup.curve_interval})
+  task.validation_data = data_config.ProbeDataConfig(
+      source='synthetic', image_size=setup.probe_size, level=setup.curve_level,
+      num_train=setup.probe_train, num_eval=setup.probe_eval, fit_steps=setup.probe_steps)
   params.runtime.distribution_strategy = 'off'
   task.log_every_steps = 100
   if override:
     params_dict.override_params_dict(params, override, is_strict=True)
   return params
+
+
+def read_curve(summary_dir: str, tag: str) -> List[List[float]]:
+  """[[step, value], ...] of one scalar the periodic probe wrote to TensorBoard, by step."""
+  points = {}
+  for path in tf.io.gfile.glob(os.path.join(summary_dir, 'events.out.tfevents.*')):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag == tag:
+          points[event.step] = float(tf.make_ndarray(value.tensor))
+  return [[step, points[step]] for step in sorted(points)]
 
 
 @contextlib.contextmanager
@@ -206,20 +231,24 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
     method = METHODS[name]
     begin = time.time()
     tf_keras.utils.set_random_seed(seed)
+    curve = []
     if method.experiment is None:  # the same encoder as the others', randomly initialised
       encoder_cfg = mini_config(METHODS['simclr'], data, setup, seed).task.encoder
       encoder = encoders.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
     else:
       model_dir = os.path.join(work_dir, f'runs-v{RESULTS_VERSION}', f'{name}-seed{seed}')
-      run = trainer.Run(mini_config(method, data, setup, seed, override), model_dir)
+      params = mini_config(method, data, setup, seed, override)
+      run = trainer.Run(params, model_dir)
       run.train()
       encoder = encoders.load(run.export())
+      curve = read_curve(os.path.join(model_dir, params.trainer.validation_summary_subdir),
+                         f'probe/linear_level{setup.curve_level}_miou')
     train, evaluation = probe_sets
     results = probes.evaluate(encoder, train.images, train.labels, evaluation.images,
                               evaluation.labels, scenes.NUM_CLASSES, setup.probe_levels,
                               seed=seed, steps=setup.probe_steps)
     out = {'method': name, 'seed': seed, 'steps': setup.steps, 'results': results,
-           'seconds': time.time() - begin}
+           'curve': curve, 'seconds': time.time() - begin}
     with open(path + '.tmp', 'w') as f:
       json.dump(out, f, indent=2)
     os.replace(path + '.tmp', path)
@@ -266,6 +295,70 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
   return '\n'.join(lines)
 
 
+def mean_curves(results: Dict[str, List[Dict]]) -> Dict[str, tuple]:
+  """{method: (steps, mean, std)} of the learning curves its seeds share (steps all recorded)."""
+  out = {}
+  for name, runs in results.items():
+    curves = [dict(map(tuple, r.get('curve') or [])) for r in runs]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    if steps:
+      values = np.array([[c[step] for step in steps] for c in curves])
+      out[name] = (steps, values.mean(axis=0), values.std(axis=0))
+  return out
+
+
+def curve_table(results: Dict[str, List[Dict]], setup: Setup) -> str:
+  """The learning curves (mean ± std over seeds) and, for each dense method, the first step at
+  which its mean reaches its base method's final mean (DetCon's efficiency claim, §4.1)."""
+  curves = mean_curves(results)
+  if not curves:
+    return ''
+  steps = max((c[0] for c in curves.values()), key=len)
+  lines = [f'learning curves: linear L{setup.curve_level} mIoU of the periodic probe, mean ± std '
+           'over seeds, by pretraining step',
+           f'{"method":<26} ' + ' '.join(f'{step:>13}' for step in steps)]
+  for name, method in METHODS.items():
+    if name in curves:
+      at = dict(zip(curves[name][0], zip(curves[name][1], curves[name][2])))
+      lines.append(f'{method.label:<26} ' + ' '.join(
+          (f'{at[step][0]:.3f} ± {at[step][1]:.3f}' if step in at else '-').rjust(13)
+          for step in steps))
+  for name, method in METHODS.items():
+    if method.base not in curves or name not in curves:
+      continue
+    base_steps, base_mean, _ = curves[method.base]
+    target = base_mean[-1]
+    own_steps, own_mean, _ = curves[name]
+    reached = next((step for step, value in zip(own_steps, own_mean) if value >= target), None)
+    label = f'{method.label} reaches {METHODS[method.base].label}\'s final {target:.3f} ' \
+            f'(step {base_steps[-1]})'
+    if reached is None:
+      lines.append(f'{label}: not within {own_steps[-1]} steps')
+    else:
+      lines.append(f'{label}: at step {reached}, {base_steps[-1] / reached:.1f}x fewer steps')
+  return '\n'.join(lines)
+
+
+def plot_curves(results: Dict[str, List[Dict]], setup: Setup, path: str) -> None:
+  """The learning curves as a PNG: one line per method (base methods dashed), its seed std as a
+  band."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
+  for name, (steps, mean, std) in mean_curves(results).items():
+    line, = axes.plot(steps, mean, marker='o', markersize=3, label=METHODS[name].label,
+                      linestyle='-' if METHODS[name].base else '--')  # bases dashed
+    axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+  axes.set_xlabel('pretraining step')
+  axes.set_ylabel(f'linear probe mIoU, level {setup.curve_level}')
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=7, ncol=2)
+  figure.tight_layout()
+  figure.savefig(path)
+  pyplot.close(figure)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--work_dir', default=os.path.join(os.path.expanduser('~'), '.cache',
@@ -274,6 +367,8 @@ def main():
   parser.add_argument('--steps', type=int, default=None)
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 3 steps')
+  parser.add_argument('--plot', default='',
+                      help='also write the learning curves as a PNG to this path')
   parser.add_argument('--params_override', default='',
                       help="applied to every pretrained method's config, e.g. "
                            "'task.method.decon.alpha=1.0'; results are cached apart")
@@ -286,6 +381,10 @@ def main():
   unknown = sorted(set(names) - set(METHODS))
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {", ".join(METHODS)}')
+  if args.plot:
+    folder = os.path.dirname(os.path.abspath(args.plot))
+    if os.path.isdir(args.plot) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+      parser.error(f'--plot {args.plot!r}: not a file path in a writable folder')
   work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
   data = scene_data(work_dir, setup)
   if args.params_override:
@@ -308,6 +407,13 @@ def main():
         f'probes on {setup.probe_eval} held-out scenes at {setup.probe_size} px'
         + (f', with {args.params_override}' if args.params_override else ''))
   print(table(results, setup))
+  curves = curve_table(results, setup)
+  if curves:
+    print()
+    print(curves)
+  if args.plot:
+    plot_curves(results, setup, args.plot)
+    print(f'learning curves written to {args.plot}')
 
 
 if __name__ == '__main__':

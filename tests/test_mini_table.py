@@ -26,7 +26,8 @@ def test_detco_and_mocov2_keep_their_papers_levels_and_weights():
 def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
   result = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, 'benchmarks', 'mini_table.py'), '--smoke',
-       f'--work_dir={tmp_path}'], capture_output=True, text=True, timeout=1200,
+       f'--work_dir={tmp_path}', f'--plot={tmp_path / "curves.png"}'], capture_output=True,
+      text=True, timeout=1200,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
@@ -41,6 +42,17 @@ def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
     assert re.fullmatch(r'\d+\.\d', row.split()[-1]), row  # minutes per run
   total = re.search(r'^9 runs took (\d+\.\d) min in all', result.stdout, re.M)
   assert total and float(total.group(1)) > 0, result.stdout
+  # The learning curve: the periodic probe at step 3 of every pretrained method, and the plot.
+  curve_start = next(i for i, line in enumerate(lines) if line.startswith('learning curves'))
+  curve_rows = lines[curve_start + 2:curve_start + 2 + 8]
+  for label, row in zip(labels[1:], curve_rows):
+    assert row.startswith(label), row
+    values = [float(v) for v in re.findall(r'(-?\d+\.\d+) ± ', row)]
+    assert len(values) == 1 and 0.0 <= values[0] <= 1.0, row
+  assert re.search(r"^DetCon_S \(FH\) reaches SimCLR's final \d\.\d{3} \(step 3\)", result.stdout,
+                   re.M), result.stdout
+  with open(tmp_path / 'curves.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   # One seed has no spread: its orderings are printed but not judged.
   orderings = [line for line in lines if ' vs ' in line]
   assert orderings and all(line.endswith('(one seed: no spread to judge it by)')

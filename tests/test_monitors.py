@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tests.conftest import tiny_params
 from tf_detcon.configs import data as data_config
+from tf_detcon.evaluation import probes
 from tf_detcon.training import monitors
 from tf_detcon.training import trainer
 
@@ -22,7 +23,8 @@ def _tags(directory):
   return out
 
 
-def test_pretraining_probes_every_validation_interval_and_draws_views(tmp_path, embedded_files):
+def test_pretraining_probes_every_validation_interval_and_draws_views(tmp_path, embedded_files,
+                                                                      monkeypatch):
   """Model Garden's validation_interval / validation_steps and a labelled validation_data
   (the synthetic scenes) give a linear-probe mIoU in TensorBoard at steps 2 and 4, under
   validation_summary_subdir; summary_interval (not log_every_steps) sets when scalars and
@@ -34,9 +36,18 @@ def test_pretraining_probes_every_validation_interval_and_draws_views(tmp_path, 
   params.task.log_every_steps = 3
   params.task.validation_data = data_config.ProbeDataConfig(
       source='synthetic', image_size=64, level='3', num_train=4, num_eval=8,
-      global_batch_size=2)
+      global_batch_size=2, fit_steps=7)
+  fits = []
+  real_evaluate = probes.evaluate
+
+  def evaluate(*args, **kwargs):  # the real probe, its fit length recorded
+    fits.append(kwargs['steps'])
+    return real_evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(probes, 'evaluate', evaluate)
   run = trainer.Run(params, str(tmp_path / 'run'))
   run.train()
+  assert fits == [7, 7]  # validation_data.fit_steps, at steps 2 and 4
   scalars = _tags(os.path.join(run.model_dir, 'probe_eval'))
   assert sorted(step for step, _ in scalars['probe/linear_level3_miou']) == [2, 4]
   train = _tags(os.path.join(run.model_dir, 'train'))

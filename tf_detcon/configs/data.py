@@ -138,4 +138,5 @@ class ProbeDataConfig(hyperparams.Config):
   num_train: int = 64
   num_eval: int = 64
   global_batch_size: int = 32
+  fit_steps: int = 500  # optimisation steps of the linear probe (evaluate.py's default)
 

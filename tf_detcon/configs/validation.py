@@ -107,7 +107,7 @@ def validate_probe_data(data: data_config.ProbeDataConfig,
                    'eval_labels')
   if data.source != 'synthetic':
     checks.require(data.num_classes >= 2, f'{path}.num_classes must be >= 2')
-  for name in ('num_train', 'num_eval', 'global_batch_size', 'image_size'):
+  for name in ('num_train', 'num_eval', 'global_batch_size', 'image_size', 'fit_steps'):
     checks.require(getattr(data, name) >= 1, f'{path}.{name} must be >= 1')
   levels = checks.RESNET_LEVELS
   checks.one_of(data.level, levels, f'{path}.level')

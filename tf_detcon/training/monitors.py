@@ -76,7 +76,8 @@ class ProbeEvaluation(tf_keras.callbacks.Callback):
     train, evaluation, num_classes = self._sets
     result = probes.evaluate(self._encoder, train.images, train.labels, evaluation.images,
                              evaluation.labels, num_classes, [self.cfg.level], ('linear',),
-                             self.cfg.ignore_label, seed=self.seed)[f'linear/level{self.cfg.level}']
+                             self.cfg.ignore_label, seed=self.seed,
+                             steps=self.cfg.fit_steps)[f'linear/level{self.cfg.level}']
     self.history.append((step, result['miou'], result['acc']))
     writer = tf.summary.create_file_writer(self.summary_dir)
     with writer.as_default(step=step):
