@@ -150,8 +150,8 @@ def test_the_split_decoder_is_the_fpn_and_dropout_is_for_training_only():
   halves = split.top_down(split.laterals(features), training=False)
   for level in whole:
     np.testing.assert_array_equal(halves[level].numpy(), whole[level].numpy())
-  assert {w.ref() for w in model.decoder.weights} == {
-      w.ref() for w in split._laterals.weights + split._top_down.weights}  # pylint: disable=protected-access
+  halves_weights = split._laterals.weights + split._top_down.weights  # pylint: disable=protected-access
+  assert {w.ref() for w in model.decoder.weights} == {w.ref() for w in halves_weights}
   inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch().items()})
   encoded = model.features(inputs, training=False)
   decoded = model.decode(encoded, inputs, training=False)
