@@ -34,11 +34,10 @@ def base_task(task: pretrain_config.PretrainTask) -> pretrain_config.PretrainTas
 
 def encoder_only(encoded: base.Encoded) -> base.Encoded:
   """The encoder levels alone, without the key side's decoded ones (`detco.DECODED`)."""
-  def strip(features: base.LevelFeatures) -> base.LevelFeatures:
-    return {level: value for level, value in features.items()
-            if not level.startswith(detco.DECODED)}
+  if encoded.target is None:
+    return encoded
   return base.Encoded(online=encoded.online,
-                      target=None if encoded.target is None else encoded.target.map(strip))
+                      target=encoded.target.map(lambda f: detco.split_decoded(f)[0]))
 
 
 @registry.register_method('decon')
@@ -123,8 +122,7 @@ class DeConModel(base.PretrainModel):
 
     def target(features: base.LevelFeatures) -> base.LevelFeatures:
       if self.decodes_in_shuffle:  # decoded with the key encoder (`features`)
-        return {level[len(detco.DECODED):]: value for level, value in features.items()
-                if level.startswith(detco.DECODED)}
+        return detco.split_decoded(features)[1]
       return self.target_decoder(features, training=training)
 
     return base.Encoded(online=encoded.online.map(online),

@@ -10,7 +10,7 @@ Per level i (res2..res5), with a query encoder and its momentum key copy:
 levels ['5'] with local=False is MoCo v2 from the same code.
 """
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -29,6 +29,18 @@ from tf_detcon.modeling.blocks import queues
 # Key-side features of DeCon's target decoder carry this prefix before their level.
 DECODED = 'decoded/'
 KeyDecoder = Callable[[base.LevelFeatures], base.LevelFeatures]
+
+
+def split_decoded(features: base.LevelFeatures) -> Tuple[base.LevelFeatures,
+                                                          base.LevelFeatures]:
+  """(encoder levels, decoder levels without the `DECODED` prefix) of a key-side dict."""
+  encoded, decoded = {}, {}
+  for level, value in features.items():
+    if level.startswith(DECODED):
+      decoded[level[len(DECODED):]] = value
+    else:
+      encoded[level] = value
+  return encoded, decoded
 
 
 class ProjectionHead(tf_keras.layers.Layer):
