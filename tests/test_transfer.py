@@ -200,3 +200,77 @@ def test_finetune_launcher_trains_two_steps_and_evaluates_with_coco_metrics(
                          log)
   assert len(summaries) >= 2, log[-3000:]  # boxes and masks
   assert os.path.exists(os.path.join(model_dir, 'annotation.json'))
+
+
+def finetune_fpn_params(experiment: str, export_filters: int = 32):
+  """RetinaNet or the FPN segmenter at P3–P7 (Model Garden's levels), sized for the tiny runs."""
+  params = hyperparams.override_params_dict(exp_factory.get_exp_config(experiment),
+                                            os.path.join(FINETUNE, 'cpu_offline.yaml'),
+                                            is_strict=True)
+  params.override({'task': {'model': {
+      'input_size': [128, 128, 3], 'num_classes': 6, 'backbone': TINY_BACKBONE,
+      'min_level': 3, 'max_level': 7,
+      'decoder': {'type': 'fpn', 'fpn': {'num_filters': export_filters}}}}}, is_strict=True)
+  return params
+
+
+@pytest.mark.parametrize('experiment', ['retinanet_resnetfpn_coco', 'seg_resnetfpn_pascal'])
+def test_the_fpn_levels_a_decon_export_shares_with_the_task_load_by_value(
+    tiny_decon_run, experiment, caplog):
+  """DeCon's P2–P6 FPN into the task's P3–P7 FPN: levels 3–6 are the pretrained ones, P7's
+  layers keep the task's initialisation, and one line names both."""
+  params = finetune_fpn_params(experiment)
+  transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
+  assert list(params.task.init_checkpoint_modules) == ['backbone', 'decoder']
+  task = transfer.build_task(params)
+  model = task.build_model()
+  before = {layer.name: [w.numpy() for w in layer.weights] for layer in model.decoder.layers}
+  with caplog.at_level('INFO', logger='absl'):
+    task.initialize(model)
+  pretrained = tiny_decon_run.model.decoder
+  shared = []
+  for layer in model.decoder.layers:
+    if not layer.weights:
+      continue
+    try:
+      source = pretrained.get_layer(layer.name)
+    except ValueError:  # not in the pretrained FPN: left as the task initialised it
+      assert layer.name in ('coarser_7', 'norm_7'), layer.name
+      for w, value in zip(layer.weights, before[layer.name]):
+        np.testing.assert_array_equal(w.numpy(), value, err_msg=w.name)
+      continue
+    shared.append(layer.name)
+    for w, value in zip(layer.weights, source.weights):
+      np.testing.assert_array_equal(w.numpy(), value.numpy(), err_msg=w.name)
+  assert sorted(shared) == sorted(
+      [f'lateral_{l}' for l in (3, 4, 5)] + [f'post_hoc_{l}' for l in (3, 4, 5)]
+      + ['coarser_6'] + [f'norm_{l}' for l in (3, 4, 5, 6)])
+  for a, b in zip(model.backbone.weights, tiny_decon_run.model.encoder.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+  line, = [r.getMessage() for r in caplog.records if 'pretrained FPN' in r.getMessage()]
+  assert 'coarser_7, norm_7' in line and 'lateral_2, norm_2, post_hoc_2' in line
+
+
+def test_explicit_modules_win_over_the_export_metadata(tiny_decon_run, tiny_run):
+  params = finetune_fpn_params('retinanet_resnetfpn_coco', export_filters=256)
+  params.task.init_checkpoint_modules = 'backbone'
+  transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'),
+                                   modules_given=True)
+  assert params.task.init_checkpoint_modules == 'backbone'  # another FPN width: not refused
+  params = finetune_fpn_params('retinanet_resnetfpn_coco')
+  params.task.init_checkpoint_modules = ['backbone', 'decoder']
+  with pytest.raises(ValueError, match=r"asks for \['decoder'\] but the export holds"):
+    transfer.resolve_init_checkpoint(params, os.path.join(tiny_run.model_dir, 'export'),
+                                     modules_given=True)
+
+
+def test_a_decon_export_into_the_fcn_loads_its_backbone_and_says_the_decoder_is_not_loaded(
+    tiny_decon_run, caplog):
+  params = pascal_fcn_params()
+  params.override({'task': {'model': {'backbone': {
+      'type': 'resnet', 'resnet': {'model_id': 10, 'depth_multiplier': 0.25}}}}})
+  with caplog.at_level('WARNING', logger='absl'):
+    transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
+  assert params.task.init_checkpoint_modules == 'backbone'
+  assert any('decoder is not loaded' in r.getMessage() and 'fcn' in r.getMessage()
+             for r in caplog.records)

@@ -3,28 +3,37 @@
 Nothing of the detector or segmenter is ours: Model Garden builds, trains and evaluates them
 (`official/vision/train.py`'s path). We resolve `--init_checkpoint` (an export directory, its
 `checkpoint/` folder or a checkpoint prefix), set `init_checkpoint_modules` from the export's
-metadata (backbone, plus decoder for DeCon), and check, before any graph is built, that the
-fine-tuning backbone is the architecture that was pretrained.
+metadata (backbone, plus decoder for DeCon) unless the user set them, and check, before any graph
+is built, that the fine-tuning backbone is the architecture that was pretrained.
+
+A pretrained FPN decoder (DeCon, Quetin et al. 2025 §3) loads into the task's FPN when both have
+the same width. Where their levels differ (DeCon's P2–P6 against RetinaNet's or the FPN
+segmenter's P3–P7), the levels they share load by layer name and one line says what did not.
 """
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
+import tf_keras
 
 from official.common import distribute_utils
+from official.core import base_task
 from official.core import config_definitions as cfg
 from official.core import task_factory
 from official.core import train_lib
 from official.modeling import performance
 from official.vision import registry_imports  # pylint: disable=unused-import
+from official.vision.modeling.decoders import factory as decoder_factory
 
 METADATA = 'metadata.json'
 # Backbone fields that change the variables; a mismatch means the checkpoint cannot load.
 ARCHITECTURE_FIELDS = ('model_id', 'depth_multiplier', 'stem_type', 'resnetd_shortcut',
                        'replace_stem_max_pool', 'se_ratio', 'scale_stem')
+# FPN fields that change its variables, besides its levels.
+FPN_FIELDS = ('num_filters', 'fusion_type', 'use_separable_conv')
 
 
 def read_export_metadata(path: str) -> Optional[Dict[str, Any]]:
@@ -37,8 +46,17 @@ def read_export_metadata(path: str) -> Optional[Dict[str, Any]]:
   return None
 
 
-def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str) -> None:
-  """Sets task.init_checkpoint(_modules) from an export; raises ValueError on a mismatch."""
+def _as_list(modules: Any) -> List[str]:
+  return [modules] if isinstance(modules, str) else list(modules)
+
+
+def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
+                            modules_given: bool = False) -> None:
+  """Sets task.init_checkpoint(_modules) from an export; raises ValueError on a mismatch.
+
+  `modules_given`: the user set task.init_checkpoint_modules, which then wins over the export's
+  metadata (e.g. a DeCon export's backbone alone, for a detector with another decoder).
+  """
   path = init_checkpoint
   if tf.io.gfile.isdir(os.path.join(path, 'checkpoint')) and tf.io.gfile.exists(
       os.path.join(path, METADATA)):
@@ -54,11 +72,29 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str) 
   if metadata is None:
     logging.warning('%s has no %s: modules and architecture are not checked', path, METADATA)
     return
-  modules = metadata['init_checkpoint_modules']
-  if 'decoder' in modules and getattr(params.task.model, 'decoder', None) is None:
-    modules = [m for m in modules if m != 'decoder']
+  held = metadata['init_checkpoint_modules']
+  if modules_given:
+    modules = _as_list(params.task.init_checkpoint_modules)
+    missing = [m for m in modules if m not in held]
+    if missing:
+      raise ValueError(f'task.init_checkpoint_modules asks for {missing} but the export holds '
+                       f'{held}')
+  else:
+    modules = list(held)
+    if 'decoder' in modules and not _fpn_decoder(params):
+      decoder = getattr(params.task.model, 'decoder', None)
+      logging.warning('the export\'s pretrained FPN decoder is not loaded: the fine-tuning '
+                      'model\'s decoder is %s', decoder.type if decoder else 'absent')
+      modules.remove('decoder')
   params.task.init_checkpoint_modules = modules if len(modules) > 1 else modules[0]
   check_backbone(params, metadata)
+  if 'decoder' in modules:
+    shared_decoder_levels(params, metadata)
+
+
+def _fpn_decoder(params: cfg.ExperimentConfig) -> bool:
+  decoder = getattr(params.task.model, 'decoder', None)
+  return decoder is not None and decoder.type == 'fpn'
 
 
 def _backbone_fields(backbone: Dict[str, Any]) -> Dict[str, Any]:
@@ -82,14 +118,97 @@ def check_backbone(params: cfg.ExperimentConfig, metadata: Dict[str, Any]) -> No
   if pretrained != finetune:
     raise ValueError(f'the checkpoint holds a {pretrained} backbone but the fine-tuning model '
                      f'builds {finetune}: set task.model.backbone to match')
-  if 'decoder' in metadata['init_checkpoint_modules'] and 'decoder' in str(
-      params.task.init_checkpoint_modules):
-    model = params.task.model
-    finetune = {'decoder': model.decoder.as_dict(), 'min_level': model.min_level,
-                'max_level': model.max_level}
-    if metadata['decoder'] != finetune:
-      raise ValueError(f'the checkpoint holds decoder {metadata["decoder"]} but the fine-tuning '
-                       f'model builds {finetune}: set task.model.decoder/min_level/max_level')
+
+
+def _fpn_fields(decoder: Dict[str, Any]) -> Dict[str, Any]:
+  inner = decoder.get(decoder['type']) or {}
+  return {'type': decoder['type'], **{k: inner.get(k) for k in FPN_FIELDS}}
+
+
+def shared_decoder_levels(params: cfg.ExperimentConfig,
+                          metadata: Dict[str, Any]) -> Tuple[int, int]:
+  """The FPN levels that the export's decoder and the fine-tuning decoder share; raises
+  ValueError if their widths differ or they share none."""
+  pretrained = metadata['decoder']
+  model = params.task.model
+  if not _fpn_decoder(params) or _fpn_fields(pretrained['decoder']) != _fpn_fields(
+      model.decoder.as_dict()):
+    finetune = {'decoder': model.decoder.as_dict() if model.decoder else None,
+                'min_level': model.min_level, 'max_level': model.max_level}
+    raise ValueError(f'the checkpoint holds decoder {pretrained} but the fine-tuning model '
+                     f'builds {finetune}: set task.model.decoder to match')
+  low = max(pretrained['min_level'], model.min_level)
+  high = min(pretrained['max_level'], model.max_level)
+  if low > high:
+    raise ValueError(f'the pretrained FPN has levels {pretrained["min_level"]}..'
+                     f'{pretrained["max_level"]} and the fine-tuning FPN '
+                     f'{model.min_level}..{model.max_level}: no level to load')
+  return low, high
+
+
+def copy_layers_by_name(source: tf_keras.Model, target: tf_keras.Model
+                        ) -> Tuple[List[str], List[str], List[str]]:
+  """Assigns every weighted layer of `target` the weights of `source`'s layer of the same name.
+  Returns (copied, target layers absent from source, source layers absent from target)."""
+  sources = {layer.name: layer for layer in source.layers if layer.weights}
+  targets = {layer.name: layer for layer in target.layers if layer.weights}
+  copied = []
+  for name, layer in targets.items():
+    if name in sources:
+      for mine, theirs in zip(layer.weights, sources[name].weights):
+        if mine.shape != theirs.shape:
+          raise ValueError(f'decoder layer {name}: pretrained {theirs.shape}, '
+                           f'fine-tuning {mine.shape}')
+        mine.assign(theirs)
+      copied.append(name)
+  return (copied, sorted(set(targets) - set(sources)), sorted(set(sources) - set(targets)))
+
+
+def initialize_shared_levels(task: base_task.Task, model: tf_keras.Model,
+                             metadata: Dict[str, Any]) -> None:
+  """`task.initialize` for an FPN whose levels differ from the pretrained one's: the backbone
+  as Model Garden loads it, then the pretrained FPN rebuilt at its own levels by Model Garden's
+  decoder factory, restored, and copied into the task's FPN layer by layer (Model Garden names
+  them by level: lateral_L, post_hoc_L, coarser_L, norm_L, so a layer of a level both FPNs have
+  computes the same function in both)."""
+  config = task.task_config
+  path = config.init_checkpoint
+  if tf.io.gfile.isdir(path):
+    path = tf.train.latest_checkpoint(path)
+  tf.train.Checkpoint(backbone=model.backbone).read(path).expect_partial(
+  ).assert_existing_objects_matched()
+  pretrained_config = config.model.as_dict()
+  pretrained_config.update(min_level=metadata['decoder']['min_level'],
+                           max_level=metadata['decoder']['max_level'])
+  pretrained = decoder_factory.build_decoder(
+      input_specs=model.backbone.output_specs,
+      model_config=type(config.model)(pretrained_config))
+  tf.train.Checkpoint(decoder=pretrained).read(path).expect_partial(
+  ).assert_existing_objects_matched()
+  copied, fresh, unused = copy_layers_by_name(pretrained, model.decoder)
+  logging.info('loaded the pretrained FPN\'s %s; not pretrained, left at their initialisation: '
+               '%s; pretrained but not in this FPN: %s', ', '.join(sorted(copied)),
+               ', '.join(fresh) or 'none', ', '.join(unused) or 'none')
+  logging.info('Finished loading pretrained checkpoint from %s', path)
+
+
+def _levels_differ(params: cfg.ExperimentConfig, metadata: Optional[Dict[str, Any]]) -> bool:
+  if metadata is None or 'decoder' not in _as_list(params.task.init_checkpoint_modules):
+    return False
+  model = params.task.model
+  return (metadata['decoder']['min_level'], metadata['decoder']['max_level']) != (
+      model.min_level, model.max_level)
+
+
+def build_task(params: cfg.ExperimentConfig, model_dir: Optional[str] = None) -> base_task.Task:
+  """Model Garden's task for the config; its `initialize` loads the shared levels of a
+  pretrained FPN whose levels differ from the task's (`initialize_shared_levels`)."""
+  task = task_factory.get_task(params.task, logging_dir=model_dir)
+  metadata = (read_export_metadata(params.task.init_checkpoint)
+              if params.task.init_checkpoint else None)
+  if _levels_differ(params, metadata):
+    task.initialize = lambda model: initialize_shared_levels(task, model, metadata)
+  return task
 
 
 def run(params: cfg.ExperimentConfig, model_dir: str, mode: str) -> Any:
@@ -101,6 +220,6 @@ def run(params: cfg.ExperimentConfig, model_dir: str, mode: str) -> Any:
       all_reduce_alg=params.runtime.all_reduce_alg, num_gpus=params.runtime.num_gpus,
       tpu_address=params.runtime.tpu)
   with strategy.scope():
-    task = task_factory.get_task(params.task, logging_dir=model_dir)
+    task = build_task(params, model_dir)
   return train_lib.run_experiment(distribution_strategy=strategy, task=task, mode=mode,
                                   params=params, model_dir=model_dir)
