@@ -83,6 +83,7 @@ METHODS = {
     'detcon_b': Method('DetCon_B (FH)', 'detcon_b_tiny', 'fh', 'byol'),
     'mocov2': Method('MoCo v2', 'mocov2_tiny'),
     'detco': Method('DetCo', 'detco_tiny', 'fh', 'mocov2'),
+    'decon_sl': Method('DeCon-SL (DetCon_S, FH)', 'decon_sl_detcon_s_tiny', 'fh', 'detcon_s_fh'),
     'decon_ml': Method('DeCon-ML (DetCon_S, FH)', 'decon_ml_detcon_s_tiny', 'fh', 'detcon_s_fh'),
 }
 

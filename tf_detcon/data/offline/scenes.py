@@ -23,7 +23,9 @@ from tf_detcon.data.offline import sources
 CLASS_NAMES = ('background', 'h-stripes', 'v-stripes', 'checkerboard', 'dots', 'speckle')
 NUM_CLASSES = len(CLASS_NAMES)
 PRETRAIN_SEEDS = 0  # pretraining scenes use seeds 0, 1, 2, ...
-PROBE_SEEDS = {'train': 10_000_000, 'eval': 20_000_000}  # labelled probe sets, disjoint
+# Labelled sets, disjoint: the dense probes' and the transfer table's fine-tuning sets.
+PROBE_SEEDS = {'train': 10_000_000, 'eval': 20_000_000,
+               'transfer_train': 30_000_000, 'transfer_eval': 40_000_000}
 
 
 @dataclasses.dataclass
@@ -121,7 +123,7 @@ def scene(seed: int, size: int = 128) -> Scene:
 
 
 def scenes(split: str, count: int, size: int = 128) -> Iterator[Tuple[int, Scene]]:
-  """(seed, scene) of a split: 'pretrain', or a probe split 'train' / 'eval'."""
+  """(seed, scene) of a split: 'pretrain', or a labelled split of `PROBE_SEEDS`."""
   first = PRETRAIN_SEEDS if split == 'pretrain' else PROBE_SEEDS[split]
   for seed in range(first, first + count):
     yield seed, scene(seed, size)
