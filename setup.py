@@ -31,6 +31,7 @@ setuptools.setup(
         # Mask precompute on a Beam runner (launch/make_masks.py --runner=beam). It installs
         # beside the pins above; it takes protobuf < 7, pillow < 13 and pyarrow < 26.
         'beam': [BEAM],
-        'test': ['pytest', 'scipy', BEAM],
+        # pytest-xdist: scripts/test.sh runs the suite on both of CI's cores.
+        'test': ['pytest', 'pytest-xdist==3.8.0', 'scipy', BEAM],
     },
 )
