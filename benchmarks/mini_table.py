@@ -355,15 +355,30 @@ def plot_curves(results: Dict[str, List[Dict]], setup: Setup, path: str) -> None
   axes.set_ylabel(f'linear probe mIoU, level {setup.curve_level}')
   axes.grid(alpha=0.3)
   axes.legend(fontsize=7, ncol=2)
+  save_figure(figure, path)
+
+
+def save_figure(figure, path: str) -> None:
+  """Writes a matplotlib figure as a PNG and frees it."""
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
   figure.tight_layout()
   figure.savefig(path)
   pyplot.close(figure)
 
 
+WORK_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'tf_detcon', 'mini_table')
+
+
+def check_plot_path(parser: argparse.ArgumentParser, path: str) -> None:
+  """Stops with one line unless --plot is a file path in a writable folder."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+    parser.error(f'--plot {path!r}: not a file path in a writable folder')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=os.path.join(os.path.expanduser('~'), '.cache',
-                                                         'tf_detcon', 'mini_table'))
+  parser.add_argument('--work_dir', default=WORK_DIR)
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--steps', type=int, default=None)
   parser.add_argument('--methods', default=','.join(METHODS))
@@ -383,9 +398,7 @@ def main():
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {", ".join(METHODS)}')
   if args.plot:
-    folder = os.path.dirname(os.path.abspath(args.plot))
-    if os.path.isdir(args.plot) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-      parser.error(f'--plot {args.plot!r}: not a file path in a writable folder')
+    check_plot_path(parser, args.plot)
   work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
   data = scene_data(work_dir, setup)
   if args.params_override:

@@ -39,8 +39,7 @@ def mask_statistics(dataset, batches: int) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=os.path.join(os.path.expanduser('~'), '.cache',
-                                                         'tf_detcon', 'mini_table'))
+  parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
   parser.add_argument('--steps', type=int, default=2000, help="the mini table's budget")
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--batches', type=int, default=100)

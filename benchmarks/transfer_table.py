@@ -398,15 +398,12 @@ def plot(results: List[Dict], names: List[str], path: str) -> None:
     axis.set_ylabel(TASKS[task][1])
     axis.set_xticks([])
   axes[0][0].legend(fontsize=6, loc='lower left')
-  figure.tight_layout()
-  figure.savefig(path)
-  pyplot.close(figure)
+  mini_table.save_figure(figure, path)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=os.path.join(os.path.expanduser('~'), '.cache',
-                                                         'tf_detcon', 'mini_table'))
+  parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
   parser.add_argument('--pretrain_steps', type=int, default=2000,
                       help="the mini table's pretraining budget whose exports are fine-tuned")
   parser.add_argument('--seeds', type=int, default=3)
@@ -441,9 +438,7 @@ def main():
     if unknown or not chosen[flag]:
       parser.error(f'--{flag}: unknown {unknown or "(empty)"}; known: {", ".join(known)}')
   if args.plot:
-    folder = os.path.dirname(os.path.abspath(args.plot))
-    if os.path.isdir(args.plot) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-      parser.error(f'--plot {args.plot!r}: not a file path in a writable folder')
+    mini_table.check_plot_path(parser, args.plot)
   seeds = 1 if args.smoke else args.seeds
 
   mini_setup = dataclasses.replace(mini_table.SMOKE if args.smoke else mini_table.Setup())
