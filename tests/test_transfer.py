@@ -274,3 +274,11 @@ def test_a_decon_export_into_the_fcn_loads_its_backbone_and_says_the_decoder_is_
   assert params.task.init_checkpoint_modules == 'backbone'
   assert any('decoder is not loaded' in r.getMessage() and 'fcn' in r.getMessage()
              for r in caplog.records)
+
+
+def test_a_pretraining_runs_training_checkpoint_is_refused_naming_its_export(tiny_run):
+  export = os.path.join(tiny_run.model_dir, 'export')
+  checkpoints = os.path.join(tiny_run.model_dir, 'checkpoints')
+  for given in (tiny_run.model_dir, checkpoints, tf.train.latest_checkpoint(checkpoints)):
+    with pytest.raises(ValueError, match=re.escape(f'use its export, --init_checkpoint={export}')):
+      transfer.resolve_init_checkpoint(maskrcnn_params(), given)
