@@ -173,3 +173,40 @@ def test_train_steps_beyond_the_schedule_are_warned_about(tmp_path, capsys, embe
   run.train()
   assert ('warning: the cosine learning-rate schedule ends at step 20 but trainer.train_steps is '
           '21') in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('setting,message', [
+    (dict(config_file=['/']), "--config_file '/' is a directory, not a YAML file"),
+    (dict(config_file=['/dev/null']), "--config_file '/dev/null' is empty"),
+    (dict(config_file=['/no/such.yaml']), "--config_file '/no/such.yaml' does not exist"),
+    (dict(config_file=['bad.yaml']), "--config_file 'bad.yaml' is not valid YAML ("),
+    (dict(config_file=['list.yaml']), "--config_file 'list.yaml' is not a mapping of settings "
+                                      '(it holds a list)'),
+    (dict(params_override='a: [1'), '--params_override is neither a.b=value pairs nor valid YAML'),
+    (dict(params_override='foo'), "--params_override 'foo' does not exist"),
+])
+def test_config_files_and_overrides_that_are_not_settings_are_one_line(
+    setting, message, tmp_path, monkeypatch):
+  import types  # pylint: disable=g-import-not-at-top
+  from tf_detcon import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'bad.yaml').write_text('task: {model: [1\n')
+  (tmp_path / 'list.yaml').write_text('- 1\n- 2\n')
+  flags_obj = types.SimpleNamespace(**dict(dict(
+      experiment='simclr_tiny', mode=None, model_dir=str(tmp_path / 'run'), config_file=None,
+      params_override=None), **setting))
+  with pytest.raises(ValueError, match=re.escape(message)):
+    cli.check_flags(flags_obj, ['prog'], ('train',), 'simclr_tiny')
+  good = types.SimpleNamespace(**dict(vars(flags_obj), config_file=None,
+                                      params_override='trainer.train_steps=3'))
+  assert cli.check_flags(good, ['prog'], ('train',), 'simclr_tiny') == 'train'
+
+
+def test_a_config_file_that_is_a_directory_stops_the_launcher_in_one_line(tmp_path):
+  result = run_pretrain('--experiment=simclr_tiny', f'--model_dir={tmp_path / "run"}',
+                        f'--config_file={tmp_path}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"pretrain.py: error: --config_file '{tmp_path}' is a directory, not a YAML file")
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()

@@ -6,10 +6,12 @@ import sys
 from typing import Callable, Sequence
 
 from official.core import exp_factory
+from official.modeling.hyperparams import params_dict
 
 from absl import app
 from absl import flags
 import tensorflow as tf
+import yaml
 
 # Errors that mean "the user's flags, config or data are wrong": reported in one line. Anything
 # else is a bug and keeps its traceback. TF_DETCON_TRACEBACK=1 shows tracebacks for all.
@@ -103,4 +105,41 @@ def check_flags(flags_obj, argv: Sequence[str], modes: Sequence[str], example: s
     raise ValueError(f'--mode must be one of {", ".join(modes)}, got {mode!r}')
   if not flags_obj.model_dir:
     raise ValueError('--model_dir is required')
+  for path in flags_obj.config_file or ():
+    check_yaml_file(path)
+  if flags_obj.params_override:
+    check_params_override(flags_obj.params_override)
   return mode
+
+
+def check_params_override(override: str) -> None:
+  """Reads --params_override as Model Garden does (`override_params_dict`: 'a.b=1,c=x' pairs,
+  else a YAML mapping, else a YAML file's path) and stops with one line if it is none of them."""
+  try:
+    text = params_dict.nested_csv_str_to_json_str(override)
+  except ValueError:
+    text = override
+  try:
+    content = yaml.safe_load(text)
+  except yaml.YAMLError as e:
+    raise ValueError(f'--params_override is neither a.b=value pairs nor valid YAML '
+                     f'({one_line(e)})') from e
+  if not isinstance(content, dict):
+    check_yaml_file(override, '--params_override')
+
+
+def check_yaml_file(path: str, flag: str = '--config_file') -> None:
+  """Stops with one line unless `path` is a readable file of valid, non-empty YAML."""
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f'{flag} {path!r} does not exist')
+  if tf.io.gfile.isdir(path):
+    raise ValueError(f'{flag} {path!r} is a directory, not a YAML file')
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  try:
+    content = yaml.safe_load(text)
+  except yaml.YAMLError as e:
+    raise ValueError(f'{flag} {path!r} is not valid YAML ({one_line(e)})') from e
+  if not isinstance(content, dict):
+    raise ValueError(f'{flag} {path!r} is ' + ('empty' if content is None else
+                     f'not a mapping of settings (it holds a {type(content).__name__})'))
