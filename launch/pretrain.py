@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from official.core import train_utils
 from tf_detcon import cli
 from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
+from tf_detcon.configs import fields
 from tf_detcon.configs import pretrain
 from tf_detcon.data.offline import build_embedded
 from tf_detcon.training import trainer
@@ -43,6 +44,7 @@ def parse(flags_obj) -> pretrain.PretrainExperiment:
   if flags_obj.tf_data_service:
     params.override({'task': {'train_data': {
         'enable_tf_data_service': True, 'tf_data_service_address': flags_obj.tf_data_service}}})
+  fields.ints_to_floats(params)
   params.lock()
   return params
 

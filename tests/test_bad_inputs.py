@@ -210,3 +210,35 @@ def test_a_config_file_that_is_a_directory_stops_the_launcher_in_one_line(tmp_pa
       f"pretrain.py: error: --config_file '{tmp_path}' is a directory, not a YAML file")
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('override,message', [
+    ('task.train_data.global_batch_size=0', 'task.train_data.global_batch_size must be >= 1, got 0'),
+    ('trainer.optimizer_config.learning_rate.cosine.initial_learning_rate=-0.1',
+     'trainer.optimizer_config.learning_rate.cosine.initial_learning_rate must be >= 0, got -0.1'),
+    ('trainer.optimizer_config.warmup.linear.warmup_learning_rate=-1',
+     'trainer.optimizer_config.warmup.linear.warmup_learning_rate must be >= 0, got -1'),
+])
+def test_a_meaningless_batch_or_learning_rate_names_the_setting(override, message):
+  from official.modeling import hyperparams  # pylint: disable=g-import-not-at-top
+  params = tiny_params('simclr_tiny')
+  params.override({'trainer': {'optimizer_config': {'warmup': {'type': 'linear'}}}})
+  params = hyperparams.override_params_dict(params, override, is_strict=True)
+  params.validate()  # Model Garden's own restrictions pass: the one line is ours
+  with pytest.raises(validation.ConfigError, match=re.escape(message)):
+    validation.validate(params)
+
+
+def test_an_int_in_a_float_setting_becomes_a_float():
+  """`initial_learning_rate=1` reached Model Garden's cosine schedule as an int tensor, which
+  then failed in a traceback when mixed with floats."""
+  from official.modeling import hyperparams  # pylint: disable=g-import-not-at-top
+  from tf_detcon.configs import fields  # pylint: disable=g-import-not-at-top
+  params = hyperparams.override_params_dict(
+      tiny_params('simclr_tiny'),
+      'trainer.optimizer_config.learning_rate.cosine.initial_learning_rate=1,trainer.train_steps=7',
+      is_strict=True)
+  fields.ints_to_floats(params)
+  rate = params.trainer.optimizer_config.learning_rate.cosine.initial_learning_rate
+  assert rate == 1.0 and isinstance(rate, float)
+  assert params.trainer.train_steps == 7 and isinstance(params.trainer.train_steps, int)

@@ -35,8 +35,7 @@ def experiment(task: PretrainTask, train_steps: int,
       trainer=cfg.TrainerConfig(train_steps=train_steps, steps_per_loop=1000,
                                 checkpoint_interval=5000, summary_interval=1000, max_to_keep=3,
                                 optimizer_config=optimizer),
-      runtime=cfg.RuntimeConfig(distribution_strategy='tpu', mixed_precision_dtype='bfloat16'),
-      restrictions=['task.train_data.global_batch_size > 0'])
+      runtime=cfg.RuntimeConfig(distribution_strategy='tpu', mixed_precision_dtype='bfloat16'))
 
 
 # ----------------------------------------------------------------------------- DetCon family

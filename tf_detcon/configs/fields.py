@@ -176,6 +176,26 @@ if __name__ == '__main__':
   print(markdown())
 
 
+def ints_to_floats(config: Any) -> None:
+  """Turns the ints that overrides put in float fields (`initial_learning_rate=1`) into floats:
+  Model Garden would hand them on as int tensors, and its schedules then fail to mix them with
+  floats, in a traceback."""
+  hints = typing.get_type_hints(type(config))
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if dataclasses.is_dataclass(value):
+      ints_to_floats(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and _float_field(
+        hints.get(field.name)):
+      setattr(config, field.name, float(value))
+
+
+def _float_field(kind: Any) -> bool:
+  """float or Optional[float] (not a Union that takes an int as it is)."""
+  options = typing.get_args(kind) if typing.get_origin(kind) is typing.Union else (kind,)
+  return float in options and int not in options
+
+
 def _type_problem(value: Any, kind: Any) -> str:
   """'' if `value` fits the annotation `kind`, else the expected type's name."""
   origin = typing.get_origin(kind)

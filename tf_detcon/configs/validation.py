@@ -126,6 +126,16 @@ def validate_optimization(params: pretrain.PretrainExperiment) -> None:
                  'trainer.optimizer_config.learning_rate.type is not set (cosine, stepwise, ...)')
   checks.require(params.task.losses.l2_weight_decay >= 0,
                  'task.losses.l2_weight_decay must be >= 0')
+  schedules = [(f'learning_rate.{config.learning_rate.type}', config.learning_rate.get())]
+  if config.warmup.type:
+    schedules.append((f'warmup.{config.warmup.type}', config.warmup.get()))
+  for where, schedule in schedules:
+    for name, value in schedule.as_dict().items():
+      values = value if isinstance(value, (list, tuple)) else [value]
+      if ('learning_rate' in name or name == 'values') and all(
+          isinstance(v, (int, float)) for v in values):
+        checks.require(all(v >= 0 for v in values),
+                       f'trainer.optimizer_config.{where}.{name} must be >= 0, got {value}')
 
 
 def validate_task(task: pretrain.PretrainTask) -> None:
