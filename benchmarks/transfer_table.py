@@ -339,10 +339,16 @@ def finetune(task: str, labels: str, name: str, seed: int, setup: Setup, data: D
     return out
 
 
+def _columns(results: List[Dict]) -> List[tuple]:
+  """(task, labels) pairs present in the results: tasks in TASKS' order, every label first."""
+  present = {(r['task'], r['labels']) for r in results}
+  return [(t, l) for t in TASKS for l in ('train', 'small') if (t, l) in present]
+
+
 def table(results: List[Dict], names: List[str]) -> str:
   """Mean ± std per row, one column per (task, labels), then each paper ordering: holds when the
   row's mean beats the other's by more than the larger seed std."""
-  columns = sorted({(r['task'], r['labels']) for r in results})
+  columns = _columns(results)
   cells = {}
   for r in results:
     cells.setdefault((r['row'], r['task'], r['labels']), []).append(r['value'])
@@ -383,7 +389,7 @@ def plot(results: List[Dict], names: List[str], path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
-  columns = sorted({(r['task'], r['labels']) for r in results})
+  columns = _columns(results)
   present = [n for n in names if any(r['row'] == n for r in results)]
   figure, axes = pyplot.subplots(1, len(columns), figsize=(4 * len(columns), 4.5), dpi=120,
                                  squeeze=False)
