@@ -168,7 +168,7 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
                           setup.steps // 10 if config.warmup.type else 0,
                           lr_scale=256 / old_batch)
   params.trainer.override({'train_steps': setup.steps, 'steps_per_loop': 50,
-                           'checkpoint_interval': 10**6, 'summary_interval': 0,
+                           'checkpoint_interval': setup.curve_interval, 'summary_interval': 0,
                            'validation_interval': setup.curve_interval})
   task.validation_data = data_config.ProbeDataConfig(
       source='synthetic', image_size=setup.probe_size, level=setup.curve_level,
