@@ -217,7 +217,8 @@ def finetune_overrides(task: str, labels: str, setup: Setup, data: Dict[str, str
   """The YAML overrides of one fine-tuning, on top of the task's Model Garden experiment and
   official_configs/finetune/cpu_offline.yaml."""
   model = {'input_size': [setup.image_size, setup.image_size, 3],
-           'num_classes': scenes.NUM_CLASSES, 'min_level': 3, 'max_level': 7,
+           'num_classes': scenes.NUM_CLASSES,  # COCO ids 1..5; 0 background
+           'min_level': 3, 'max_level': 7,
            'backbone': backbone,
            'decoder': {'type': 'fpn', 'fpn': {'num_filters': setup.fpn_filters}},
            'norm_activation': {'use_sync_bn': False}}
@@ -228,7 +229,6 @@ def finetune_overrides(task: str, labels: str, setup: Setup, data: Dict[str, str
              'max_to_keep': 1, 'optimizer_config': _schedule(setup, steps)}
   if task == 'retinanet':
     model['head'] = {'num_convs': 2, 'num_filters': setup.head_filters}
-    model['num_classes'] = scenes.NUM_CLASSES  # COCO ids 1..5, 0 background
     out = {'task': {
         'model': model, 'annotation_file': data['eval/annotations'],
         'init_checkpoint_modules': modules,

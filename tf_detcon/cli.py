@@ -112,6 +112,14 @@ def check_flags(flags_obj, argv: Sequence[str], modes: Sequence[str], example: s
   return mode
 
 
+def _yaml(text: str, what: str) -> object:
+  """The YAML content of `text`, or a one-line error naming `what`."""
+  try:
+    return yaml.safe_load(text)
+  except yaml.YAMLError as e:
+    raise ValueError(f'{what} ({one_line(e)})') from e
+
+
 def check_params_override(override: str) -> None:
   """Reads --params_override as Model Garden does (`override_params_dict`: 'a.b=1,c=x' pairs,
   else a YAML mapping, else a YAML file's path) and stops with one line if it is none of them."""
@@ -119,12 +127,8 @@ def check_params_override(override: str) -> None:
     text = params_dict.nested_csv_str_to_json_str(override)
   except ValueError:
     text = override
-  try:
-    content = yaml.safe_load(text)
-  except yaml.YAMLError as e:
-    raise ValueError(f'--params_override is neither a.b=value pairs nor valid YAML '
-                     f'({one_line(e)})') from e
-  if not isinstance(content, dict):
+  if not isinstance(_yaml(text, '--params_override is neither a.b=value pairs nor valid YAML'),
+                    dict):
     check_yaml_file(override, '--params_override')
 
 
@@ -135,11 +139,7 @@ def check_yaml_file(path: str, flag: str = '--config_file') -> None:
   if tf.io.gfile.isdir(path):
     raise ValueError(f'{flag} {path!r} is a directory, not a YAML file')
   with tf.io.gfile.GFile(path) as f:
-    text = f.read()
-  try:
-    content = yaml.safe_load(text)
-  except yaml.YAMLError as e:
-    raise ValueError(f'{flag} {path!r} is not valid YAML ({one_line(e)})') from e
+    content = _yaml(f.read(), f'{flag} {path!r} is not valid YAML')
   if not isinstance(content, dict):
     raise ValueError(f'{flag} {path!r} is ' + ('empty' if content is None else
                      f'not a mapping of settings (it holds a {type(content).__name__})'))

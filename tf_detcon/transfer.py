@@ -58,7 +58,8 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
   metadata (e.g. a DeCon export's backbone alone, for a detector with another decoder).
   """
   path = init_checkpoint
-  if read_export_metadata(path) is None:
+  metadata = read_export_metadata(path)
+  if metadata is None:
     _refuse_a_training_checkpoint(path)
   if tf.io.gfile.isdir(os.path.join(path, 'checkpoint')) and tf.io.gfile.exists(
       os.path.join(path, METADATA)):
@@ -69,7 +70,6 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
   elif not tf.io.gfile.exists(path + '.index'):
     raise ValueError(f'--init_checkpoint {init_checkpoint!r} is neither an export, a '
                      'checkpoint directory nor a checkpoint prefix')
-  metadata = read_export_metadata(path)
   params.task.init_checkpoint = path
   if metadata is None:
     logging.warning('%s has no %s: modules and architecture are not checked', path, METADATA)
@@ -95,17 +95,16 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
 
 
 def _refuse_a_training_checkpoint(init_checkpoint: str) -> None:
-  """A pretraining run's directory or its checkpoints/ folder holds the whole pretraining model
-  (heads, targets, optimiser), which Model Garden cannot read as a backbone: name its export."""
+  """A pretraining run's directory, its checkpoints/ folder or a checkpoint in it holds the whole
+  pretraining model (heads, targets, optimiser), which Model Garden cannot read as a backbone:
+  name the run's export instead."""
   path = init_checkpoint.rstrip('/')
-  if tf.io.gfile.isdir(path) and not tf.io.gfile.isdir(os.path.join(path, 'checkpoints')):
-    path = os.path.dirname(path)  # <model_dir>/checkpoints
-  else:
-    path = path if tf.io.gfile.isdir(path) else os.path.dirname(os.path.dirname(path))
-  export = os.path.join(path, 'export')
-  if tf.io.gfile.exists(os.path.join(export, METADATA)):
-    raise ValueError(f'--init_checkpoint {init_checkpoint!r} is a pretraining run\'s training '
-                     f'checkpoint: use its export, --init_checkpoint={export}')
+  for run in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+    export = os.path.join(run, 'export')
+    if tf.io.gfile.isdir(os.path.join(run, 'checkpoints')) and tf.io.gfile.exists(
+        os.path.join(export, METADATA)):
+      raise ValueError(f'--init_checkpoint {init_checkpoint!r} is a pretraining run\'s training '
+                       f'checkpoint: use its export, --init_checkpoint={export}')
 
 
 def _fpn_decoder(params: cfg.ExperimentConfig) -> bool:
