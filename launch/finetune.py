@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from official.core import exp_factory
 from official.core import train_utils
 from tf_detcon import cli
+from tf_detcon import locks
 from tf_detcon import segmentation  # pylint: disable=unused-import  (registers its experiment)
 from tf_detcon import transfer
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -32,6 +33,17 @@ flags.DEFINE_string('init_checkpoint', None,
                     'A tf_detcon export directory, checkpoint directory or prefix.')
 
 
+def check_data(params, mode: str) -> None:
+  """The task's inputs for this mode are set (Model Garden's defaults leave them empty)."""
+  needed = (['train_data'] if 'train' in mode else []) + (
+      ['validation_data'] if 'eval' in mode else [])
+  for name in needed:
+    data = getattr(params.task, name)
+    if not (data.input_path or getattr(data, 'tfds_name', '')):
+      raise ValueError(f'task.{name}.input_path is empty: set it with --config_file or '
+                       f'--params_override=task.{name}.input_path=...')
+
+
 def main(argv):
   mode = cli.check_flags(FLAGS, argv, MODES, 'maskrcnn_resnetfpn_coco')
   params = train_utils.parse_configuration(FLAGS, lock_return=False, print_return=False)
@@ -40,11 +52,16 @@ def main(argv):
     transfer.resolve_init_checkpoint(
         params, FLAGS.init_checkpoint,
         modules_given=params.task.init_checkpoint_modules != default)
+  check_data(params, mode)
   params.validate()
   params.lock()
-  if 'train' in mode:
+  cli.ensure_writable(FLAGS.model_dir)
+  if 'train' not in mode:  # an evaluator may watch a training run's model_dir
+    transfer.run(params, FLAGS.model_dir, mode)
+    return
+  with locks.DirectoryLock(FLAGS.model_dir, '--model_dir', command=f'finetune {mode}'):
     train_utils.serialize_config(params, FLAGS.model_dir)
-  transfer.run(params, FLAGS.model_dir, mode)
+    transfer.run(params, FLAGS.model_dir, mode)
 
 
 if __name__ == '__main__':

@@ -53,8 +53,7 @@ def main(argv):
   mode = cli.check_flags(FLAGS, argv, MODES, 'detcon_b_tiny',
                          accepts=lambda c: isinstance(c, pretrain.PretrainExperiment))
   params = parse(FLAGS)
-  cli.ensure_writable(FLAGS.model_dir)
-  train_utils.serialize_config(params, FLAGS.model_dir)
+  cli.ensure_writable(FLAGS.model_dir)  # params.yaml is written once the run can start
   data = params.task.train_data
   if mode == 'train' and not (data.input_path or data.tfds_name):
     build_embedded.ensure()  # the embedded sample set, built once on first use

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain, tiny_params
+from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
+                            tiny_params, until_line)
 from tf_detcon.data import color
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import callbacks
@@ -249,6 +250,54 @@ def test_sigterm_checkpoints_only_when_preemption_checkpoints_are_on(on_demand, 
     assert step >= 3 and [os.path.basename(p) for p in checkpoints] == [f'ckpt-{step}.index']
   else:
     assert process.returncode == -signal.SIGTERM and not checkpoints
+
+
+def test_a_second_run_on_a_model_dir_in_use_is_refused_in_one_line(tmp_path, embedded_files):
+  """Two real launcher processes on one --model_dir: the second is refused before it writes
+  anything, naming the first; the first trains on, checkpoints on SIGTERM and frees the folder."""
+  del embedded_files
+  model_dir = str(tmp_path / 'shared')
+  first = start_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
+                         f'--params_override={ENDLESS_RUN}')
+  try:
+    until_line(first, 'step 3/')
+    second = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
+                          '--params_override=trainer.train_steps=2')
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first_out, first_err = first.communicate(timeout=120)
+  assert second.returncode == 1 and 'Traceback' not in second.stderr
+  assert re.fullmatch(
+      rf'pretrain\.py: error: --model_dir {re.escape(model_dir)} is in use by pid {first.pid} '
+      r'on host \S+ since \S+ \(pretrain train\); wait for it to finish or use another '
+      r'--model_dir', second.stderr.strip().splitlines()[-1]), second.stderr[-2000:]
+  assert first.returncode == 143 and 'interrupted at step' in first_out, first_err[-2000:]
+  assert not os.path.exists(os.path.join(model_dir, '.lock'))
+
+
+def test_a_refused_config_leaves_params_yaml_and_a_changed_one_keeps_the_old(tiny_run, tmp_path,
+                                                                          capsys):
+  """Nothing is written into model_dir before the config is valid and fits the checkpoint; a
+  config that resumes with other settings keeps the previous params.yaml beside the new one."""
+  model_dir = str(tmp_path / 'resumed')
+  shutil.copytree(tiny_run.model_dir, model_dir)
+  trainer.record_config(tiny_params(), model_dir, 0)
+  with open(os.path.join(model_dir, 'params.yaml')) as f:
+    original = f.read()
+  with pytest.raises(ValueError, match='holds a checkpoint of another model or config'):
+    trainer.train_and_export(tiny_params('detco_tiny'), model_dir)
+  with open(os.path.join(model_dir, 'params.yaml')) as f:
+    assert f.read() == original
+  assert not os.path.exists(os.path.join(model_dir, '.lock'))
+  capsys.readouterr()
+  trainer.record_config(tiny_params(train_steps=8, summary_interval=3), model_dir, 4)
+  assert ('differs from ' + os.path.join(model_dir, 'params.yaml') + ' in trainer.summary_interval,'
+          ' trainer.train_steps; the previous one is kept as ' +
+          os.path.join(model_dir, 'params-before-step4.yaml')) in capsys.readouterr().out
+  with open(os.path.join(model_dir, 'params-before-step4.yaml')) as f:
+    assert f.read() == original
+  with open(os.path.join(model_dir, 'params.yaml')) as f:
+    assert 'train_steps: 8' in f.read()
 
 
 @pytest.mark.parametrize('name', ['decon_sl_detcon_b_tiny', 'detco_tiny'])

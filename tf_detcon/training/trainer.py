@@ -10,20 +10,25 @@ the current step before exiting.
 """
 
 import contextlib
+import json
 import os
 import threading
-from typing import List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from absl import logging
+from official.core import train_utils
 from orbit.actions import save_checkpoint_if_preempted
 import tensorflow as tf
 import tf_keras
+import yaml
 
 from tf_detcon import __version__
+from tf_detcon import locks
 from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.configs import validation
 from tf_detcon.data import datasets
+from tf_detcon.data import records
 from tf_detcon.data import seeds
 from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
@@ -60,6 +65,17 @@ class Run:
           'whose updates of mirrored variables on other devices XLA cannot place (TPUStrategy '
           'compiles the whole step without it)')
     task = params.task
+    if task.train_data.input_path and not task.train_data.tfds_name:
+      try:
+        files = datasets.resolve_files(task.train_data.input_path)
+      except ValueError as e:  # matches no file
+        raise ValueError(f'task.train_data.{e}') from e
+      unlisted = records.unlisted_files(files)
+      if unlisted:
+        _warn(f'task.train_data.input_path matches {len(unlisted)} record files that the '
+              f'manifest beside them does not list ({", ".join(unlisted[:2])}'
+              f'{" ..." if len(unlisted) > 2 else ""}): shards of another make_masks run are '
+              'read too')
     self.total_steps = params.trainer.train_steps
     self.global_batch = task.train_data.global_batch_size
     with self.strategy.scope():
@@ -260,21 +276,74 @@ def unreadable_reason(path: str) -> str:
   return ''
 
 
+def _lock_name() -> str:
+  """'.lock', or one per multi-worker task (TF_CONFIG), whose workers share model_dir."""
+  task = json.loads(os.environ.get('TF_CONFIG') or '{}').get('task') or {}
+  return '.lock' + (f"-{task.get('type')}-{task.get('index')}" if task else '')
+
+
+@contextlib.contextmanager
+def _owning(model_dir: str, mode: str) -> Iterator[None]:
+  """Holds model_dir for this process; a second run on it is refused in one line."""
+  with locks.DirectoryLock(model_dir, '--model_dir', _lock_name(), command=f'pretrain {mode}'):
+    yield
+
+
+def _leaves(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_leaves(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, step: int) -> None:
+  """Writes model_dir/params.yaml (Model Garden's `serialize_config`) once the run is known to
+  start. A previous params.yaml that differs is kept as params-before-step<N>.yaml, and the
+  settings that changed are named in one line."""
+  path = os.path.join(model_dir, 'params.yaml')
+  if tf.io.gfile.exists(path):
+    now = _leaves(yaml.safe_load(yaml.dump(params.as_dict())) or {})
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        before = _leaves(yaml.safe_load(f.read()) or {})
+      changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    except (yaml.YAMLError, AttributeError):  # not a mapping of settings
+      changed = ['(every setting: it is not readable YAML)']
+    if changed:
+      kept = os.path.join(model_dir, f'params-before-step{step}.yaml')
+      number = 1
+      while tf.io.gfile.exists(kept):
+        number += 1
+        kept = os.path.join(model_dir, f'params-before-step{step}-{number}.yaml')
+      tf.io.gfile.copy(path, kept)
+      shown = ', '.join(changed[:6]) + (f' and {len(changed) - 6} more' if len(changed) > 6
+                                        else '')
+      _warn(f'the config differs from {path} in {shown}; the previous one is kept as {kept}')
+  train_utils.serialize_config(params, model_dir)
+
+
 def train_and_export(params: pretrain_config.PretrainExperiment, model_dir: str,
                      strategy: Optional[tf.distribute.Strategy] = None) -> Run:
-  run = Run(params, model_dir, strategy)
-  run.train()
-  path = run.export()
+  """Validates, takes model_dir, restores, records params.yaml, trains and exports. Nothing is
+  written into model_dir before the config is valid and its checkpoint (if any) fits."""
+  with _owning(model_dir, 'train'):
+    run = Run(params, model_dir, strategy)
+    record_config(params, model_dir, run.step)
+    run.train()
+    path = run.export()
   print(f'exported step {run.step} to {path}', flush=True)
   return run
 
 
 def export_only(params: pretrain_config.PretrainExperiment, model_dir: str,
                 strategy: Optional[tf.distribute.Strategy] = None) -> Run:
-  run = Run(params, model_dir, strategy)
-  if run.manager.latest_checkpoint is None:
-    raise ValueError(f'no checkpoint in {model_dir}/checkpoints to export')
-  path = run.export()
+  with _owning(model_dir, 'export'):
+    run = Run(params, model_dir, strategy)
+    if run.manager.latest_checkpoint is None:
+      raise ValueError(f'no checkpoint in {model_dir}/checkpoints to export')
+    path = run.export()
   print(f'exported step {run.step} to {path}', flush=True)
   return run
-
