@@ -18,8 +18,10 @@ Examples:
   python launch/make_masks.py --runner=beam --tfds_name=imagenet2012 ... --num_shards=1024 \
       --beam_pipeline_options=runner=DataflowRunner,project=P,region=R,temp_location=gs://...
 
-Rerunning skips finished shards; an interrupted run resumes. The manifest (manifest.json) is
-written once every shard exists, by whichever worker finishes last.
+Rerunning skips finished shards; an interrupted run resumes. A rerun with other settings into a
+folder that holds shards is refused (the request is kept in job.json), as is a second process for
+the same --worker_index. The manifest (manifest.json) is written once every shard exists, by
+whichever worker finishes last.
 """
 
 import json
@@ -28,10 +30,12 @@ import sys
 
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
+from tf_detcon import locks
 from tf_detcon.data import records
 from tf_detcon.data.offline import beam_runner
 from tf_detcon.data.offline import mask_report
@@ -89,17 +93,50 @@ flags.DEFINE_string('report_instances', None, 'Ground truth for the ABO: a folde
                     'PNGs named like the example keys (or use --coco_annotations).')
 
 
+# Flags that only one input, mask kind or mode reads: given elsewhere they would be ignored.
+APPLIES_TO = {
+    'mask_dir': ('--mask_kind=file', lambda: FLAGS.mask_kind == 'file'),
+    'coco_image_dir': ('--coco_annotations', lambda: bool(FLAGS.coco_annotations)),
+    'tfds_split': ('--tfds_name', lambda: bool(FLAGS.tfds_name)),
+    'data_dir': ('--tfds_name', lambda: bool(FLAGS.tfds_name)),
+    'preset': ('--mask_kind=fh', lambda: FLAGS.mask_kind == 'fh'),
+    'fh_setting': ('--mask_kind=fh', lambda: FLAGS.mask_kind == 'fh'),
+    'fh_downscale': ('--mask_kind=fh', lambda: FLAGS.mask_kind == 'fh'),
+    'fh_min_working_side': ('--mask_kind=fh', lambda: FLAGS.mask_kind == 'fh'),
+    'max_segments': ('--mask_kind=fh', lambda: FLAGS.mask_kind == 'fh'),
+    'report_instances': ('--report or --report_only',
+                         lambda: FLAGS.report or FLAGS.report_only),
+    'beam_pipeline_options': ('--runner=beam', lambda: FLAGS.runner == 'beam'),
+}
+
+
+def check_folder(flag: str) -> None:
+  path = FLAGS[flag].value
+  if path and not tf.io.gfile.isdir(path):
+    raise ValueError(f'--{flag} {path!r} ' + ('is not a folder' if tf.io.gfile.exists(path)
+                                               else 'does not exist'))
+
+
 def make_source() -> sources.Source:
   chosen = [n for n in ('image_dir', 'tfds_name', 'coco_annotations') if FLAGS[n].value]
   if len(chosen) != 1:
     raise ValueError('give exactly one input: --image_dir, --tfds_name or --coco_annotations')
+  for flag in ('image_dir', 'mask_dir', 'coco_image_dir'):
+    check_folder(flag)
   if FLAGS.image_dir:
-    return sources.ImageFolderSource(FLAGS.image_dir, mask_dir=FLAGS.mask_dir)
+    try:
+      return sources.ImageFolderSource(FLAGS.image_dir, mask_dir=FLAGS.mask_dir)
+    except ValueError as e:
+      raise ValueError(f'--image_dir: {e}') from e
   if FLAGS.tfds_name:
     return sources.TfdsSource(FLAGS.tfds_name, FLAGS.tfds_split, FLAGS.data_dir)
   if not FLAGS.coco_image_dir:
     raise ValueError('--coco_annotations needs --coco_image_dir')
-  return sources.CocoSource(FLAGS.coco_annotations, FLAGS.coco_image_dir)
+  try:
+    return sources.CocoSource(FLAGS.coco_annotations, FLAGS.coco_image_dir)
+  except (ValueError, KeyError, TypeError) as e:  # pycocotools reads any JSON
+    raise ValueError(f'--coco_annotations {FLAGS.coco_annotations!r}: not COCO instance '
+                     f'annotations ({cli.one_line(e)})') from e
 
 
 def mask_quality_report(manifest) -> None:
@@ -128,11 +165,19 @@ def main(argv):
       raise ValueError(f'--report_only: no {records.MANIFEST_NAME} in {FLAGS.output_dir!r}')
     mask_quality_report(records.read_manifest(FLAGS.output_dir))
     return
+  for name, (needs, applies) in APPLIES_TO.items():
+    if FLAGS[name].present and not applies():
+      raise ValueError(f'--{name} applies only with {needs}')
+  if not FLAGS.prefix or '/' in FLAGS.prefix:
+    raise ValueError(f'--prefix must be a file name start without "/", got {FLAGS.prefix!r}')
+  for name, minimum in (('num_shards', 1), ('num_workers', 1), ('num_processes', 1),
+                        ('min_image_side', 1), ('min_segments', 1), ('max_segments', 0)):
+    if FLAGS[name].value < minimum:
+      raise ValueError(f'--{name} must be >= {minimum}, got {FLAGS[name].value}')
+  if FLAGS.max_segments and FLAGS.max_segments < 2:
+    raise ValueError(f'--max_segments must be 0 (keep all) or >= 2, got {FLAGS.max_segments}')
   if not 0 < FLAGS.fh_downscale <= 1:
     raise ValueError(f'--fh_downscale must be in (0, 1], got {FLAGS.fh_downscale}')
-  for name in ('fh_downscale', 'fh_min_working_side'):
-    if FLAGS.mask_kind != 'fh' and FLAGS[name].present:
-      raise ValueError(f'--{name} applies to FH masks, not --mask_kind={FLAGS.mask_kind}')
   if FLAGS.fh_min_working_side < 1:
     raise ValueError(f'--fh_min_working_side must be >= 1, got {FLAGS.fh_min_working_side}')
   if FLAGS.mask_kind == 'file' and not FLAGS.mask_dir:
@@ -160,12 +205,14 @@ def main(argv):
       worker_index=FLAGS.worker_index,
       num_workers=FLAGS.num_workers,
       num_processes=FLAGS.num_processes)
-  if FLAGS.runner == 'beam':
-    manifest = beam_runner.run(job, FLAGS.beam_pipeline_options)
-  elif FLAGS.beam_pipeline_options:
-    raise ValueError('--beam_pipeline_options needs --runner=beam')
-  else:
-    manifest = job.run()
+  cli.ensure_writable(FLAGS.output_dir, '--output_dir')
+  # Workers of one distributed run share the folder; two processes for one worker do not.
+  with locks.DirectoryLock(FLAGS.output_dir, '--output_dir',
+                           f'.lock-worker-{FLAGS.worker_index}', command='make_masks'):
+    if FLAGS.runner == 'beam':
+      manifest = beam_runner.run(job, FLAGS.beam_pipeline_options)
+    else:
+      manifest = job.run()
   if manifest is not None:
     logging.info('manifest: %s', manifest['totals'])
     print(f"wrote {manifest['totals'].get('examples', 0)} examples in {FLAGS.num_shards} shards "

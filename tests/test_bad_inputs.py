@@ -73,6 +73,23 @@ def test_other_image_kinds_are_read_and_conversions_counted(fmt, mode, converted
   assert stats['converted_to_rgb'] == converted
 
 
+@pytest.mark.parametrize('mode', ['I;16', 'I'])
+def test_a_16_bit_png_is_rescaled_to_8_bits_not_clipped_and_counted(mode):
+  """PIL's convert('RGB') clips 16-bit values at 255 (an almost white image); they are scaled by
+  255/65535 instead."""
+  values = (np.arange(64 * 64, dtype=np.int64).reshape(64, 64) * 16) % 65536
+  image = Image.fromarray(values.astype(np.uint16 if mode == 'I;16' else np.int32),
+                          mode=mode)
+  out = io.BytesIO()
+  image.save(out, format='PNG')
+  record, stats = _process(out.getvalue())
+  stored = tf.train.Example.FromString(record).features.feature['image/encoded']
+  decoded = tf.io.decode_png(stored.bytes_list.value[0], channels=3).numpy()
+  expected = np.round(values * 255 / 65535).astype(np.uint8)
+  np.testing.assert_array_equal(decoded, np.repeat(expected[..., None], 3, axis=-1))
+  assert stats['rescaled_to_8bit'] == 1 and stats['converted_to_rgb'] == 0
+
+
 def test_a_huge_image_is_refused_from_its_header_before_decoding():
   """A 10k×10k PNG (100 Mpx, 300 MB decoded): refused in milliseconds, memory untouched."""
   out = io.BytesIO()

@@ -51,7 +51,7 @@ def test_beam_output_equals_the_single_machine_output(image_folder, tmp_path):
   assert beam == local and beam['totals']['examples'] == 8
   assert beam['totals']['converted_to_rgb'] == 1
   names = _output_files(tmp_path / 'local')
-  assert names == _output_files(tmp_path / 'beam') and len(names) == 3 * 2 + 1
+  assert names == _output_files(tmp_path / 'beam') and len(names) == 3 * 2 + 2  # + job.json
   for path in records.shard_paths_from_manifest(str(tmp_path / 'beam')):
     reference = os.path.join(tmp_path / 'local', os.path.basename(path))
     for (key, image, maps), (key0, image0, maps0) in zip(
@@ -138,7 +138,8 @@ def test_a_bad_example_stops_the_beam_run_with_one_line(image_folder, tmp_path):
   assert output.strip().splitlines()[-1].startswith(
       "make_masks.py: error: example 'broken.jpg': corrupt or truncated image")
   assert 'Traceback' not in output
-  assert os.listdir(tmp_path / 'out') == ['pretrain-00000-of-00001.tfrecord.error']
+  assert sorted(os.listdir(tmp_path / 'out')) == [
+      'job.json', 'pretrain-00000-of-00001.tfrecord.error']
 
 
 @pytest.mark.parametrize('args,message', [

@@ -149,10 +149,10 @@ def test_make_masks_launcher_rejects_bad_flags_in_one_line(tmp_path):
 @pytest.mark.parametrize('args,message', [
     (('--fh_downscale=0',), '--fh_downscale must be in (0, 1], got 0.0'),
     (('--mask_kind=file', '--mask_dir=x', '--fh_downscale=0.5'),
-     '--fh_downscale applies to FH masks, not --mask_kind=file'),
+     '--fh_downscale applies only with --mask_kind=fh'),
     (('--fh_min_working_side=0',), '--fh_min_working_side must be >= 1, got 0'),
     (('--mask_kind=file', '--mask_dir=x', '--fh_min_working_side=100'),
-     '--fh_min_working_side applies to FH masks, not --mask_kind=file'),
+     '--fh_min_working_side applies only with --mask_kind=fh'),
 ])
 def test_make_masks_checks_the_fh_downscale(tmp_path, args, message):
   (tmp_path / 'images').mkdir()

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 
 import numpy as np
 from PIL import Image
@@ -198,7 +199,7 @@ def test_an_exception_inside_a_shard_leaves_no_partial_file(folder, tmp_path, mo
   monkeypatch.setattr(precompute, 'process_example', failing)
   with pytest.raises(RuntimeError):
     _job(sources.ImageFolderSource(folder), out).run()
-  assert os.listdir(out) == []
+  assert os.listdir(out) == [precompute.JOB_NAME]  # the request, written before any shard
 
 
 def test_workers_split_shards_and_the_last_one_writes_the_manifest(folder, tmp_path):
@@ -278,3 +279,46 @@ def test_tfds_source_reads_a_prepared_dataset_by_slices(tmp_path):
   assert keys == [f'img{i}.png' for i in range(5)]
   with pytest.raises(ValueError, match="split 'validation' is not prepared"):
     sources.TfdsSource('tiny_images', 'validation', data_dir)
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_them_and_the_same_one_resumes(
+    folder, tmp_path):
+  """Another shard count, FH setting or policy would mix records of two requests (and a manifest
+  describing neither): refused in one line before anything is written."""
+  out = str(tmp_path / 'out')
+  source = sources.ImageFolderSource(folder)
+  assert _job(source, out, num_shards=2).run()['totals']['examples'] == 4
+  before = sorted(os.listdir(out))
+  other_fh = precompute.MaskSpec(kind='fh', fh_settings=((500.0, 0.8, 50),))
+  refusals = [
+      (dict(num_shards=4), "num_shards 2 there, 4 now"),
+      (dict(num_shards=2, spec=other_fh), "fh_settings [[100.0, 0.5, 50]] there, "
+                                          "[[500.0, 0.8, 50]] now"),
+      (dict(num_shards=2, policy=precompute.Policy(min_image_side=8)),
+       "min_image_side 32 there, 8 now"),
+  ]
+  for kwargs, difference in refusals:
+    with pytest.raises(ValueError, match=rf'^--output_dir {out} holds shards made with other '
+                                         rf'settings \({re.escape(difference)}\): use another'):
+      _job(source, out, **kwargs).run()
+  assert sorted(os.listdir(out)) == before
+  assert _job(source, out, num_shards=2).run()['totals']['examples'] == 4  # same: resumes
+
+  # An older run's folder (a manifest, no job.json) is compared with its manifest.
+  os.remove(os.path.join(out, precompute.JOB_NAME))
+  with pytest.raises(ValueError, match='num_shards 2 there, 4 now'):
+    _job(source, out, num_shards=4).run()
+
+
+def test_stale_record_files_in_the_output_folder_are_refused_and_training_warns_of_them(
+    folder, tmp_path):
+  out = str(tmp_path / 'out')
+  source = sources.ImageFolderSource(folder)
+  _job(source, out, num_shards=2).run()
+  stale = os.path.join(out, 'pretrain-00003-of-00004.tfrecord')
+  tf.io.gfile.copy(os.path.join(out, 'pretrain-00000-of-00002.tfrecord'), stale)
+  with pytest.raises(ValueError, match=r'holds record files this job does not write '
+                                       r'\(pretrain-00003-of-00004.tfrecord\)'):
+    _job(source, out, num_shards=2).run()
+  files = sorted(tf.io.gfile.glob(os.path.join(out, 'pretrain-*.tfrecord')))
+  assert records.unlisted_files(files) == [stale]

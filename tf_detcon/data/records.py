@@ -42,3 +42,20 @@ def shard_paths_from_manifest(out_dir: str) -> List[str]:
   """The shard files a finished precompute job lists in its manifest."""
   manifest = read_manifest(out_dir)
   return [os.path.join(out_dir, f) for f in manifest['files']]
+
+
+def unlisted_files(files: List[str]) -> List[str]:
+  """Record files beside a manifest that does not list them: shards of another precompute run
+  (other settings, another shard count) that a `pretrain-*.tfrecord` pattern would train on too.
+  """
+  listed: Dict[str, set] = {}
+  out = []
+  for path in files:
+    folder = os.path.dirname(path)
+    if folder not in listed:
+      manifest = os.path.join(folder, MANIFEST_NAME)
+      listed[folder] = (set(read_manifest(folder).get('files', []))
+                        if tf.io.gfile.exists(manifest) else None)
+    if listed[folder] is not None and os.path.basename(path) not in listed[folder]:
+      out.append(path)
+  return out

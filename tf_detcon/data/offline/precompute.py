@@ -10,6 +10,7 @@ written by whichever worker finds every shard finished.
 import collections
 import dataclasses
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -21,12 +22,14 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 import tensorflow as tf
 
+from tf_detcon.data import records
 from tf_detcon.data.offline import masks as masks_lib
 from tf_detcon.data.offline import shards
 from tf_detcon.data.offline import sources
 
 
 PROGRESS_EVERY = 100  # examples between progress lines inside a shard
+JOB_NAME = 'job.json'  # the request an output folder was written for (`Job.check_output_dir`)
 
 
 class BadExampleError(ValueError):
@@ -71,19 +74,40 @@ class Policy:
       raise ValueError(f"on_bad_example must be 'error' or 'skip', got {self.on_bad_example!r}")
 
 
+# PIL modes of one deep channel (16-bit PNG/TIFF, 32-bit int, float), which `convert('RGB')`
+# clips at 255 instead of rescaling.
+DEEP_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+
+
+def _deep_to_uint8(pil: Image.Image) -> np.ndarray:
+  """A deep single-channel image as uint8 RGB: 16-bit by 255/65535 (the top byte, rounded);
+  32-bit int and float images by their own range, since they carry no fixed white point."""
+  values = np.asarray(pil).astype(np.float64)
+  if pil.mode.startswith('I;16') or (pil.mode == 'I' and values.min() >= 0
+                                      and values.max() <= 65535):
+    low, high = 0.0, 65535.0
+  else:
+    low, high = float(values.min()), float(values.max())
+  scaled = (values - low) * (255.0 / max(high - low, 1e-12))
+  gray = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+  return np.repeat(gray[..., None], 3, axis=-1)
+
+
 def decode_image(raw: sources.RawExample,
-                 max_pixels: int = Policy.max_image_pixels) -> Tuple[np.ndarray, bytes, bool]:
-  """Decodes and validates an image; returns (uint8 RGB array, bytes to store, converted?).
+                 max_pixels: int = Policy.max_image_pixels) -> Tuple[np.ndarray, bytes, str]:
+  """Decodes and validates an image; returns (uint8 RGB array, bytes to store, conversion).
 
   JPEG/PNG images in RGB or grayscale are stored as received and decoded by TF, so the masks are
   computed on exactly the pixels training sees (JPEG decoders differ slightly); anything else
-  (CMYK, RGBA, palette, 16-bit, other formats) is converted to RGB by PIL and stored as PNG.
+  (CMYK, RGBA, palette, other formats) is converted to RGB by PIL and stored as PNG, and deep
+  images (16-bit, 32-bit, float) are rescaled to 8 bits first. The conversion is '' (none),
+  'converted_to_rgb' or 'rescaled_to_8bit', the statistic it is counted under.
   """
   if raw.image is not None:
     image = np.asarray(raw.image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
       raise BadExampleError(raw.key, 'not a uint8 RGB array', f'{image.dtype} {image.shape}')
-    return image, shards.encode_png(image), False
+    return image, shards.encode_png(image), ''
   if not raw.image_bytes:
     raise BadExampleError(raw.key, 'empty image file')
   try:
@@ -92,7 +116,7 @@ def decode_image(raw: sources.RawExample,
       if size[0] * size[1] <= max_pixels:
         pil.load()  # raises on truncated data
         image_format, mode = pil.format, pil.mode
-        rgb = pil.convert('RGB')
+        rgb = _deep_to_uint8(pil) if mode in DEEP_MODES else np.asarray(pil.convert('RGB'))
   except Image.DecompressionBombError as e:
     raise BadExampleError(raw.key, 'image too large', str(e)) from e
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -102,9 +126,10 @@ def decode_image(raw: sources.RawExample,
                           f'{size[0]}x{size[1]} > {max_pixels} pixels')
   if image_format in ('JPEG', 'PNG') and mode in ('RGB', 'L'):
     image = tf.io.decode_image(raw.image_bytes, channels=3, expand_animations=False).numpy()
-    return image, raw.image_bytes, False
+    return image, raw.image_bytes, ''
   image = np.asarray(rgb, dtype=np.uint8)
-  return image, shards.encode_png(image), True
+  conversion = 'rescaled_to_8bit' if mode in DEEP_MODES else 'converted_to_rgb'
+  return image, shards.encode_png(image), conversion
 
 
 def _decode_mask_file(raw: sources.RawExample) -> np.ndarray:
@@ -161,7 +186,7 @@ def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
 def process_example(raw: sources.RawExample, spec: MaskSpec, policy: Policy,
                     stats: collections.Counter) -> bytes:
   """Validates one raw example and returns its serialised record; raises BadExampleError."""
-  image, image_bytes, converted = decode_image(raw, policy.max_image_pixels)
+  image, image_bytes, conversion = decode_image(raw, policy.max_image_pixels)
   height, width = image.shape[:2]
   if min(height, width) < policy.min_image_side:
     raise BadExampleError(raw.key, 'image smaller than the minimum side',
@@ -170,7 +195,8 @@ def process_example(raw: sources.RawExample, spec: MaskSpec, policy: Policy,
   segments = max(int(m.max()) + 1 for m in maps)
   if segments < policy.min_segments:
     raise BadExampleError(raw.key, 'too few segments', f'{segments} < {policy.min_segments}')
-  stats['converted_to_rgb'] += int(converted)
+  for name in ('converted_to_rgb', 'rescaled_to_8bit'):
+    stats[name] += int(conversion == name)
   stats['single_segment'] += int(segments == 1)
   stats['uint16_masks'] += sum(int(m.dtype == np.uint16) for m in maps)
   return shards.make_example(raw.key, image_bytes, height, width, maps, spec.names())
@@ -228,12 +254,62 @@ class Job:
     if self.num_shards < 1 or self.num_shards > max(len(self.source), 1):
       raise ValueError(f'num_shards must be in [1, {len(self.source)}], got {self.num_shards}')
     tf.io.gfile.makedirs(self.out_dir)
+    self.check_output_dir()
     pending = self.pending_shards()
     done = len(range(self.worker_index, self.num_shards, self.num_workers)) - len(pending)
     logging.info('%s: %d examples, %d shards; worker %d/%d has %d done, %d to write',
                  self.source.name, len(self.source), self.num_shards, self.worker_index,
                  self.num_workers, done, len(pending))
     return pending
+
+  def request(self) -> Dict[str, Any]:
+    """What this job writes: the settings that must not change between a run and its rerun."""
+    fh = self.spec.kind == 'fh'
+    return {'source': self.source.name, 'examples': len(self.source),
+            'num_shards': self.num_shards, 'prefix': self.prefix, 'mask_kind': self.spec.kind,
+            'fh_settings': [list(s) for s in self.spec.fh_settings] if fh else [],
+            'fh_downscale': self.spec.fh_downscale if fh else None,
+            'fh_min_working_side': self.spec.fh_min_working_side if fh else None,
+            'max_segments': self.spec.max_segments,
+            # not on_bad_example: a shard finished under 'error' skipped nothing, so a rerun
+            # with 'skip' (the usual answer to a bad example) resumes it
+            'min_image_side': self.policy.min_image_side,
+            'min_segments': self.policy.min_segments}
+
+  def check_output_dir(self) -> None:
+    """Resumes only the same request: refuses in one line an output folder whose shards were
+    written with other settings (its `job.json`, or the manifest of an older run), or that holds
+    record files this job would not write, which `<prefix>-*.tfrecord` would train on too."""
+    request = self.request()
+    job_path = os.path.join(self.out_dir, JOB_NAME)
+    manifest_path = os.path.join(self.out_dir, records.MANIFEST_NAME)
+    before = None
+    # A request whose run wrote no shard yet (it stopped on a bad flag or example) binds nothing.
+    started = any(shards.is_finished(self.shard_path(i)) for i in range(self.num_shards)) or (
+        tf.io.gfile.glob(os.path.join(self.out_dir, '*.tfrecord')))
+    for path in (job_path, manifest_path) if started else ():
+      if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+          before = json.load(f)
+        break
+    if before is not None:
+      changed = [f'{key} {before[key]!r} there, {value!r} now' for key, value in request.items()
+                 if key in before and before[key] != value]
+      if changed:
+        raise ValueError(f'--output_dir {self.out_dir} holds shards made with other settings '
+                         f'({"; ".join(changed[:3])}): use another --output_dir, or empty it '
+                         'to start over')
+    expected = {shards.shard_name(self.prefix, i, self.num_shards)
+                for i in range(self.num_shards)}
+    foreign = sorted(os.path.basename(p) for p in
+                     tf.io.gfile.glob(os.path.join(self.out_dir, '*.tfrecord'))
+                     if os.path.basename(p) not in expected)
+    if foreign:
+      raise ValueError(f'--output_dir {self.out_dir} holds record files this job does not write '
+                       f'({", ".join(foreign[:3])}{" ..." if len(foreign) > 3 else ""}): use '
+                       'another --output_dir, or move them away')
+    if not started or not tf.io.gfile.exists(job_path):
+      shards.atomic_write_text(job_path, json.dumps(request, indent=2, sort_keys=True))
 
   def run(self) -> Optional[Dict[str, Any]]:
     """Writes the pending shards of this worker; returns the manifest once every shard exists."""
@@ -276,7 +352,13 @@ def sequence_of_settings(text: Sequence[str]) -> Tuple[Tuple[float, float, int],
   for item in text:
     try:
       scale, sigma, min_size = item.split(':')
-      settings.append((float(scale), float(sigma), int(min_size)))
+      setting = (float(scale), float(sigma), int(min_size))
     except ValueError as e:
-      raise ValueError(f"FH setting {item!r} is not 'scale:sigma:min_size'") from e
+      raise ValueError(f"--fh_setting {item!r} is not 'scale:sigma:min_size'") from e
+    problems = [p for p, bad in (('scale must be > 0', not setting[0] > 0),
+                                 ('sigma must be >= 0', not setting[1] >= 0),
+                                 ('min_size must be >= 1', setting[2] < 1)) if bad]
+    if problems:  # FH's k, Gaussian σ and minimum component size (DetCon §3.2, Felzenszwalb 2004)
+      raise ValueError(f'--fh_setting {item!r}: {", ".join(problems)}')
+    settings.append(setting)
   return tuple(settings)

@@ -66,7 +66,7 @@ def _temporary_name(path: str) -> str:
   return f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
 
 
-def _atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str) -> None:
   tmp = _temporary_name(path)
   with tf.io.gfile.GFile(tmp, 'w') as f:
     f.write(text)
@@ -99,7 +99,7 @@ class ShardWriter:
     if exc_type is not None:
       tf.io.gfile.remove(self._tmp)
       return
-    _atomic_write_text(stats_path(self.path), json.dumps(self.stats, sort_keys=True))
+    atomic_write_text(stats_path(self.path), json.dumps(self.stats, sort_keys=True))
     tf.io.gfile.rename(self._tmp, self.path, overwrite=True)
 
 
@@ -122,7 +122,7 @@ def write_manifest(out_dir: str, shard_paths: Iterable[str],
         totals[name] = totals.get(name, 0) + value
     files.append(os.path.basename(path))
   manifest = dict(info, files=files, totals=totals)
-  _atomic_write_text(os.path.join(out_dir, records.MANIFEST_NAME),
+  atomic_write_text(os.path.join(out_dir, records.MANIFEST_NAME),
                      json.dumps(manifest, indent=2, sort_keys=True))
   return manifest
 
@@ -130,7 +130,7 @@ def write_manifest(out_dir: str, shard_paths: Iterable[str],
 def update_manifest(out_dir: str, **entries: Any) -> Dict[str, Any]:
   """Adds entries (e.g. the mask-quality report) to `manifest.json`, atomically."""
   manifest = dict(records.read_manifest(out_dir), **entries)
-  _atomic_write_text(os.path.join(out_dir, records.MANIFEST_NAME),
+  atomic_write_text(os.path.join(out_dir, records.MANIFEST_NAME),
                      json.dumps(manifest, indent=2, sort_keys=True))
   return manifest
 
