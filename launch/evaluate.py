@@ -30,6 +30,7 @@ from tf_detcon.evaluation import report
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
+PROBES = ('linear', 'knn')  # probes.evaluate's
 flags.DEFINE_string('export', None, 'An export directory (<model_dir>/export), or '
                     'random:<experiment> for a random-init encoder of that experiment.')
 flags.DEFINE_string('train_images', None, 'Folder of images the probes are fitted on.')
@@ -86,11 +87,33 @@ def labelled_sets():
           FLAGS.num_classes)
 
 
+def check_numbers() -> None:
+  """Ranges of the numeric flags, and the probe names, in one line each."""
+  for name, minimum in (('synthetic_train', 1), ('synthetic_eval', 1), ('image_size', 8),
+                        ('probe_stride', 1), ('knn_k', 1), ('probe_steps', 1),
+                        ('max_train_images', 0), ('max_eval_images', 0), ('ignore_label', 0),
+                        ('seed', 0)):
+    if FLAGS[name].value < minimum:
+      raise ValueError(f'--{name} must be >= {minimum}, got {FLAGS[name].value}')
+  if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
+    raise ValueError(f'--num_classes must be >= 2, got {FLAGS.num_classes}')
+  unknown = sorted(set(FLAGS.probe) - set(PROBES)) or ([] if FLAGS.probe else ['(none)'])
+  if unknown:
+    raise ValueError(f'--probe {",".join(unknown)}: the probes are {", ".join(PROBES)}')
+  if FLAGS.name is not None and (not FLAGS.name or '/' in FLAGS.name or FLAGS.name in '..'):
+    raise ValueError(f'--name must be a file name (eval/<name>.json), got {FLAGS.name!r}')
+  if not FLAGS.level:
+    raise ValueError("--level is empty; give levels such as '3,4'")
+
+
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.export:
     raise ValueError('--export is required: an export directory or random:<experiment>')
+  check_numbers()
+  if FLAGS.output_dir:  # before the encoder is loaded and the probes fitted
+    cli.ensure_writable(os.path.join(FLAGS.output_dir, 'eval'), '--output_dir')
   encoder = encoders.load(FLAGS.export, FLAGS.seed)
   missing = [level for level in FLAGS.level if level not in encoder.levels]
   if missing:
@@ -99,6 +122,9 @@ def main(argv):
   output_dir = FLAGS.output_dir or encoder.model_dir
   if not output_dir:
     raise ValueError('--output_dir is required with --export=random:...')
+  if not FLAGS.output_dir:
+    cli.ensure_writable(os.path.join(output_dir, 'eval'), f"--output_dir (default: the export's "
+                        f'model_dir)')
   train, evaluation, num_classes = labelled_sets()
   print(f'{encoder.name}: fitting on {len(train.images)} images of {train.name}, scoring on '
         f'{len(evaluation.images)} of {evaluation.name}', flush=True)

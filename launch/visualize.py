@@ -16,6 +16,7 @@ The encoder is --export, or a random-init encoder of --experiment.
 
 import os
 import sys
+from typing import List
 
 from absl import flags
 import numpy as np
@@ -29,7 +30,9 @@ from tf_detcon.configs import experiments  # pylint: disable=unused-import
 from tf_detcon.configs import pretrain
 from tf_detcon.data import datasets
 from tf_detcon.data.offline import build_embedded
+from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import scenes
+from tf_detcon.data.offline import sources
 from tf_detcon.evaluation import datasets as eval_datasets
 from tf_detcon.evaluation import encoders
 from tf_detcon.evaluation import pictures
@@ -52,10 +55,35 @@ QUERY_POINTS = ((0.5, 0.5), (0.3, 0.7), (0.75, 0.25))
 
 def save(name: str, image: np.ndarray) -> str:
   path = os.path.join(FLAGS.output_dir, name)
-  with open(path, 'wb') as f:
+  with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(pictures.encode_png(image))
   print(f'wrote {path} ({image.shape[1]}x{image.shape[0]})', flush=True)
   return path
+
+
+def image_files(folder: str) -> List[str]:
+  """The first --num_examples image files of `folder` (subfolders and other files ignored)."""
+  if not tf.io.gfile.isdir(folder):
+    raise ValueError(f'--image_dir {folder!r} is not a folder')
+  names = sorted(n for n in tf.io.gfile.listdir(folder)
+                 if os.path.splitext(n)[1].lower() in sources.IMAGE_EXTENSIONS
+                 and not tf.io.gfile.isdir(os.path.join(folder, n)))
+  if not names:
+    raise ValueError(f'no images ({", ".join(sorted(sources.IMAGE_EXTENSIONS))}) in --image_dir '
+                     f'{folder!r}')
+  return [os.path.join(folder, n) for n in names[:FLAGS.num_examples]]
+
+
+def read_image(path: str, size: int) -> np.ndarray:
+  """An image file as uint8 RGB at size x size, or one line naming the file."""
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    raw = sources.RawExample(key=path, image_bytes=f.read())
+  try:  # as make_masks reads images: any format, deep images rescaled
+    image, _, _ = precompute.decode_image(raw)
+  except precompute.BadExampleError as e:
+    raise ValueError(f'--image_dir: {e}') from e
+  resized = tf.image.resize(image, [size, size])
+  return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
 
 
 def main(argv):
@@ -69,7 +97,11 @@ def main(argv):
     raise ValueError(f'unknown experiment {FLAGS.experiment!r}') from e
   if not isinstance(params, pretrain.PretrainExperiment):
     raise ValueError(f'{FLAGS.experiment!r} is not a pretraining experiment')
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  for name, minimum in (('num_examples', 1), ('image_size', 32), ('seed', 0)):
+    if FLAGS[name].value < minimum:
+      raise ValueError(f'--{name} must be >= {minimum}, got {FLAGS[name].value}')
+  image_paths = image_files(FLAGS.image_dir) if FLAGS.image_dir else []
+  cli.ensure_writable(FLAGS.output_dir, '--output_dir')
   data_cfg = params.task.train_data
   if FLAGS.input_path:
     data_cfg.input_path = FLAGS.input_path
@@ -85,15 +117,8 @@ def main(argv):
     raise ValueError(f'--level {FLAGS.level}: {encoder.name} has levels '
                      f'{",".join(encoder.levels)}')
   size = FLAGS.image_size
-  if FLAGS.image_dir:
-    images = []
-    for name in sorted(os.listdir(FLAGS.image_dir))[:FLAGS.num_examples]:
-      with tf.io.gfile.GFile(os.path.join(FLAGS.image_dir, name), 'rb') as f:
-        image = tf.io.decode_image(f.read(), channels=3, expand_animations=False)
-      images.append(tf.image.resize(image, [size, size]).numpy().astype(np.uint8))
-    if not images:
-      raise ValueError(f'no images in --image_dir {FLAGS.image_dir!r}')
-    images = np.stack(images)
+  if image_paths:
+    images = np.stack([read_image(path, size) for path in image_paths])
   else:
     images = eval_datasets.synthetic('eval', FLAGS.num_examples, size).images
   features = pictures.level_features(encoder, images, FLAGS.level)

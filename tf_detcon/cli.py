@@ -48,10 +48,10 @@ def one_line(error: BaseException) -> str:
   return ' '.join(text.split())
 
 
-def run(main: Callable[[Sequence[str]], None]) -> None:
-  """absl `app.run(main)`, turning user errors into `prog: error: message` and exit status 1."""
+def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
+  """`main` with user errors turned into `prog: error: message` and exit status 1."""
 
-  def guarded(argv: Sequence[str]) -> None:
+  def wrapped(argv: Sequence[str]) -> None:
     tf.get_logger().setLevel('WARNING')  # TF's own INFO chatter; ours stays
     try:
       main(argv)
@@ -64,7 +64,12 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       print(f'{prog}: error: {one_line(e)}', file=sys.stderr)
       sys.exit(1)
 
-  app.run(guarded)
+  return wrapped
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """absl `app.run(main)`, turning user errors into `prog: error: message` and exit status 1."""
+  app.run(guarded(main))
 
 
 def ensure_writable(directory: str, flag: str = '--model_dir') -> None:

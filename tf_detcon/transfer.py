@@ -40,9 +40,13 @@ def read_export_metadata(path: str) -> Optional[Dict[str, Any]]:
   """The metadata of an export given its directory or its checkpoint/ folder, else None."""
   for directory in (path, os.path.dirname(path.rstrip('/'))):
     candidate = os.path.join(directory, METADATA)
-    if tf.io.gfile.exists(candidate):
-      with tf.io.gfile.GFile(candidate) as f:
-        return json.load(f)
+    try:
+      if tf.io.gfile.exists(candidate):
+        with tf.io.gfile.GFile(candidate) as f:
+          return json.load(f)
+    except tf.errors.OpError as e:  # e.g. a gs:// path without network or credentials
+      reason = ' '.join((e.message or str(e)).split())[:200]
+      raise ValueError(f'init_checkpoint {path!r} cannot be read ({reason})') from e
   return None
 
 
@@ -66,7 +70,7 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
     path = os.path.join(path, 'checkpoint')
   if tf.io.gfile.isdir(path):
     if tf.train.latest_checkpoint(path) is None:
-      raise ValueError(f'no checkpoint in {path!r}')
+      raise ValueError(f'--init_checkpoint {init_checkpoint!r}: no checkpoint in {path!r}')
   elif not tf.io.gfile.exists(path + '.index'):
     raise ValueError(f'--init_checkpoint {init_checkpoint!r} is neither an export, a '
                      'checkpoint directory nor a checkpoint prefix')

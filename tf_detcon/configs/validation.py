@@ -6,6 +6,7 @@ check themselves (`configs/methods.py`); this module runs them with the data, op
 runtime and trainer checks. Code below this layer assumes a validated config.
 """
 
+import re
 from typing import Optional
 
 from official.core import config_definitions as cfg
@@ -76,6 +77,11 @@ def validate_input_source(data: data_config.DataConfig, path: str) -> None:
     checks.require(bool(data.tf_data_service_address),
                    f'{path}.enable_tf_data_service needs tf_data_service_address (or '
                    '--tf_data_service=grpc://host:port)')
+    checks.require(bool(re.fullmatch(r'((grpc|grpc\+local)://)?[^\s/]+:\d+',
+                                     data.tf_data_service_address)),
+                   f'--tf_data_service / {path}.tf_data_service_address '
+                   f'{data.tf_data_service_address!r} is not a dispatcher address '
+                   '(grpc://host:port)')
     checks.require(data.seed is None,
                    f'{path}.seed with tf.data service would give every worker the same views; '
                    'unset it')
@@ -87,6 +93,8 @@ def validate_input_source(data: data_config.DataConfig, path: str) -> None:
     checks.one_of(data.autotune_algorithm, names, f'{path}.autotune_algorithm')
   for name in ('block_length', 'cycle_length'):
     checks.require(getattr(data, name) >= 1, f'{path}.{name} must be >= 1')
+  checks.require(data.shuffle_buffer_size >= 1,
+                 f'{path}.shuffle_buffer_size must be >= 1, got {data.shuffle_buffer_size}')
   checks.require(data.prefetch_buffer_size is None or data.prefetch_buffer_size >= 1,
                  f'{path}.prefetch_buffer_size must be >= 1 (or unset: autotuned)')
 
@@ -132,8 +140,8 @@ def validate_optimization(params: pretrain.PretrainExperiment) -> None:
   for where, schedule in schedules:
     for name, value in schedule.as_dict().items():
       values = value if isinstance(value, (list, tuple)) else [value]
-      if ('learning_rate' in name or name == 'values') and all(
-          isinstance(v, (int, float)) for v in values):
+      if ('learning_rate' in name or name == 'values' or name.endswith('steps')
+          or name == 'boundaries') and all(isinstance(v, (int, float)) for v in values):
         checks.require(all(v >= 0 for v in values),
                        f'trainer.optimizer_config.{where}.{name} must be >= 0, got {value}')
 
@@ -152,7 +160,7 @@ def validate_runtime(runtime: cfg.RuntimeConfig) -> None:
                 'runtime.mixed_precision_dtype')
   checks.one_of(runtime.distribution_strategy, STRATEGIES, 'runtime.distribution_strategy')
   checks.require(not runtime.tpu or runtime.distribution_strategy == 'tpu',
-                 f'runtime.tpu is {runtime.tpu!r} but runtime.distribution_strategy is '
+                 f'--tpu / runtime.tpu is {runtime.tpu!r} but runtime.distribution_strategy is '
                  f"{runtime.distribution_strategy!r}; set it to 'tpu'")
 
 
@@ -168,6 +176,8 @@ def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = 
                  f'trainer.train_steps must be >= 1, got {trainer.train_steps}')
   checks.require(trainer.steps_per_loop >= 1, 'trainer.steps_per_loop must be >= 1')
   checks.require(trainer.checkpoint_interval >= 1, 'trainer.checkpoint_interval must be >= 1')
+  checks.require(trainer.max_to_keep >= 1,
+                 f'trainer.max_to_keep must be >= 1, got {trainer.max_to_keep}')
   checks.require(trainer.summary_interval <= 0
                  or trainer.summary_interval % trainer.steps_per_loop == 0,
                  f'trainer.summary_interval {trainer.summary_interval} must be a multiple of '
