@@ -89,14 +89,10 @@ def labelled_sets():
 
 def check_numbers() -> None:
   """Ranges of the numeric flags, and the probe names, in one line each."""
-  for name, minimum in (('synthetic_train', 1), ('synthetic_eval', 1), ('image_size', 8),
-                        ('probe_stride', 1), ('knn_k', 1), ('probe_steps', 1),
-                        ('max_train_images', 0), ('max_eval_images', 0), ('ignore_label', 0),
-                        ('seed', 0)):
-    if FLAGS[name].value < minimum:
-      raise ValueError(f'--{name} must be >= {minimum}, got {FLAGS[name].value}')
-  if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
-    raise ValueError(f'--num_classes must be >= 2, got {FLAGS.num_classes}')
+  cli.check_minimums(FLAGS, (('synthetic_train', 1), ('synthetic_eval', 1), ('image_size', 8),
+                             ('probe_stride', 1), ('knn_k', 1), ('probe_steps', 1),
+                             ('max_train_images', 0), ('max_eval_images', 0),
+                             ('ignore_label', 0), ('seed', 0), ('num_classes', 2)))
   unknown = sorted(set(FLAGS.probe) - set(PROBES)) or ([] if FLAGS.probe else ['(none)'])
   if unknown:
     raise ValueError(f'--probe {",".join(unknown)}: the probes are {", ".join(PROBES)}')

@@ -170,10 +170,8 @@ def main(argv):
       raise ValueError(f'--{name} applies only with {needs}')
   if not FLAGS.prefix or '/' in FLAGS.prefix:
     raise ValueError(f'--prefix must be a file name start without "/", got {FLAGS.prefix!r}')
-  for name, minimum in (('num_shards', 1), ('num_workers', 1), ('num_processes', 1),
-                        ('min_image_side', 1), ('min_segments', 1), ('max_segments', 0)):
-    if FLAGS[name].value < minimum:
-      raise ValueError(f'--{name} must be >= {minimum}, got {FLAGS[name].value}')
+  cli.check_minimums(FLAGS, (('num_shards', 1), ('num_workers', 1), ('num_processes', 1),
+                             ('min_image_side', 1), ('min_segments', 1), ('max_segments', 0)))
   if FLAGS.max_segments and FLAGS.max_segments < 2:
     raise ValueError(f'--max_segments must be 0 (keep all) or >= 2, got {FLAGS.max_segments}')
   if not 0 < FLAGS.fh_downscale <= 1:

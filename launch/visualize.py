@@ -97,9 +97,7 @@ def main(argv):
     raise ValueError(f'unknown experiment {FLAGS.experiment!r}') from e
   if not isinstance(params, pretrain.PretrainExperiment):
     raise ValueError(f'{FLAGS.experiment!r} is not a pretraining experiment')
-  for name, minimum in (('num_examples', 1), ('image_size', 32), ('seed', 0)):
-    if FLAGS[name].value < minimum:
-      raise ValueError(f'--{name} must be >= {minimum}, got {FLAGS[name].value}')
+  cli.check_minimums(FLAGS, (('num_examples', 1), ('image_size', 32), ('seed', 0)))
   image_paths = image_files(FLAGS.image_dir) if FLAGS.image_dir else []
   cli.ensure_writable(FLAGS.output_dir, '--output_dir')
   data_cfg = params.task.train_data

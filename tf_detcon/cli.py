@@ -3,7 +3,7 @@
 import os
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 from official.core import exp_factory
 from official.modeling.hyperparams import params_dict
@@ -83,6 +83,14 @@ def ensure_writable(directory: str, flag: str = '--model_dir') -> None:
   except (OSError, tf.errors.OpError) as e:
     reason = ' '.join((getattr(e, 'message', None) or str(e)).split())[:200]
     raise ValueError(f'{flag} {directory} is not writable ({reason})') from e
+
+
+def check_minimums(flags_obj, minimums: Sequence[Tuple[str, int]]) -> None:
+  """Stops with one line naming the first numeric flag below its minimum."""
+  for name, minimum in minimums:
+    value = flags_obj[name].value
+    if value is not None and value < minimum:
+      raise ValueError(f'--{name} must be >= {minimum}, got {value}')
 
 
 def check_flags(flags_obj, argv: Sequence[str], modes: Sequence[str], example: str,
