@@ -275,6 +275,24 @@ def test_a_second_run_on_a_model_dir_in_use_is_refused_in_one_line(tmp_path, emb
   assert not os.path.exists(os.path.join(model_dir, '.lock'))
 
 
+def test_shards_that_their_manifest_does_not_list_are_named_in_one_warning(
+    tmp_path, capsys, embedded_files):
+  """A stale shard of another make_masks run beside the listed ones, matched by the pattern."""
+  folder = tmp_path / 'shards'
+  folder.mkdir()
+  for path in embedded_files + [os.path.join(os.path.dirname(embedded_files[0]),
+                                             'manifest.json')]:
+    shutil.copy(path, folder)
+  stale = str(folder / 'pretrain-00009-of-00010.tfrecord')
+  shutil.copy(embedded_files[0], stale)
+  params = tiny_params()
+  params.task.train_data.input_path = str(folder / 'pretrain-*.tfrecord')
+  trainer.Run(params, str(tmp_path / 'run'))
+  assert (f'warning: task.train_data.input_path matches 1 record files that the manifest beside '
+          f'them does not list ({stale}): shards of another make_masks run are read too'
+          ) in capsys.readouterr().out
+
+
 def test_a_refused_config_leaves_params_yaml_and_a_changed_one_keeps_the_old(tiny_run, tmp_path,
                                                                           capsys):
   """Nothing is written into model_dir before the config is valid and fits the checkpoint; a
