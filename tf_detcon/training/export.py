@@ -1,18 +1,23 @@
 """Export for transfer: a SavedModel of the encoder, a Model Garden checkpoint, metadata.
 
 Layout under `<model_dir>/export/`:
-  saved_model/   signatures 'serving_default' (uint8 [N, H, W, 3] images) and 'serve_float'
-                 (float [N, H, W, 3] in [0, 1]) → {'level_2': ..., 'level_5': ...} features;
-                 ImageNet normalisation happens inside.
+  saved_model/   a Reusable SavedModel (tensorflow.org/hub/reusable_saved_models): callable as
+                 `obj(images, training=False)` on float [N, H, W, 3] images in [0, 1], with
+                 `variables`, `trainable_variables` and `regularization_losses`, so that
+                 `hub.KerasLayer(path, trainable=True)` fine-tunes it (BN statistics update in
+                 training mode); and the serving signatures 'serving_default' (uint8 images)
+                 and 'serve_float' (float in [0, 1]). All give {'level_2': ..., 'level_5': ...}
+                 float32 features; ImageNet normalisation happens inside.
   checkpoint/    tf.train.Checkpoint(backbone=ResNet[, decoder=FPN]) with its `checkpoint` state
                  file: Model Garden's Mask R-CNN task loads it with init_checkpoint_modules.
   metadata.json  method, step, levels and channels, and the full experiment config.
 The export is written beside its final place and renamed into it, so it is whole or absent.
 """
 
+import contextlib
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 from absl import logging
 import tensorflow as tf
@@ -23,35 +28,76 @@ from tf_detcon.data import color
 EXPORT_DIR = 'export'
 
 
-class EncoderServer(tf.Module):
-  """Serving wrapper: raw images in, normalised, level features out (float32, inference BN)."""
+# A float image whose largest value exceeds this is taken to be in [0, 255], not [0, 1].
+MAX_UNIT_VALUE = 2.0
 
-  def __init__(self, encoder: tf_keras.Model):
-    super().__init__()
-    self.encoder = encoder
 
-  def _features(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
-    features = self.encoder(color.normalize(images), training=False)
-    return {f'level_{level}': tf.cast(value, tf.float32) for level, value in features.items()}
+class CheckedImages(tf_keras.layers.Layer):
+  """Passes float [N, H, W, 3] images in [0, 1]; stops, naming the problem, on images with
+  another number of channels or values that are clearly in [0, 255]."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-  def serve_uint8(self, images):
-    return self._features(tf.cast(images, tf.float32) / 255.0)
+  def call(self, images: tf.Tensor) -> tf.Tensor:
+    # A caller's static shape (e.g. [4, 64, 64, 1]) would fail shape inference in the first
+    # convolution, in TF's words, before the checks run: forget it, check, then restore it.
+    images = tf.raw_ops.PlaceholderWithDefault(input=images, shape=tf.TensorShape([None] * 4))
+    channels = tf.debugging.assert_equal(
+        tf.shape(images)[-1], 3,
+        message='the encoder takes RGB images [N, H, W, 3]; convert grayscale images with '
+                'tf.image.grayscale_to_rgb')
+    scale = tf.debugging.assert_less_equal(
+        tf.reduce_max(images), tf.constant(MAX_UNIT_VALUE, images.dtype),
+        message='the encoder takes float images in [0, 1]; these look like [0, 255]: divide '
+                "by 255, or give uint8 images to the 'serving_default' signature")
+    with tf.control_dependencies([channels, scale]):
+      return tf.ensure_shape(tf.identity(images), [None, None, None, 3])
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-  def serve_float(self, images):
-    return self._features(images)
+
+@contextlib.contextmanager
+def _float32_policy() -> Iterator[None]:
+  """Keras layers built inside compute in float32, whatever the training precision."""
+  policy = tf_keras.mixed_precision.global_policy()
+  tf_keras.mixed_precision.set_global_policy('float32')
+  try:
+    yield
+  finally:
+    tf_keras.mixed_precision.set_global_policy(policy)
+
+
+def reusable_encoder(encoder: tf_keras.Model) -> tf_keras.Model:
+  """float [N, H, W, 3] images in [0, 1] → {'level_L': float32 features}: the input checked,
+  ImageNet-normalised as in pretraining (`color.normalize`), then the (float32) encoder."""
+  with _float32_policy():
+    images = tf_keras.Input([None, None, None], dtype=tf.float32, name='images')
+    features = encoder(color.normalize(CheckedImages(name='checked_images')(images)))
+    outputs = {f'level_{level}': tf_keras.layers.Activation('linear', name=f'level_{level}')(v)
+               for level, v in features.items()}
+    return tf_keras.Model(images, outputs, name='encoder')
+
+
+def _signatures(model: tf_keras.Model) -> Dict[str, Any]:
+  """The serving signatures: uint8 images ('serving_default') or float in [0, 1]."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8,
+                                              name='images')])
+  def serve_uint8(images):
+    return model(tf.cast(images, tf.float32) / 255.0, training=False)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32,
+                                              name='images')])
+  def serve_float(images):
+    return model(images, training=False)
+
+  return {'serving_default': serve_uint8, 'serve_float': serve_float}
 
 
 def float32_copy(module: tf_keras.Model) -> tf_keras.Model:
   """A float32 copy of a (possibly bfloat16-compute) Keras model, rebuilt from its own config
   (Model Garden's backbones and decoders are serialisable), for serving and checkpoints."""
-  policy = tf_keras.mixed_precision.global_policy()
-  tf_keras.mixed_precision.set_global_policy('float32')
-  try:
-    copy = type(module).from_config(module.get_config())
-  finally:
-    tf_keras.mixed_precision.set_global_policy(policy)
+  config = module.get_config()
+  if 'use_sync_bn' in config:  # same variables; a replica all-reduce means nothing in an export
+    config['use_sync_bn'] = False
+  with _float32_policy():
+    copy = type(module).from_config(config)
   copy.set_weights(module.get_weights())
   return copy
 
@@ -65,10 +111,8 @@ def export(model_dir: str, modules: Dict[str, tf_keras.Model], metadata: Dict[st
     tf.io.gfile.rmtree(staging)
   tf.io.gfile.makedirs(staging)
   encoder = modules['backbone']
-  server = EncoderServer(encoder)
-  tf.saved_model.save(server, os.path.join(staging, 'saved_model'),
-                      signatures={'serving_default': server.serve_uint8,
-                                  'serve_float': server.serve_float})
+  model = reusable_encoder(encoder)
+  tf.saved_model.save(model, os.path.join(staging, 'saved_model'), signatures=_signatures(model))
   tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
   metadata = dict(metadata, init_checkpoint_modules=sorted(modules),
                   levels={k: int(v[-1]) for k, v in encoder.output_specs.items()})
