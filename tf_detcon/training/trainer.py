@@ -99,7 +99,9 @@ class Run:
   def _restore(self, path: str) -> None:
     """Restores everything or explains that model_dir belongs to another model."""
     try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      # Optimiser slots made at the first step restore then (deferred); no warning about them
+      # when a run that is already done only exports.
+      self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
       first_line = str(e).strip().splitlines()[0][:300]
       raise ValueError(f'{self.model_dir} holds a checkpoint of another model or config '
