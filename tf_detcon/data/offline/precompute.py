@@ -283,10 +283,11 @@ class Job:
     request = self.request()
     job_path = os.path.join(self.out_dir, JOB_NAME)
     manifest_path = os.path.join(self.out_dir, records.MANIFEST_NAME)
-    before = None
+    present = [os.path.basename(p)
+               for p in tf.io.gfile.glob(os.path.join(self.out_dir, '*.tfrecord'))]
     # A request whose run wrote no shard yet (it stopped on a bad flag or example) binds nothing.
-    started = any(shards.is_finished(self.shard_path(i)) for i in range(self.num_shards)) or (
-        tf.io.gfile.glob(os.path.join(self.out_dir, '*.tfrecord')))
+    started = bool(present)
+    before = None
     for path in (job_path, manifest_path) if started else ():
       if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
@@ -301,9 +302,7 @@ class Job:
                          'to start over')
     expected = {shards.shard_name(self.prefix, i, self.num_shards)
                 for i in range(self.num_shards)}
-    foreign = sorted(os.path.basename(p) for p in
-                     tf.io.gfile.glob(os.path.join(self.out_dir, '*.tfrecord'))
-                     if os.path.basename(p) not in expected)
+    foreign = sorted(name for name in present if name not in expected)
     if foreign:
       raise ValueError(f'--output_dir {self.out_dir} holds record files this job does not write '
                        f'({", ".join(foreign[:3])}{" ..." if len(foreign) > 3 else ""}): use '
