@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
 ]
 
 BEAM = 'apache-beam==2.77.0'
+# torchvision 0.29.1 imports only beside torch 2.14.1 (an older torch fails on its operators).
+IMPORT = ['torch==2.14.1', 'torchvision==0.29.1', 'jax==0.10.2', 'dm-haiku==0.0.17']
 
 setuptools.setup(
     name='tf_detcon',
@@ -31,7 +33,10 @@ setuptools.setup(
         # Mask precompute on a Beam runner (launch/make_masks.py --runner=beam). It installs
         # beside the pins above; it takes protobuf < 7, pillow < 13 and pyarrow < 26.
         'beam': [BEAM],
+        # launch/import_weights.py's source frameworks, to read a released file and to check an
+        # import against the network it came from. The package imports without them.
+        'import': IMPORT,
         # pytest-xdist: scripts/test.sh runs the suite on both of CI's cores.
-        'test': ['pytest', 'pytest-xdist==3.8.0', 'scipy', BEAM],
+        'test': ['pytest', 'pytest-xdist==3.8.0', 'scipy', BEAM, *IMPORT],
     },
 )

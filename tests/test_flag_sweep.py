@@ -210,9 +210,35 @@ def make_masks_cases(p: Dict[str, str]) -> List[Case]:
   ]
 
 
+def import_weights_cases(p: Dict[str, str]) -> List[Case]:
+  out = f'--output_dir={p["dir"]}/imported'
+  npy = os.path.join(p['dir'], 'weights.npy')
+  np.save(npy, np.zeros(3, np.float32))
+  base = ['--format=haiku', f'--input={npy}', out]
+  return [
+      (base[1:], '--format'),
+      (['--format=onnx', *base[1:]], '--format'),
+      ([base[0], out], '--input'),
+      ([base[0], f'--input={p["missing"]}', out], '--input'),
+      ([base[0], f'--input={p["dir"]}', out], '--input'),
+      ([base[0], f'--input={p["empty"]}', out], '--input'),
+      ([base[0], f'--input={p["file"]}', out], '--input'),  # not a .npy
+      (base, '--input'),  # a .npy of one array, not a dict of parameters
+      (base[:2], '--output_dir'),
+      ([*base[:2], f'--output_dir={p["file"]}'], '--output_dir'),
+      ([*base[:2], f'--output_dir={p["unwritable"]}'], '--output_dir'),
+      ([*base[:2], f'--output_dir={p["images"]}'], '--output_dir'),  # holds other files
+      ([*base, '--model_id=0'], '--model_id'),
+      ([*base, '--model_id=x'], '--model_id'),
+      (['--format=torchvision', *base[1:], '--allow_pickle'], '--allow_pickle'),
+      (['--format=torchvision', f'--input={p["file"]}', out], '--input'),
+      ([*base, 'stray_argument'], 'stray_argument'),
+  ]
+
+
 LAUNCHERS = {'pretrain': pretrain_cases, 'finetune': finetune_cases,
              'evaluate': evaluate_cases, 'visualize': visualize_cases,
-             'make_masks': make_masks_cases}
+             'make_masks': make_masks_cases, 'import_weights': import_weights_cases}
 
 
 @pytest.mark.parametrize('launcher', sorted(LAUNCHERS))

@@ -14,7 +14,7 @@ RANKS = [
     ('tf_detcon.configs', 0), ('tf_detcon.replicas', 0), ('tf_detcon.schedules', 1),
     ('tf_detcon.losses', 1), ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3),
     ('tf_detcon.modeling', 4), ('tf_detcon.evaluation', 5), ('tf_detcon.training', 5), ('tf_detcon.transfer', 6),
-    ('tf_detcon.segmentation', 6), ('tf_detcon.cli', 6), ('tf_detcon', 0),
+    ('tf_detcon.segmentation', 6), ('tf_detcon.weights', 6), ('tf_detcon.cli', 6), ('tf_detcon', 0),
 ]
 
 

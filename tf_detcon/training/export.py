@@ -26,6 +26,7 @@ import tf_keras
 from tf_detcon.data import color
 
 EXPORT_DIR = 'export'
+METADATA = 'metadata.json'
 
 
 # A float image whose largest value exceeds this is taken to be in [0, 255], not [0, 1].
@@ -105,8 +106,13 @@ def float32_copy(module: tf_keras.Model) -> tf_keras.Model:
 def export(model_dir: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, Any]) -> str:
   """Writes `<model_dir>/export/` (replacing an older export) from the float32 modules by their
   checkpoint names (`backbone`, and e.g. `decoder`); returns its path."""
-  final = os.path.join(model_dir, EXPORT_DIR)
-  staging = final + '.tmp'
+  return write(os.path.join(model_dir, EXPORT_DIR), modules, metadata)
+
+
+def write(final: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, Any]) -> str:
+  """Writes an export into the directory `final` (replacing what is there): pretraining's and
+  launch/import_weights.py's. Returns `final`."""
+  staging = f'{final}.tmp-{os.getpid()}'
   if tf.io.gfile.exists(staging):
     tf.io.gfile.rmtree(staging)
   tf.io.gfile.makedirs(staging)
@@ -116,7 +122,7 @@ def export(model_dir: str, modules: Dict[str, tf_keras.Model], metadata: Dict[st
   tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
   metadata = dict(metadata, init_checkpoint_modules=sorted(modules),
                   levels={k: int(v[-1]) for k, v in encoder.output_specs.items()})
-  with tf.io.gfile.GFile(os.path.join(staging, 'metadata.json'), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(staging, METADATA), 'w') as f:
     json.dump(metadata, f, indent=2, sort_keys=True, default=str)
   if tf.io.gfile.exists(final):
     tf.io.gfile.rmtree(final)

@@ -1,0 +1,62 @@
+r"""Imports a released ResNet into an export of ours, for fine-tuning through Model Garden.
+
+  python launch/import_weights.py --format=haiku --allow_pickle \
+      --input=resnet50_detcon_b_imagenet_1k.npy --output_dir=weights/detcon_b_r50
+  python launch/import_weights.py --format=torchvision \
+      --input=moco_v2_800ep_pretrain.pth.tar --output_dir=weights/mocov2_r50
+  python launch/finetune.py --experiment=maskrcnn_resnetfpn_coco \
+      --config_file=official_configs/finetune/maskrcnn_detcon_coco_1x.yaml \
+      --init_checkpoint=weights/detcon_b_r50 --model_dir=runs/maskrcnn_detcon_b
+
+--format=haiku: DeepMind's `.npy` releases (DetCon, BYOL). --format=torchvision: PyTorch state
+dicts in torchvision's (or detectron2's) ResNet layout, with wrappers such as `module.`,
+`encoder_q.` or `backbone.` found and stripped. The depth is read from the file; --model_id, if
+given, must agree. --output_dir gets saved_model/, checkpoint/ and metadata.json (the source
+file, its format and sha256).
+"""
+
+import os
+import sys
+
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon import cli
+from tf_detcon.weights import importer
+from tf_detcon.weights import sources
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('format', None, f'One of: {", ".join(importer.FORMATS)}.')
+flags.DEFINE_string('input', None, 'The released weights file (.npy, .pth, .pth.tar, .pt).')
+flags.DEFINE_string('output_dir', None, 'The export directory to write.')
+flags.DEFINE_integer('model_id', None, "The ResNet's depth, if you want it checked (50, 200, "
+                     '...); read from the file otherwise.')
+flags.DEFINE_bool('allow_pickle', False, 'Read a .npy that holds pickled objects (the DetCon '
+                  'and BYOL releases do). A pickle can run code: only for files you trust.')
+flags.DEFINE_string('source_scope', '', 'Of a file holding several ResNets, the one whose '
+                    "name contains this, e.g. 'encoder_k' or 'target'.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  for name in ('format', 'input', 'output_dir'):
+    if not FLAGS[name].value:
+      raise ValueError(f'--{name} is required')
+  if FLAGS.format not in importer.FORMATS:
+    raise ValueError(f'--format must be one of {", ".join(importer.FORMATS)}, got '
+                     f'{FLAGS.format!r}')
+  if FLAGS.allow_pickle and FLAGS.format != 'haiku':
+    raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
+                     'with weights_only=True, which unpickles no code)')
+  cli.check_minimums(FLAGS, [('model_id', 1)])
+  sources.check_file(FLAGS.input)
+  cli.ensure_writable(FLAGS.output_dir, '--output_dir')
+  importer.run(FLAGS.format, FLAGS.input, FLAGS.output_dir, model_id=FLAGS.model_id,
+               allow_pickle=FLAGS.allow_pickle, scope=FLAGS.source_scope)
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,412 @@
+"""Released weights in (tf_detcon/weights, launch/import_weights.py): each format is written by
+the source framework's own network with random weights, in the released file layout, imported,
+and its features compared with the source network's on the same images at res2-res5."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_detcon.data import color
+from tf_detcon.evaluation import encoders as frozen
+from tf_detcon.weights import importer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_SIZE = 64
+GROUPS = ('block_group_0', 'block_group_1', 'block_group_2', 'block_group_3')
+
+
+def images(count: int = 2) -> np.ndarray:
+  return np.random.default_rng(0).integers(0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+
+
+def normalized(batch: np.ndarray) -> np.ndarray:
+  return color.normalize(batch.astype(np.float32) / 255.0).numpy()
+
+
+def imported_features(export_dir: str, batch: np.ndarray) -> dict:
+  encoder = frozen.from_export(export_dir)
+  return {level: value.numpy() for level, value in encoder(batch).items()}
+
+
+def relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+  return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+# ---------------------------------------------------------------------------------- haiku
+
+
+def _randomized(tree: dict, rng: np.random.Generator) -> dict:
+  """Random values of the right scale for every leaf: He-scaled kernels, BN state away from its
+  initial zeros, so that a misplaced tensor changes the features."""
+  out = {}
+  for module, leaves in tree.items():
+    out[module] = {}
+    for name, value in leaves.items():
+      shape = np.shape(value)
+      if name == 'w' and len(shape) == 4:
+        fan_in = shape[0] * shape[1] * shape[2]
+        new = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+      elif name in ('scale',):
+        new = rng.uniform(0.5, 1.0, shape)
+      elif name in ('offset',):
+        new = rng.normal(0.0, 0.1, shape)
+      elif name == 'average' and 'var_ema' in module:
+        new = rng.uniform(0.5, 1.5, shape)
+      elif name == 'average':
+        new = rng.normal(0.0, 0.1, shape)
+      else:
+        new = np.asarray(value)
+      out[module][name] = np.asarray(new, np.asarray(value).dtype)
+  return out
+
+
+@pytest.fixture(scope='module')
+def haiku_release(tmp_path_factory):
+  """DeepMind's ResNet-50 torso (haiku's own `hk.nets.ResNet50`, as DetCon's networks.py builds
+  its blocks) with random weights, saved as a pickled dict of parameters and state in a .npy,
+  and its res2-res5 features on `images()` (taken from its block groups by interception)."""
+  haiku = pytest.importorskip('haiku')
+  jax = pytest.importorskip('jax')
+
+  def forward(x, is_training):
+    net = haiku.nets.ResNet50(num_classes=10, bn_config={'decay_rate': 0.9, 'eps': 1e-5})
+    return net(x, is_training=is_training)
+
+  model = haiku.transform_with_state(forward)
+  x = normalized(images())
+  params, state = model.init(jax.random.PRNGKey(0), x, True)
+  rng = np.random.default_rng(1)
+  params = _randomized(jax.device_get(params), rng)
+  state = _randomized(jax.device_get(state), rng)
+  pyramid = {}
+
+  def keep_groups(next_fn, args, kwargs, context):
+    out = next_fn(*args, **kwargs)
+    name = context.module.module_name.split('/')[-1]
+    if context.method_name == '__call__' and name in GROUPS:
+      pyramid[str(GROUPS.index(name) + 2)] = np.asarray(out)
+    return out
+
+  with haiku.intercept_methods(keep_groups):
+    model.apply(params, state, None, x, False)
+  path = tmp_path_factory.mktemp('haiku') / 'resnet50_detcon_b.npy'
+  np.save(path, {**params, **state}, allow_pickle=True)  # one dict: module -> {name: array}
+  return str(path), params, state, pyramid
+
+
+def test_haiku_release_imports_and_agrees_to_float_tolerance(haiku_release, tmp_path):
+  path, _, _, theirs = haiku_release
+  out = importer.run('haiku', path, str(tmp_path / 'detcon_b'), allow_pickle=True)
+  metadata = json.loads((tmp_path / 'detcon_b' / 'metadata.json').read_text())
+  assert metadata['source']['model_id'] == 50
+  assert metadata['source']['format'] == 'haiku'
+  assert metadata['source']['not_imported'] == []  # logits are the torso's own classifier
+  ours = imported_features(out, images())
+  errors = {level: relative_error(ours[level], theirs[level]) for level in theirs}
+  print('haiku -> Model Garden, max |difference| / max |feature|:', errors)
+  assert set(errors) == {'2', '3', '4', '5'}
+  assert max(errors.values()) < 1e-4, errors
+
+
+def test_haiku_params_and_state_under_separate_keys_import_the_same(haiku_release, tmp_path):
+  path, params, state, theirs = haiku_release
+  split = tmp_path / 'split.npy'
+  np.save(split, {'params': params, 'state': state}, allow_pickle=True)
+  out = importer.run('haiku', str(split), str(tmp_path / 'split'), allow_pickle=True)
+  ours = imported_features(out, images())
+  assert relative_error(ours['5'], theirs['5']) < 1e-4
+
+
+def test_a_pickled_npy_is_refused_without_allow_pickle(haiku_release, tmp_path):
+  path = haiku_release[0]
+  with pytest.raises(ValueError, match='pickled Python objects.*can run code.*--allow_pickle'):
+    importer.run('haiku', path, str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('truncate', 'truncated or corrupt'),
+    ('plain_array', 'holds one float32 array of shape \\[3, 4\\]'),
+    ('not_npy', 'not a .npy file'),
+    ('no_resnet', 'holds no haiku ResNet'),
+    ('missing', 'lacks 5 tensors of the backbone: res_net50/~/block_group_3/~/block_2/~/batchnorm_0/'),
+])
+def test_bad_haiku_files_are_one_line(haiku_release, tmp_path, damage, message):
+  path, params, state, _ = haiku_release
+  bad = tmp_path / 'bad.npy'
+  if damage == 'truncate':
+    data = open(path, 'rb').read()
+    bad.write_bytes(data[:len(data) // 2])
+  elif damage == 'plain_array':
+    np.save(bad, np.zeros((3, 4), np.float32))
+  elif damage == 'not_npy':
+    bad.write_text('hello')
+  elif damage == 'no_resnet':
+    np.save(bad, {'mlp/~/linear': {'w': np.zeros((2, 2))}}, allow_pickle=True)
+  else:
+    merged = {**params, **state}
+    block = 'res_net50/~/block_group_3/~/block_2/~/'
+    for key in [k for k in merged if k.startswith(block + 'conv_0')]:
+      del merged[key]
+    merged[block + 'batchnorm_0'] = {}
+    for key in [k for k in merged if k.startswith(block + 'batchnorm_0')]:
+      del merged[key]
+    np.save(bad, merged, allow_pickle=True)
+  with pytest.raises(ValueError, match=message):
+    importer.run('haiku', str(bad), str(tmp_path / 'out'), allow_pickle=True)
+
+
+def test_a_model_id_the_file_does_not_fit_names_the_tensor_and_both_shapes(haiku_release,
+                                                                           tmp_path):
+  with pytest.raises(ValueError, match=r'block_group_0/~/block_0/~/conv_0/w has shape '
+                     r'\[1, 1, 64, 64\] but the ResNet\'s g0/b0/conv1 needs \[3, 3, 64, 64\]'):
+    importer.run('haiku', haiku_release[0], str(tmp_path / 'out'), model_id=18,
+                 allow_pickle=True)
+
+
+# ---------------------------------------------------------------------------------- torchvision
+
+
+# torchvision's network runs in a process of its own: importing torchvision (and its triton)
+# into a process that holds TensorFlow crashes it. Reading a state dict with torch does not.
+TORCHVISION_SCRIPT = r'''
+import sys
+import numpy as np
+import torch
+import torchvision
+
+arch, wrap, images_path, file_path, features_path = sys.argv[1:6]
+nn = torch.nn
+
+
+class Padded(nn.Module):
+  """TF's SAME padding for a stride-2 layer of kernel k on an even input: k-2 in all,
+  (k-2)//2 before and the rest after."""
+
+  def __init__(self, layer, kernel, value=0.0):
+    super().__init__()
+    total = kernel - 2
+    self.pad = nn.ConstantPad2d((total // 2, total - total // 2) * 2, value)
+    self.layer = layer
+
+  def forward(self, x):
+    return self.layer(self.pad(x))
+
+
+def tf_same_padding(module):
+  for name, child in module.named_children():
+    if isinstance(child, nn.Conv2d) and child.stride == (2, 2) and child.kernel_size[0] > 1:
+      child.padding = (0, 0)
+      setattr(module, name, Padded(child, child.kernel_size[0]))
+    elif isinstance(child, nn.MaxPool2d):
+      child.padding = 0
+      setattr(module, name, Padded(child, 3, float('-inf')))
+    else:
+      tf_same_padding(child)
+
+
+def features(network, x):
+  out = {}
+  for level, layer in zip('2345', (network.layer1, network.layer2, network.layer3,
+                                   network.layer4)):
+    layer.register_forward_hook(lambda m, a, o, level=level: out.__setitem__(level, o))
+  with torch.no_grad():
+    network(x)
+  return {k: v.permute(0, 2, 3, 1).numpy() for k, v in out.items()}
+
+
+torch.manual_seed(0)
+network = getattr(torchvision.models, arch)(weights=None).eval()
+with torch.no_grad():  # BN away from its initial values, so a misplaced tensor shows
+  for module in network.modules():
+    if isinstance(module, nn.BatchNorm2d):
+      module.weight.uniform_(0.5, 1.0)
+      module.bias.normal_(0.0, 0.1)
+      module.running_mean.normal_(0.0, 0.1)
+      module.running_var.uniform_(0.5, 1.5)
+state = network.state_dict()
+if wrap == 'moco':  # as MoCo (and DetCo, built on it) save: query and key encoders, a queue
+  key_encoder = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+  state = {'epoch': 200, 'arch': arch, 'state_dict': {
+      **{f'module.encoder_q.{k}': v for k, v in state.items()},
+      **{f'module.encoder_k.{k}': v for k, v in key_encoder.items()},
+      'module.queue': torch.zeros(128, 16)}}
+torch.save(state, file_path)
+x = torch.from_numpy(np.load(images_path)).permute(0, 3, 1, 2)
+own = features(network, x)
+tf_same_padding(network)
+same = features(network, x)
+np.savez(features_path, **{f'own_{k}': v for k, v in own.items()},
+         **{f'same_{k}': v for k, v in same.items()})
+'''
+
+
+def torchvision_file(directory, arch: str, wrap: str):
+  """torchvision's own `arch` with random weights and BN statistics, saved (as MoCo saves it, or
+  a plain state dict), and its res2-res5 features on `images()` with its own padding and with
+  TF's."""
+  if importlib.util.find_spec('torchvision') is None:  # not imported here: see above
+    pytest.skip('torchvision is not installed')
+  np.save(directory / 'images.npy', normalized(images()))
+  path, feature_path = directory / f'{arch}.pth.tar', directory / 'features.npz'
+  result = subprocess.run([sys.executable, '-c', TORCHVISION_SCRIPT, arch, wrap,
+                           str(directory / 'images.npy'), str(path), str(feature_path)],
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = np.load(feature_path)
+  own = {k[len('own_'):]: saved[k] for k in saved.files if k.startswith('own_')}
+  same = {k[len('same_'):]: saved[k] for k in saved.files if k.startswith('same_')}
+  return str(path), own, same
+
+
+@pytest.fixture(scope='module')
+def torchvision_release(tmp_path_factory):
+  return torchvision_file(tmp_path_factory.mktemp('torch'), 'resnet50', 'moco')
+
+
+def test_torchvision_state_dict_imports_exactly_up_to_padding(torchvision_release, tmp_path):
+  path, own, same = torchvision_release
+  out = importer.run('torchvision', path, str(tmp_path / 'mocov2'))
+  metadata = json.loads((tmp_path / 'mocov2' / 'metadata.json').read_text())
+  assert metadata['source']['scope'] == 'state_dict.module.encoder_q.'
+  assert 'state_dict.module.encoder_k' in metadata['source']['not_imported']
+  ours = imported_features(out, images())
+  # With TF's padding, torchvision's network computes what ours does: the mapping is exact.
+  exact = {level: relative_error(ours[level], same[level]) for level in same}
+  assert max(exact.values()) < 1e-4, exact
+  # With its own (symmetric) padding it does not; the figure README reports.
+  shifted = {level: relative_error(ours[level], own[level]) for level in own}
+  cosine = {level: float(np.sum(ours[level] * own[level]) / (
+      np.linalg.norm(ours[level]) * np.linalg.norm(own[level]))) for level in own}
+  print('torchvision -> Model Garden, max |difference| / max |feature|:', shifted,
+        'cosine:', cosine)
+  assert min(shifted.values()) > 1e-3  # the padding difference is real, not hidden
+
+
+def test_torchvision_detectron2_layout_and_backbone_prefix(torchvision_release, tmp_path):
+  torch = pytest.importorskip('torch')
+  path, _, same = torchvision_release
+  state = torch.load(path, weights_only=True)['state_dict']
+  renamed = {}
+  for key, value in state.items():
+    if not key.startswith('module.encoder_q.') or key.startswith('module.encoder_q.fc'):
+      continue
+    key = key[len('module.encoder_q.'):]
+    if key.startswith('conv1.'):
+      key = 'stem.conv1.' + key[len('conv1.'):]
+    elif key.startswith('bn1.'):
+      key = 'stem.conv1.norm.' + key[len('bn1.'):]
+    else:
+      layer, block, rest = key.split('.', 2)
+      stage = f'res{int(layer[len("layer"):]) + 1}'
+      rest = rest.replace('downsample.0', 'shortcut').replace('downsample.1', 'shortcut.norm')
+      for i in '123':
+        rest = rest.replace(f'bn{i}.', f'conv{i}.norm.')
+      key = f'{stage}.{block}.{rest}'
+    renamed[f'backbone.bottom_up.{key}'] = value
+  converted = tmp_path / 'detectron2.pth'
+  torch.save({'model': renamed}, converted)
+  out = importer.run('torchvision', str(converted), str(tmp_path / 'd2'))
+  ours = imported_features(out, images())
+  assert relative_error(ours['4'], same['4']) < 1e-4
+
+
+def test_torchvision_resnet18_gets_an_identity_shortcut_where_it_has_none(tmp_path):
+  path, _, same = torchvision_file(tmp_path, 'resnet18', 'plain')
+  out = importer.run('torchvision', path, str(tmp_path / 'r18'))
+  metadata = json.loads((tmp_path / 'r18' / 'metadata.json').read_text())
+  assert metadata['source']['model_id'] == 18
+  assert metadata['source']['identity_shortcuts'] == ['g0/b0']
+  assert metadata['source']['not_imported'] == ['fc']
+  ours = imported_features(out, images())
+  assert max(relative_error(ours[k], same[k]) for k in same) < 1e-4
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('truncate', 'truncated or corrupt'),
+    ('code', 'besides tensors and plain containers; it is not read'),
+    ('no_resnet', 'holds no ResNet in torchvision or detectron2 layout'),
+    ('two', "holds 2 ResNets \\('a.', 'b.'\\): choose one with --source_scope"),
+    ('npy', 'is a .npy file, not a PyTorch file'),
+])
+def test_bad_pytorch_files_are_one_line(torchvision_release, tmp_path, damage, message):
+  torch = pytest.importorskip('torch')
+  bad = tmp_path / 'bad.pth'
+  if damage == 'truncate':
+    data = open(torchvision_release[0], 'rb').read()
+    bad.write_bytes(data[:len(data) // 3])
+  elif damage == 'code':
+    torch.save({'model': torch.nn.Linear(2, 2)}, bad)  # a pickled module, not a state dict
+  elif damage == 'no_resnet':
+    torch.save({'linear.weight': torch.zeros(2, 2)}, bad)
+  elif damage == 'two':
+    stem = torch.zeros(64, 3, 7, 7)
+    torch.save({'a.conv1.weight': stem, 'b.conv1.weight': stem}, bad)
+  else:
+    with open(bad, 'wb') as f:
+      np.save(f, np.zeros(3))
+  with pytest.raises(ValueError, match=message):
+    importer.run('torchvision', str(bad), str(tmp_path / 'out'))
+
+
+# ---------------------------------------------------------------------------------- the launcher
+
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'import_weights.py'), *args],
+                        capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+
+
+def test_launcher_imports_then_reruns_quietly_and_keeps_another_import_out(haiku_release,
+                                                                           torchvision_release,
+                                                                           tmp_path):
+  out = str(tmp_path / 'weights')
+  first = launch('--format=haiku', f'--input={haiku_release[0]}', f'--output_dir={out}',
+                 '--allow_pickle', '--model_id=50')
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert 'imported the ResNet-50' in first.stdout
+  stamp = os.path.getmtime(os.path.join(out, 'metadata.json'))
+  again = launch('--format=haiku', f'--input={haiku_release[0]}', f'--output_dir={out}',
+                 '--allow_pickle')
+  assert again.returncode == 0 and 'nothing to do' in again.stdout
+  assert os.path.getmtime(os.path.join(out, 'metadata.json')) == stamp
+  other = launch('--format=torchvision', f'--input={torchvision_release[0]}',
+                 f'--output_dir={out}')
+  assert other.returncode == 1
+  lines = other.stderr.strip().splitlines()
+  assert 'Traceback' not in other.stderr
+  assert lines[-1].startswith('import_weights.py: error: --output_dir') and (
+      'already holds an import of' in lines[-1])
+
+
+def test_model_gardens_mask_rcnn_loads_every_imported_tensor_by_value(haiku_release, tmp_path):
+  """The same check as for our own exports (test_transfer.py): Model Garden's task, pointed at
+  the import by launch/finetune.py's resolution, restores every backbone variable."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from official.core import task_factory  # pylint: disable=g-import-not-at-top
+  from tests.test_transfer import maskrcnn_params  # pylint: disable=g-import-not-at-top
+  from tf_detcon import transfer  # pylint: disable=g-import-not-at-top
+  from tf_detcon.modeling.blocks import encoders  # pylint: disable=g-import-not-at-top
+  path, params_tree, _, _ = haiku_release
+  out = importer.run('haiku', path, str(tmp_path / 'detcon_b'), allow_pickle=True)
+  params = maskrcnn_params(backbone={'type': 'resnet', 'resnet': {'model_id': 50,
+                                                                  'depth_multiplier': 1.0}})
+  transfer.resolve_init_checkpoint(params, out)
+  assert params.task.init_checkpoint_modules == 'backbone'
+  task = task_factory.get_task(params.task)
+  model = task.build_model()
+  task.initialize(model)
+  imported = encoders.build_backbone(importer.encoder_config(50, 1e-5))
+  tf.train.Checkpoint(backbone=imported).read(
+      tf.train.latest_checkpoint(os.path.join(out, 'checkpoint'))).assert_existing_objects_matched()
+  assert len(model.backbone.weights) == len(imported.weights) == 265  # 53 convolutions, 53 BNs of 4
+  for loaded, saved in zip(model.backbone.weights, imported.weights):
+    np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=loaded.name)
+  stem = params_tree['res_net50/~/initial_conv']['w']
+  np.testing.assert_array_equal(model.backbone.weights[0].numpy(), stem)

@@ -1,0 +1,108 @@
+"""A released ResNet file -> an export of ours (SavedModel, Model Garden checkpoint, metadata),
+which `launch/finetune.py --init_checkpoint`, `launch/evaluate.py --export` and
+`launch/visualize.py` take as they take a pretraining's export.
+
+BN: the moving mean and variance are imported with gamma and beta. Momentum and epsilon are not
+weights: fine-tuning takes them from Model Garden's config (`task.model.norm_activation`); the
+export's own config records the sources' epsilon, 1e-5, under which the imported network
+computes what the source network computes.
+"""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from absl import logging
+import tensorflow as tf
+
+from tf_detcon import __version__
+from tf_detcon.configs import pretrain
+from tf_detcon.modeling.blocks import encoders
+from tf_detcon.training import export as export_lib
+from tf_detcon.weights import haiku_npy
+from tf_detcon.weights import resnet
+from tf_detcon.weights import sources
+from tf_detcon.weights import torch_state
+
+FORMATS = ('haiku', 'torchvision')
+
+
+def read(fmt: str, path: str, allow_pickle: bool = False, scope: str = '') -> sources.Source:
+  if fmt == 'haiku':
+    return haiku_npy.read(path, allow_pickle=allow_pickle, scope=scope)
+  if fmt == 'torchvision':
+    if allow_pickle:
+      raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
+                       'with weights_only=True, which unpickles no code)')
+    return torch_state.read(path, scope=scope)
+  raise ValueError(f'--format must be one of {", ".join(FORMATS)}, got {fmt!r}')
+
+
+def encoder_config(model_id: int, epsilon: float) -> pretrain.EncoderConfig:
+  cfg = pretrain.EncoderConfig()
+  cfg.backbone.resnet.model_id = model_id
+  cfg.norm_activation.use_sync_bn = False
+  cfg.norm_activation.norm_epsilon = epsilon
+  return cfg
+
+
+def existing_import(output_dir: str) -> Optional[Dict[str, Any]]:
+  """The `source` entry of an import already in `output_dir`; None if it is absent or empty;
+  ValueError if it holds something else."""
+  if not tf.io.gfile.exists(output_dir):
+    return None
+  if not tf.io.gfile.isdir(output_dir):
+    raise ValueError(f'--output_dir {output_dir!r} is a file')
+  if not tf.io.gfile.listdir(output_dir):
+    return None
+  metadata_path = os.path.join(output_dir, export_lib.METADATA)
+  if tf.io.gfile.exists(metadata_path):
+    with tf.io.gfile.GFile(metadata_path) as f:
+      source = json.load(f).get('source')
+    if source:
+      return source
+  raise ValueError(f'--output_dir {output_dir!r} is not empty and holds no import: choose '
+                   'another directory')
+
+
+def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
+        allow_pickle: bool = False, scope: str = '') -> str:
+  """Imports `path` into the export directory `output_dir`; returns it. A rerun of the same
+  import finds it done; another file into the same directory is refused."""
+  previous = existing_import(output_dir)
+  checksum = sources.sha256(path) if os.path.isfile(path) else ''
+  if previous is not None:
+    same = (previous.get('sha256') == checksum and previous.get('format') == fmt and
+            (model_id is None or previous.get('model_id') == model_id) and
+            previous.get('scope_given', '') == scope)
+    if same:
+      print(f'{output_dir} already holds this import of {path}; nothing to do', flush=True)
+      return output_dir
+    raise ValueError(f'--output_dir {output_dir!r} already holds an import of '
+                     f'{previous.get("file")} ({previous.get("format")}, sha256 '
+                     f'{str(previous.get("sha256"))[:12]}…): choose another directory')
+  source = read(fmt, path, allow_pickle=allow_pickle, scope=scope)
+  inferred = resnet.infer_model_id(source.tensors)
+  model_id = model_id or inferred
+  identity = resnet.identity_shortcut(source.tensors, model_id, source.epsilon)
+  cfg = encoder_config(model_id, source.epsilon)
+  backbone = encoders.build_backbone(cfg)
+  count = resnet.assign(backbone, source)  # names a misfit of model_id
+  metadata = {
+      'method': 'imported', 'step': None, 'tf_detcon_version': __version__,
+      'source': {'file': os.path.abspath(path), 'format': fmt, 'sha256': checksum,
+                 'model_id': model_id, 'scope': source.scope, 'scope_given': scope,
+                 'not_imported': source.skipped, 'identity_shortcuts': identity},
+      'config': {'task': {'encoder': cfg.as_dict()}},
+  }
+  export_lib.write(output_dir, {'backbone': backbone}, metadata)
+  scope_text = f' at {source.scope!r}' if source.scope else ''
+  print(f'imported the ResNet-{model_id}{scope_text} of {path} ({count} tensors) into '
+        f'{output_dir}', flush=True)
+  if source.skipped:
+    print(f'not imported (not part of the ResNet): {sources.first(source.skipped, 6)}', flush=True)
+  if identity:
+    print('identity shortcut (the source has none, Model Garden projects): '
+          + ', '.join(identity), flush=True)
+  logging.info('import of %s: %s', path, metadata['source'])
+  return output_dir

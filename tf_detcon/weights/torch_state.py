@@ -1,0 +1,178 @@
+"""PyTorch ResNet state dicts (torchvision's `resnet50()` layout, or detectron2's conversion of
+it) read into `resnet`'s layout: MoCo v2 and DetCo (`encoder_q.`), DeCon's encoder, and
+torchvision's own files.
+
+torchvision names: conv1, bn1, layer<K>.<J>.conv<I>, .bn<I>, .downsample.{0,1}, fc (not imported).
+detectron2 names:  stem.conv1(.norm), res<K>.<J>.conv<I>(.norm), .shortcut(.norm).
+The file is read with `torch.load(weights_only=True)`, which unpickles tensors and plain
+containers only, so reading it cannot run code from it. Kernels go from OIHW to TF's HWIO.
+
+PyTorch pads a strided convolution and the stem's max pool symmetrically, TF's SAME asymmetrically
+(one more row and column at the bottom and right), so the imported network sees its input shifted
+by a pixel at every stride-2 layer: the features do not agree exactly (README, "Use released
+weights", gives the measured difference).
+"""
+
+import pickle
+import re
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from tf_detcon.weights import resnet
+from tf_detcon.weights import sources
+
+_BN = {'weight': 'gamma', 'bias': 'beta', 'running_mean': 'mean', 'running_var': 'var'}
+_TORCHVISION = re.compile(r'^layer(\d)\.(\d+)\.(conv(\d)|bn(\d)|downsample\.0|downsample\.1)'
+                          r'\.(\w+)$')
+_DETECTRON2 = re.compile(r'^res(\d)\.(\d+)\.(conv(\d)|shortcut)(\.norm)?\.(\w+)$')
+_BACKBONE_LIKE = re.compile(r'^(conv1|bn1|layer\d|stem|res\d)\.')
+# The trained encoder of a file holding several: MoCo's/DetCo's query, BYOL-style online.
+PREFERRED = ('encoder_q', 'online', 'student', 'query')
+
+
+def load(path: str) -> Any:
+  """The unpickled file, tensors and plain containers only; ValueError in one line otherwise."""
+  sources.check_file(path)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError("--format=torchvision needs PyTorch: pip install -e '.[import]'") from e
+  with open(path, 'rb') as f:
+    if f.read(6) == b'\x93NUMPY':
+      raise ValueError(f'--input {path!r} is a .npy file, not a PyTorch file: use --format=haiku')
+  try:
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:
+    reason = ' '.join(str(e).split('\n')[0].split())[:160]
+    if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+      raise ValueError(f'--input {path!r} holds Python objects besides tensors and plain '
+                       f'containers; it is not read, because unpickling them could run code '
+                       f'from the file ({reason})') from e
+    raise ValueError(f'--input {path!r} is not a PyTorch file or is corrupt ({reason})') from e
+  except (RuntimeError, EOFError, OSError, ValueError) as e:
+    reason = ' '.join(str(e).split('\n')[0].split())[:160] or type(e).__name__
+    raise ValueError(f'--input {path!r} is truncated or corrupt ({reason})') from e
+
+
+def _numpy(value: Any) -> np.ndarray:
+  return value.detach().cpu().float().numpy() if hasattr(value, 'detach') else np.asarray(value)
+
+
+def _conv(value: np.ndarray) -> np.ndarray:
+  return np.transpose(value, (2, 3, 1, 0)) if value.ndim == 4 else value  # OIHW -> HWIO
+
+
+def _torchvision_name(key: str) -> Tuple[Optional[str], bool]:
+  """(layout name or None, whether the key belongs to the layout)."""
+  if key == 'conv1.weight':
+    return 'stem/conv', True
+  if key.startswith('bn1.'):
+    field = key[len('bn1.'):]
+    return (f'stem/bn/{_BN[field]}' if field in _BN else None), field in _BN or (
+        field == 'num_batches_tracked')
+  match = _TORCHVISION.match(key)
+  if not match:
+    return None, False
+  group, block, layer, conv, norm, field = match.groups()
+  prefix = f'g{int(group) - 1}/b{block}'
+  if layer == 'downsample.0' or conv is not None:
+    name = f'{prefix}/shortcut' if conv is None else f'{prefix}/conv{conv}'
+    return (name if field == 'weight' else None), field == 'weight'
+  name = f'{prefix}/shortcut_bn' if norm is None else f'{prefix}/bn{norm}'
+  return (f'{name}/{_BN[field]}' if field in _BN else None), field in _BN or (
+      field == 'num_batches_tracked')
+
+
+def _detectron2_name(key: str) -> Tuple[Optional[str], bool]:
+  if key.startswith('stem.conv1.'):
+    rest = key[len('stem.conv1.'):]
+    if rest == 'weight':
+      return 'stem/conv', True
+    field = rest[len('norm.'):] if rest.startswith('norm.') else ''
+    return (f'stem/bn/{_BN[field]}' if field in _BN else None), field in _BN or (
+        field == 'num_batches_tracked')
+  match = _DETECTRON2.match(key)
+  if not match:
+    return None, False
+  group, block, layer, conv, norm, field = match.groups()
+  prefix = f'g{int(group) - 2}/b{block}'
+  name = f'{prefix}/shortcut' if conv is None else f'{prefix}/conv{conv}'
+  if norm is None:
+    return (name if field == 'weight' else None), field == 'weight'
+  name = f'{prefix}/shortcut_bn' if conv is None else f'{prefix}/bn{conv}'
+  return (f'{name}/{_BN[field]}' if field in _BN else None), field in _BN or (
+      field == 'num_batches_tracked')
+
+
+def _torch_name(layout: str, scope: str, name: str) -> str:
+  """The key a layout name would have in the file, under `scope`."""
+  fields = {v: k for k, v in _BN.items()}
+  parts = name.split('/')
+  d2 = layout == 'detectron2'
+  if parts[0] == 'stem':
+    if parts[1] == 'conv':
+      return scope + ('stem.conv1.weight' if d2 else 'conv1.weight')
+    return scope + ('stem.conv1.norm.' if d2 else 'bn1.') + fields[parts[2]]
+  group, block, layer = int(parts[0][1:]), parts[1][1:], parts[2]
+  stage = f'res{group + 2}.{block}.' if d2 else f'layer{group + 1}.{block}.'
+  if layer == 'shortcut':
+    return scope + stage + ('shortcut.weight' if d2 else 'downsample.0.weight')
+  if layer == 'shortcut_bn':
+    return scope + stage + ('shortcut.norm.' if d2 else 'downsample.1.') + fields[parts[3]]
+  if layer.startswith('conv'):
+    return f'{scope}{stage}{layer}.weight'
+  index = layer[2:]
+  return scope + stage + (f'conv{index}.norm.' if d2 else f'bn{index}.') + fields[parts[3]]
+
+
+def _stems(flat: Dict[str, Any]) -> Dict[str, str]:
+  """{scope: 'torchvision' | 'detectron2'} for every 7x7 RGB stem convolution in the file."""
+  found = {}
+  for key, value in flat.items():
+    shape = tuple(getattr(value, 'shape', ()))
+    if len(shape) != 4 or shape[1] != 3:
+      continue
+    if key.endswith('stem.conv1.weight'):
+      found[key[:-len('stem.conv1.weight')]] = 'detectron2'
+    elif key == 'conv1.weight' or key.endswith('.conv1.weight'):
+      found[key[:-len('conv1.weight')]] = 'torchvision'
+  return found
+
+
+def read(path: str, scope: str = '') -> sources.Source:
+  """The ResNet of a PyTorch file, in `resnet`'s layout."""
+  flat = sources.flatten(load(path), '.')
+  if not flat:
+    raise ValueError(f'--input {path!r} holds no tensors')
+  stems = _stems(flat)
+  if not stems:
+    raise ValueError(f'--input {path!r} holds no ResNet in torchvision or detectron2 layout (no '
+                     f'"conv1.weight" of 3 input channels among its {len(flat)} tensors, e.g. '
+                     f'{sources.first(flat)})')
+  chosen = sources.choose_scope(stems, scope, PREFERRED)
+  rename = _detectron2_name if stems[chosen] == 'detectron2' else _torchvision_name
+  tensors, names, unknown, heads = {}, {}, [], set()
+  for key, value in flat.items():
+    if not key.startswith(chosen):
+      continue
+    local = key[len(chosen):]
+    name, known = rename(local)
+    if name:
+      array = _numpy(value)
+      tensors[name] = array.reshape(-1) if name.rsplit('/', 1)[-1] in resnet.BN_FIELDS else (
+          _conv(array))
+      names[name] = key
+    elif not known:
+      if _BACKBONE_LIKE.match(local):
+        unknown.append(key)
+      else:
+        heads.add(chosen + local.split('.')[0])
+  if unknown:
+    raise ValueError(f'--input {path!r}: {len(unknown)} tensors of the ResNet at {chosen!r} are '
+                     f'not in {stems[chosen]} layout: {sources.first(unknown)}')
+  depth = chosen.count('.')
+  others = sorted(heads | {'.'.join(key.split('.')[:max(depth, 1)]) for key in flat
+                           if not key.startswith(chosen)})
+  return sources.Source(tensors, names, chosen, others,
+                        expected=lambda name: _torch_name(stems[chosen], chosen, name))
