@@ -135,6 +135,8 @@ def test_a_pickled_npy_is_refused_without_allow_pickle(haiku_release, tmp_path):
     ('not_npy', 'not a .npy file'),
     ('no_resnet', 'holds no haiku ResNet'),
     ('missing', 'lacks 5 tensors of the backbone: res_net50/~/block_group_3/~/block_2/~/batchnorm_0/'),
+    ('unexpected', 'holds 1 backbone tensors that this ResNet does not have: '
+                   'res_net50/~/block_group_1/~/block_0/~/conv_3/w'),
 ])
 def test_bad_haiku_files_are_one_line(haiku_release, tmp_path, damage, message):
   path, params, state, _ = haiku_release
@@ -148,6 +150,9 @@ def test_bad_haiku_files_are_one_line(haiku_release, tmp_path, damage, message):
     bad.write_text('hello')
   elif damage == 'no_resnet':
     np.save(bad, {'mlp/~/linear': {'w': np.zeros((2, 2))}}, allow_pickle=True)
+  elif damage == 'unexpected':
+    extra = {'res_net50/~/block_group_1/~/block_0/~/conv_3': {'w': np.zeros((1, 1, 8, 8))}}
+    np.save(bad, {**params, **state, **extra}, allow_pickle=True)
   else:
     merged = {**params, **state}
     block = 'res_net50/~/block_group_3/~/block_2/~/'
