@@ -2,6 +2,7 @@ r"""A control for the transfer table: is a pretraining's fine-tuning deficit its
 scale its weights grew to?
 
   .venv/bin/python benchmarks/weight_scale_control.py --rows=detco,mocov2 --seed=0
+  .venv/bin/python benchmarks/weight_scale_control.py --norms --seed=0   # every export's norms
 
 Every convolution of Model Garden's ResNet feeds a batch norm, so multiplying a kernel by c (and
 its BN's moving mean by c, its moving variance by c²) leaves the network's function unchanged
@@ -88,6 +89,32 @@ def rescale(export: str, out: str) -> dict:
   return metadata['rescaled']
 
 
+def norm_ratios(export: str) -> dict:
+  """Each kernel's norm over Model Garden's random initialisation of it (seed 0)."""
+  with open(os.path.join(export, export_lib.METADATA)) as f:
+    metadata = json.load(f)
+  backbone = _backbone(metadata)
+  tf.train.Checkpoint(backbone=backbone).read(tf.train.latest_checkpoint(
+      os.path.join(export, 'checkpoint'))).expect_partial().assert_existing_objects_matched()
+  tf_keras.utils.set_random_seed(0)
+  fresh = dict(resnet.targets(_backbone(metadata)))
+  return {name: float(tf.norm(v) / tf.norm(fresh[name]))
+          for name, v in resnet.targets(backbone) if _norm_of(name)}
+
+
+def print_norms(mini_dir: str, seed: int) -> None:
+  print(f'{"export":<14} {"stem":>6} {"res2":>6} {"res5":>6} {"all":>6}   kernel norm / random-init norm')
+  for name in sorted({row.pretraining for row in transfer_table.ROWS.values() if row.pretraining}):
+    export = os.path.join(mini_dir, f'runs-v{mini_table.RESULTS_VERSION}', f'{name}-seed{seed}',
+                          'export')
+    if not os.path.exists(os.path.join(export, export_lib.METADATA)):
+      continue
+    ratios = norm_ratios(export)
+    group = lambda g: np.mean([r for n, r in ratios.items() if n.startswith(g)])
+    print(f'{name:<14} {ratios["stem/conv"]:6.2f} {group("g0/"):6.2f} {group("g3/"):6.2f} '
+          f'{np.mean(list(ratios.values())):6.2f}')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
@@ -95,11 +122,16 @@ def main():
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--tasks', default='retinanet,segmentation')
   parser.add_argument('--pretrain_steps', type=int, default=2000)
+  parser.add_argument('--norms', action='store_true',
+                      help='only print every export\'s kernel norms against random init')
   args = parser.parse_args()
   setup = transfer_table.Setup()
   mini_setup = dataclasses.replace(mini_table.Setup(), steps=args.pretrain_steps)
   mini_dir = os.path.join(args.work_dir, f'steps{mini_setup.steps}-scenes{mini_setup.scenes}')
   out_dir = os.path.join(mini_dir, f'transfer-v{transfer_table.VERSION}', 'controls')
+  if args.norms:
+    print_norms(mini_dir, args.seed)
+    return
   data = transfer_table.labelled_data(args.work_dir, setup)
   for name in args.rows.split(','):
     row = transfer_table.ROWS[name]

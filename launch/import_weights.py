@@ -35,6 +35,10 @@ flags.DEFINE_integer('model_id', None, "The ResNet's depth, if you want it check
                      '...); read from the file otherwise.')
 flags.DEFINE_bool('allow_pickle', False, 'Read a .npy that holds pickled objects (the DetCon '
                   'and BYOL releases do). A pickle can run code: only for files you trust.')
+flags.DEFINE_enum('padding', 'same', ['same', 'symmetric'], "'symmetric' (PyTorch files): the "
+                  "export's SavedModel, evaluate.py and visualize.py pad stride-2 layers as "
+                  "PyTorch does, computing the source network's features exactly; fine-tuning "
+                  "in Model Garden pads as TF does either way.")
 flags.DEFINE_string('source_scope', '', 'Of a file holding several ResNets, the one whose '
                     "name contains this, e.g. 'encoder_k' or 'target'.")
 
@@ -48,6 +52,9 @@ def main(argv):
   if FLAGS.format not in importer.FORMATS:
     raise ValueError(f'--format must be one of {", ".join(importer.FORMATS)}, got '
                      f'{FLAGS.format!r}')
+  if FLAGS.padding == 'symmetric' and FLAGS.format != 'torchvision':
+    raise ValueError('--padding=symmetric applies only with --format=torchvision (haiku pads as '
+                     'TF does)')
   if FLAGS.allow_pickle and FLAGS.format != 'haiku':
     raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
                      'with weights_only=True, which unpickles no code)')
@@ -55,7 +62,8 @@ def main(argv):
   sources.check_file(FLAGS.input)
   cli.ensure_writable(FLAGS.output_dir, '--output_dir')
   importer.run(FLAGS.format, FLAGS.input, FLAGS.output_dir, model_id=FLAGS.model_id,
-               allow_pickle=FLAGS.allow_pickle, scope=FLAGS.source_scope)
+               allow_pickle=FLAGS.allow_pickle, scope=FLAGS.source_scope,
+               padding=FLAGS.padding)
 
 
 if __name__ == '__main__':

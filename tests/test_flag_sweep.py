@@ -232,6 +232,8 @@ def import_weights_cases(p: Dict[str, str]) -> List[Case]:
       ([*base, '--model_id=x'], '--model_id'),
       (['--format=torchvision', *base[1:], '--allow_pickle'], '--allow_pickle'),
       (['--format=torchvision', f'--input={p["file"]}', out], '--input'),
+      ([*base, '--padding=symmetric'], '--padding'),
+      ([*base, '--padding=valid'], '--padding'),
       ([*base, 'stray_argument'], 'stray_argument'),
   ]
 

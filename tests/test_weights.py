@@ -293,6 +293,28 @@ def test_torchvision_state_dict_imports_exactly_up_to_padding(torchvision_releas
   assert min(shifted.values()) > 1e-3  # the padding difference is real, not hidden
 
 
+def test_symmetric_padding_gives_the_pytorch_networks_own_features(torchvision_release,
+                                                                   tmp_path, caplog):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tests.test_transfer import maskrcnn_params  # pylint: disable=g-import-not-at-top
+  from tf_detcon import transfer  # pylint: disable=g-import-not-at-top
+  path, own, _ = torchvision_release
+  out = importer.run('torchvision', path, str(tmp_path / 'sym'), padding='symmetric')
+  ours = imported_features(out, images())  # evaluate.py's and visualize.py's path
+  errors = {level: relative_error(ours[level], own[level]) for level in own}
+  print('torchvision -> Model Garden with --padding=symmetric:', errors)
+  assert max(errors.values()) < 1e-4, errors
+  served = tf.saved_model.load(os.path.join(out, 'saved_model')).signatures['serving_default']
+  level_3 = served(images=tf.constant(images()))['level_3'].numpy()
+  assert relative_error(level_3, own['3']) < 1e-4
+  # Model Garden's ResNet pads as TF does: fine-tuning says so.
+  params = maskrcnn_params(backbone={'type': 'resnet', 'resnet': {'model_id': 50,
+                                                                  'depth_multiplier': 1.0}})
+  with caplog.at_level('WARNING'):
+    transfer.resolve_init_checkpoint(params, out)
+  assert "imported with PyTorch's symmetric padding" in caplog.text
+
+
 def test_torchvision_detectron2_layout_and_backbone_prefix(torchvision_release, tmp_path):
   torch = pytest.importorskip('torch')
   path, _, same = torchvision_release

@@ -78,6 +78,10 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
   if metadata is None:
     logging.warning('%s has no %s: modules and architecture are not checked', path, METADATA)
     return
+  if metadata.get('padding') == 'symmetric':
+    logging.warning('%s was imported with PyTorch\'s symmetric padding; Model Garden\'s ResNet '
+                    'pads as TF does, so fine-tuning starts from features shifted by a pixel at '
+                    'each stride-2 layer (README, "Use released weights")', init_checkpoint)
   held = metadata['init_checkpoint_modules']
   if modules_given:
     modules = _as_list(params.task.init_checkpoint_modules)

@@ -22,6 +22,7 @@ from tf_detcon.configs import pretrain
 from tf_detcon.data import color
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.blocks import encoders
+from tf_detcon.modeling.blocks import padding
 
 RANDOM_PREFIX = 'random:'
 METADATA = 'metadata.json'
@@ -100,6 +101,8 @@ def from_export(path: str) -> FrozenEncoder:
     encoder_cfg.override(metadata['config']['task']['encoder'], is_strict=True)
     encoder_cfg.norm_activation.use_sync_bn = False  # inference only
     backbone = encoders.build_backbone(encoder_cfg)
+    if metadata.get('padding') == 'symmetric':  # an import of a PyTorch network (weights/)
+      padding.symmetric(backbone)
     modules = {'backbone': backbone}
     decoder = None
     if 'decoder' in metadata.get('init_checkpoint_modules', []):

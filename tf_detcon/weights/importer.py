@@ -18,6 +18,7 @@ import tensorflow as tf
 from tf_detcon import __version__
 from tf_detcon.configs import pretrain
 from tf_detcon.modeling.blocks import encoders
+from tf_detcon.modeling.blocks import padding as padding_lib
 from tf_detcon.training import export as export_lib
 from tf_detcon.weights import haiku_npy
 from tf_detcon.weights import resnet
@@ -25,6 +26,7 @@ from tf_detcon.weights import sources
 from tf_detcon.weights import torch_state
 
 FORMATS = ('haiku', 'torchvision')
+PADDINGS = ('same', 'symmetric')
 
 
 def read(fmt: str, path: str, allow_pickle: bool = False, scope: str = '') -> sources.Source:
@@ -66,15 +68,26 @@ def existing_import(output_dir: str) -> Optional[Dict[str, Any]]:
 
 
 def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
-        allow_pickle: bool = False, scope: str = '') -> str:
+        allow_pickle: bool = False, scope: str = '', padding: str = 'same') -> str:
   """Imports `path` into the export directory `output_dir`; returns it. A rerun of the same
-  import finds it done; another file into the same directory is refused."""
+  import finds it done; another file into the same directory is refused.
+
+  `padding='symmetric'` (PyTorch files): the export's frozen uses (its SavedModel, evaluate.py,
+  visualize.py) pad every stride-2 layer as PyTorch does (`modeling/blocks/padding.py`), and so
+  compute the source network's function; Model Garden's fine-tuning pads as TF does.
+  """
+  if padding not in PADDINGS:
+    raise ValueError(f'--padding must be one of {", ".join(PADDINGS)}, got {padding!r}')
+  if padding == 'symmetric' and fmt != 'torchvision':
+    raise ValueError('--padding=symmetric applies only with --format=torchvision (haiku pads as '
+                     'TF does)')
   previous = existing_import(output_dir)
   checksum = sources.sha256(path) if os.path.isfile(path) else ''
   if previous is not None:
     same = (previous.get('sha256') == checksum and previous.get('format') == fmt and
             (model_id is None or previous.get('model_id') == model_id) and
-            previous.get('scope_given', '') == scope)
+            previous.get('scope_given', '') == scope and
+            previous.get('padding', 'same') == padding)
     if same:
       print(f'{output_dir} already holds this import of {path}; nothing to do', flush=True)
       return output_dir
@@ -88,12 +101,16 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   cfg = encoder_config(model_id, source.epsilon)
   backbone = encoders.build_backbone(cfg)
   count = resnet.assign(backbone, source)  # names a misfit of model_id
+  if padding == 'symmetric':
+    padding_lib.symmetric(backbone)
   metadata = {
       'method': 'imported', 'step': None, 'tf_detcon_version': __version__,
       'source': {'file': os.path.abspath(path), 'format': fmt, 'sha256': checksum,
                  'model_id': model_id, 'scope': source.scope, 'scope_given': scope,
-                 'not_imported': source.skipped, 'identity_shortcuts': identity},
+                 'not_imported': source.skipped, 'identity_shortcuts': identity,
+                 'padding': padding},
       'config': {'task': {'encoder': cfg.as_dict()}},
+      'padding': padding,
   }
   export_lib.write(output_dir, {'backbone': backbone}, metadata)
   scope_text = f' at {source.scope!r}' if source.scope else ''
