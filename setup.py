@@ -20,7 +20,10 @@ INSTALL_REQUIRES = [
 
 BEAM = 'apache-beam==2.77.0'
 # torchvision 0.29.1 imports only beside torch 2.14.1 (an older torch fails on its operators).
-IMPORT = ['torch==2.14.1', 'torchvision==0.29.1', 'jax==0.10.2', 'dm-haiku==0.0.17']
+# torch asks for setuptools >= 77.0.3; setuptools 81 dropped pkg_resources, which tensorflow_hub
+# (Model Garden's, and hub.KerasLayer on our exports) imports.
+IMPORT = ['torch==2.14.1', 'torchvision==0.29.1', 'jax==0.10.2', 'dm-haiku==0.0.17',
+          'setuptools>=77.0.3,<81']
 
 setuptools.setup(
     name='tf_detcon',

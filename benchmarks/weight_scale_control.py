@@ -56,15 +56,21 @@ def _norm_of(name: str):
   return None
 
 
-def rescale(export: str, out: str) -> dict:
-  """Writes `out`, the export with every kernel at its random-init norm; returns the norms."""
+def _restored_and_fresh(export: str):
+  """(metadata, the export's backbone, Model Garden's random init of it from seed 0)."""
   with open(os.path.join(export, export_lib.METADATA)) as f:
     metadata = json.load(f)
   backbone = _backbone(metadata)
   tf.train.Checkpoint(backbone=backbone).read(tf.train.latest_checkpoint(
       os.path.join(export, 'checkpoint'))).expect_partial().assert_existing_objects_matched()
   tf_keras.utils.set_random_seed(0)
-  fresh = dict(resnet.targets(_backbone(metadata)))
+  return metadata, backbone, _backbone(metadata)
+
+
+def rescale(export: str, out: str) -> dict:
+  """Writes `out`, the export with every kernel at its random-init norm; returns the norms."""
+  metadata, backbone, fresh_backbone = _restored_and_fresh(export)
+  fresh = dict(resnet.targets(fresh_backbone))
   variables = dict(resnet.targets(backbone))
   images = tf.random.stateless_uniform([4, 96, 96, 3], seed=[1, 2])
   before = backbone(images, training=False)
@@ -91,13 +97,8 @@ def rescale(export: str, out: str) -> dict:
 
 def norm_ratios(export: str) -> dict:
   """Each kernel's norm over Model Garden's random initialisation of it (seed 0)."""
-  with open(os.path.join(export, export_lib.METADATA)) as f:
-    metadata = json.load(f)
-  backbone = _backbone(metadata)
-  tf.train.Checkpoint(backbone=backbone).read(tf.train.latest_checkpoint(
-      os.path.join(export, 'checkpoint'))).expect_partial().assert_existing_objects_matched()
-  tf_keras.utils.set_random_seed(0)
-  fresh = dict(resnet.targets(_backbone(metadata)))
+  _, backbone, fresh_backbone = _restored_and_fresh(export)
+  fresh = dict(resnet.targets(fresh_backbone))
   return {name: float(tf.norm(v) / tf.norm(fresh[name]))
           for name, v in resnet.targets(backbone) if _norm_of(name)}
 

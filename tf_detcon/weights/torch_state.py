@@ -63,25 +63,30 @@ def _conv(value: np.ndarray) -> np.ndarray:
   return np.transpose(value, (2, 3, 1, 0)) if value.ndim == 4 else value  # OIHW -> HWIO
 
 
+def _bn(name: str, field: str) -> Tuple[Optional[str], bool]:
+  """A BN tensor's layout name (None for its batch counter, which inference does not need)."""
+  return (f'{name}/{_BN[field]}' if field in _BN else None), field in _BN or (
+      field == 'num_batches_tracked')
+
+
+def _weight(name: str, field: str) -> Tuple[Optional[str], bool]:
+  return (name if field == 'weight' else None), field == 'weight'
+
+
 def _torchvision_name(key: str) -> Tuple[Optional[str], bool]:
   """(layout name or None, whether the key belongs to the layout)."""
   if key == 'conv1.weight':
     return 'stem/conv', True
   if key.startswith('bn1.'):
-    field = key[len('bn1.'):]
-    return (f'stem/bn/{_BN[field]}' if field in _BN else None), field in _BN or (
-        field == 'num_batches_tracked')
+    return _bn('stem/bn', key[len('bn1.'):])
   match = _TORCHVISION.match(key)
   if not match:
     return None, False
   group, block, layer, conv, norm, field = match.groups()
   prefix = f'g{int(group) - 1}/b{block}'
   if layer == 'downsample.0' or conv is not None:
-    name = f'{prefix}/shortcut' if conv is None else f'{prefix}/conv{conv}'
-    return (name if field == 'weight' else None), field == 'weight'
-  name = f'{prefix}/shortcut_bn' if norm is None else f'{prefix}/bn{norm}'
-  return (f'{name}/{_BN[field]}' if field in _BN else None), field in _BN or (
-      field == 'num_batches_tracked')
+    return _weight(f'{prefix}/shortcut' if conv is None else f'{prefix}/conv{conv}', field)
+  return _bn(f'{prefix}/shortcut_bn' if norm is None else f'{prefix}/bn{norm}', field)
 
 
 def _detectron2_name(key: str) -> Tuple[Optional[str], bool]:
@@ -89,20 +94,15 @@ def _detectron2_name(key: str) -> Tuple[Optional[str], bool]:
     rest = key[len('stem.conv1.'):]
     if rest == 'weight':
       return 'stem/conv', True
-    field = rest[len('norm.'):] if rest.startswith('norm.') else ''
-    return (f'stem/bn/{_BN[field]}' if field in _BN else None), field in _BN or (
-        field == 'num_batches_tracked')
+    return _bn('stem/bn', rest[len('norm.'):] if rest.startswith('norm.') else '')
   match = _DETECTRON2.match(key)
   if not match:
     return None, False
-  group, block, layer, conv, norm, field = match.groups()
+  group, block, _, conv, norm, field = match.groups()
   prefix = f'g{int(group) - 2}/b{block}'
-  name = f'{prefix}/shortcut' if conv is None else f'{prefix}/conv{conv}'
   if norm is None:
-    return (name if field == 'weight' else None), field == 'weight'
-  name = f'{prefix}/shortcut_bn' if conv is None else f'{prefix}/bn{conv}'
-  return (f'{name}/{_BN[field]}' if field in _BN else None), field in _BN or (
-      field == 'num_batches_tracked')
+    return _weight(f'{prefix}/shortcut' if conv is None else f'{prefix}/conv{conv}', field)
+  return _bn(f'{prefix}/shortcut_bn' if conv is None else f'{prefix}/bn{conv}', field)
 
 
 def _torch_name(layout: str, scope: str, name: str) -> str:
