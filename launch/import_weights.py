@@ -52,15 +52,7 @@ def main(argv):
   for name in ('format', 'input', 'output_dir'):
     if not FLAGS[name].value:
       raise ValueError(f'--{name} is required')
-  if FLAGS.format not in importer.FORMATS:
-    raise ValueError(f'--format must be one of {", ".join(importer.FORMATS)}, got '
-                     f'{FLAGS.format!r}')
-  if FLAGS.padding == 'symmetric' and FLAGS.format != 'torchvision':
-    raise ValueError('--padding=symmetric applies only with --format=torchvision (haiku pads as '
-                     'TF does)')
-  if FLAGS.allow_pickle and FLAGS.format != 'haiku':
-    raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
-                     'with weights_only=True, which unpickles no code)')
+  importer.check_settings(FLAGS.format, FLAGS.padding, FLAGS.allow_pickle)
   cli.check_minimums(FLAGS, [('model_id', 1)])
   sources.check_file(FLAGS.input)
   cli.ensure_writable(FLAGS.output_dir, '--output_dir')

@@ -27,8 +27,8 @@ from official.core import train_lib
 from official.modeling import performance
 from official.vision import registry_imports  # pylint: disable=unused-import
 from official.vision.modeling.decoders import factory as decoder_factory
+from tf_detcon.training.export import METADATA
 
-METADATA = 'metadata.json'
 # Backbone fields that change the variables; a mismatch means the checkpoint cannot load.
 ARCHITECTURE_FIELDS = ('model_id', 'depth_multiplier', 'stem_type', 'resnetd_shortcut',
                        'replace_stem_max_pool', 'se_ratio', 'scale_stem')

@@ -23,9 +23,9 @@ from tf_detcon.data import color
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.modeling.blocks import padding
+from tf_detcon.training.export import METADATA
 
 RANDOM_PREFIX = 'random:'
-METADATA = 'metadata.json'
 
 
 class FrozenEncoder:
@@ -83,6 +83,23 @@ def from_experiment(experiment: str, seed: int = 0) -> FrozenEncoder:
   return from_keras(f'random-{experiment}', backbone)
 
 
+def encoder_config(metadata: Dict) -> pretrain.EncoderConfig:
+  """An export's recorded encoder config, for inference (no cross-replica BN)."""
+  cfg = pretrain.EncoderConfig()
+  cfg.override(metadata['config']['task']['encoder'], is_strict=True)
+  cfg.norm_activation.use_sync_bn = False
+  return cfg
+
+
+def backbone_from_metadata(metadata: Dict) -> tf_keras.Model:
+  """An export's backbone, built (not restored) from its metadata, with PyTorch's padding for an
+  import that asked for it (weights/)."""
+  backbone = encoders.build_backbone(encoder_config(metadata))
+  if metadata.get('padding') == 'symmetric':
+    padding.symmetric(backbone)
+  return backbone
+
+
 def from_export(path: str) -> FrozenEncoder:
   """An export directory (checkpoint + metadata.json, or a SavedModel), or its saved_model/."""
   path = path.rstrip('/')
@@ -97,12 +114,7 @@ def from_export(path: str) -> FrozenEncoder:
   if tf.io.gfile.exists(metadata_path) and checkpoint:
     with tf.io.gfile.GFile(metadata_path) as f:
       metadata = json.load(f)
-    encoder_cfg = pretrain.EncoderConfig()
-    encoder_cfg.override(metadata['config']['task']['encoder'], is_strict=True)
-    encoder_cfg.norm_activation.use_sync_bn = False  # inference only
-    backbone = encoders.build_backbone(encoder_cfg)
-    if metadata.get('padding') == 'symmetric':  # an import of a PyTorch network (weights/)
-      padding.symmetric(backbone)
+    backbone = backbone_from_metadata(metadata)
     modules = {'backbone': backbone}
     decoder = None
     if 'decoder' in metadata.get('init_checkpoint_modules', []):
@@ -110,7 +122,8 @@ def from_export(path: str) -> FrozenEncoder:
       decon = methods.DeConConfig(min_level=recorded['min_level'],
                                   max_level=recorded['max_level'])
       decon.decoder.override(recorded['decoder'], is_strict=True)
-      decoder = decoders.build_decoder(decon, encoder_cfg.norm_activation, backbone.output_specs)
+      decoder = decoders.build_decoder(decon, encoder_config(metadata).norm_activation,
+                                      backbone.output_specs)
       modules['decoder'] = decoder
     tf.train.Checkpoint(**modules).read(checkpoint).assert_existing_objects_matched()
     return from_keras(name, backbone, decoder, model_dir)

@@ -141,7 +141,7 @@ def read(path: str, allow_pickle: bool = False, scope: str = '') -> sources.Sour
       raise ValueError(f'--input {path!r} holds a ResNet v2 ({key}); Model Garden\'s ResNet is v1')
     name, known = _layout_name(rest)
     if name:
-      value = sources.as_float32(flat[key])
+      value = np.asarray(flat[key], np.float32)
       tensors[name] = value.reshape(-1) if name.rsplit('/', 1)[-1] in resnet.BN_FIELDS else value
       names[name] = key
     elif not known:

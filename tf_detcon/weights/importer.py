@@ -29,15 +29,24 @@ FORMATS = ('haiku', 'torchvision')
 PADDINGS = ('same', 'symmetric')
 
 
+def check_settings(fmt: str, padding: str = 'same', allow_pickle: bool = False) -> None:
+  """One line for a format, padding or pickle setting that is unknown or means nothing here."""
+  if fmt not in FORMATS:
+    raise ValueError(f'--format must be one of {", ".join(FORMATS)}, got {fmt!r}')
+  if padding not in PADDINGS:
+    raise ValueError(f'--padding must be one of {", ".join(PADDINGS)}, got {padding!r}')
+  if padding == 'symmetric' and fmt != 'torchvision':
+    raise ValueError('--padding=symmetric applies only with --format=torchvision (haiku pads as '
+                     'TF does)')
+  if allow_pickle and fmt != 'haiku':
+    raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
+                     'with weights_only=True, which unpickles no code)')
+
+
 def read(fmt: str, path: str, allow_pickle: bool = False, scope: str = '') -> sources.Source:
   if fmt == 'haiku':
     return haiku_npy.read(path, allow_pickle=allow_pickle, scope=scope)
-  if fmt == 'torchvision':
-    if allow_pickle:
-      raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
-                       'with weights_only=True, which unpickles no code)')
-    return torch_state.read(path, scope=scope)
-  raise ValueError(f'--format must be one of {", ".join(FORMATS)}, got {fmt!r}')
+  return torch_state.read(path, scope=scope)
 
 
 def encoder_config(model_id: int, epsilon: float) -> pretrain.EncoderConfig:
@@ -49,7 +58,7 @@ def encoder_config(model_id: int, epsilon: float) -> pretrain.EncoderConfig:
 
 
 def existing_import(output_dir: str) -> Optional[Dict[str, Any]]:
-  """The `source` entry of an import already in `output_dir`; None if it is absent or empty;
+  """The metadata of an import already in `output_dir`; None if it is absent or empty;
   ValueError if it holds something else."""
   if not tf.io.gfile.exists(output_dir):
     return None
@@ -60,9 +69,9 @@ def existing_import(output_dir: str) -> Optional[Dict[str, Any]]:
   metadata_path = os.path.join(output_dir, export_lib.METADATA)
   if tf.io.gfile.exists(metadata_path):
     with tf.io.gfile.GFile(metadata_path) as f:
-      source = json.load(f).get('source')
-    if source:
-      return source
+      metadata = json.load(f)
+    if metadata.get('source'):
+      return metadata
   raise ValueError(f'--output_dir {output_dir!r} is not empty and holds no import: choose '
                    'another directory')
 
@@ -76,24 +85,20 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   visualize.py) pad every stride-2 layer as PyTorch does (`modeling/blocks/padding.py`), and so
   compute the source network's function; Model Garden's fine-tuning pads as TF does.
   """
-  if padding not in PADDINGS:
-    raise ValueError(f'--padding must be one of {", ".join(PADDINGS)}, got {padding!r}')
-  if padding == 'symmetric' and fmt != 'torchvision':
-    raise ValueError('--padding=symmetric applies only with --format=torchvision (haiku pads as '
-                     'TF does)')
+  check_settings(fmt, padding, allow_pickle)
   previous = existing_import(output_dir)
   checksum = sources.sha256(path) if os.path.isfile(path) else ''
   if previous is not None:
-    same = (previous.get('sha256') == checksum and previous.get('format') == fmt and
-            (model_id is None or previous.get('model_id') == model_id) and
-            previous.get('scope_given', '') == scope and
-            previous.get('padding', 'same') == padding)
+    source = previous['source']
+    same = (source.get('sha256') == checksum and source.get('format') == fmt and
+            (model_id is None or source.get('model_id') == model_id) and
+            source.get('scope_given', '') == scope and previous.get('padding') == padding)
     if same:
       print(f'{output_dir} already holds this import of {path}; nothing to do', flush=True)
       return output_dir
     raise ValueError(f'--output_dir {output_dir!r} already holds an import of '
-                     f'{previous.get("file")} ({previous.get("format")}, sha256 '
-                     f'{str(previous.get("sha256"))[:12]}…): choose another directory')
+                     f'{source.get("file")} ({source.get("format")}, sha256 '
+                     f'{str(source.get("sha256"))[:12]}…): choose another directory')
   source = read(fmt, path, allow_pickle=allow_pickle, scope=scope)
   inferred = resnet.infer_model_id(source.tensors)
   model_id = model_id or inferred
@@ -107,8 +112,7 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
       'method': 'imported', 'step': None, 'tf_detcon_version': __version__,
       'source': {'file': os.path.abspath(path), 'format': fmt, 'sha256': checksum,
                  'model_id': model_id, 'scope': source.scope, 'scope_given': scope,
-                 'not_imported': source.skipped, 'identity_shortcuts': identity,
-                 'padding': padding},
+                 'not_imported': source.skipped, 'identity_shortcuts': identity},
       'config': {'task': {'encoder': cfg.as_dict()}},
       'padding': padding,
   }

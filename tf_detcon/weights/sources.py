@@ -11,7 +11,6 @@ import numpy as np
 Tensors = Dict[str, np.ndarray]
 
 
-
 @dataclasses.dataclass
 class Source:
   tensors: Tensors  # `resnet`'s layout name -> value in TF's axis order
@@ -77,7 +76,3 @@ def first(names: Iterable[str], count: int = 3) -> str:
   names = sorted(names)
   more = f' and {len(names) - count} more' if len(names) > count else ''
   return (', '.join(names[:count]) + more) or 'none'
-
-
-def as_float32(value: Any) -> np.ndarray:
-  return np.asarray(value, dtype=np.float32)
