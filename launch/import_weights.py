@@ -19,9 +19,11 @@ import os
 import sys
 
 from absl import flags
-from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
 from tf_detcon.weights import importer
@@ -45,8 +47,6 @@ flags.DEFINE_string('source_scope', '', 'Of a file holding several ResNets, the 
 
 
 def main(argv):
-  if not FLAGS['verbosity'].present:  # TF's saver chatter; the import prints what it did
-    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   for name in ('format', 'input', 'output_dir'):

@@ -20,6 +20,9 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import train_utils
 from tf_detcon import cli

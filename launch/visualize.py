@@ -22,6 +22,9 @@ from absl import flags
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 from official.core import exp_factory

@@ -5,5 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet -e .
-export TF_CPP_MIN_LOG_LEVEL=2
 exec .venv/bin/python launch/pretrain.py --experiment=detcon_b_tiny --model_dir=runs/detcon_b_tiny "$@"

@@ -32,9 +32,9 @@ def start_pretrain(*args: str, **popen) -> subprocess.Popen:
       **popen)
 
 
-def run_pretrain(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_pretrain(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
   """launch/pretrain.py run to its end."""
-  process = start_pretrain(*args)
+  process = start_pretrain(*args, **popen)
   try:
     out, err = process.communicate(timeout=timeout)
   finally:

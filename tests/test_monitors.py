@@ -52,7 +52,8 @@ def test_pretraining_probes_every_validation_interval_and_draws_views(tmp_path, 
   assert sorted(step for step, _ in scalars['probe/linear_level3_miou']) == [2, 4]
   train = _tags(os.path.join(run.model_dir, 'train'))
   assert sorted(step for step, _ in train['loss']) == [2, 4]
-  assert sorted(step for step, _ in train['images_per_second']) == [2, 4]
+  # The first loop's rate is mostly tracing: it is not written.
+  assert sorted(step for step, _ in train['images_per_second']) == [4]
   views = train['views']
   assert sorted(step for step, kind in views if kind == 'image') == [0, 2, 4]
 

@@ -1,5 +1,6 @@
 """Tests for tf_detcon.training (trainer, export, callbacks): files, reload, resume."""
 
+import glob
 import json
 import os
 import re
@@ -210,14 +211,28 @@ def _recording(fit, history):
 def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedded_files):
   del embedded_files
   model_dir = str(tmp_path / 'cli')
+  # As a user runs it: TF's native log level unset, so the launcher picks it.
+  user_env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
   done = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
-                   '--params_override=trainer.train_steps=2,trainer.steps_per_loop=1')
+                      '--params_override=trainer.train_steps=2,trainer.steps_per_loop=1,'
+                      'task.log_every_steps=1', env=user_env)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert 'exported step 2' in done.stdout
+  # Quiet by default: the project's lines once each, no TF INFO lines, no CUDA probe on a
+  # machine without a GPU, nothing on stderr.
+  lines = done.stdout.strip().splitlines()
+  assert [line.split()[0] for line in lines] == ['training', 'step', 'step', 'exported'], lines
+  assert lines[-1] == f'exported step 2 to {model_dir}/export'
+  assert 'images_per_second' not in lines[1] and 'first loop, with tracing' in lines[1]
+  assert 'images_per_second' in lines[2] and 'eta=' in lines[2]
+  if not glob.glob('/dev/nvidia*'):
+    assert done.stderr == '', done.stderr[-2000:]
   assert os.path.exists(os.path.join(model_dir, 'export', 'saved_model', 'saved_model.pb'))
   assert os.path.exists(os.path.join(model_dir, 'params.yaml'))
-  exported = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=export')
+  exported = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=export',
+                          '--verbosity=0', env=user_env)
   assert exported.returncode == 0 and 'exported step 2' in exported.stdout, exported.stderr[-2000:]
+  # --verbosity brings back the INFO logs (absl's and TF's own).
+  assert 'export.py' in exported.stderr and 'saved_model' in exported.stderr
   bad_mode = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=serve')
   assert bad_mode.stderr.strip().splitlines()[-1] == (
       "pretrain.py: error: --mode must be one of train, export, got 'serve'")

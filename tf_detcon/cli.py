@@ -13,6 +13,8 @@ from absl import flags
 import tensorflow as tf
 import yaml
 
+from tf_detcon import console
+
 # Errors that mean "the user's flags, config or data are wrong": reported in one line. Anything
 # else is a bug and keeps its traceback. TF_DETCON_TRACEBACK=1 shows tracebacks for all.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, tf.errors.InvalidArgumentError,
@@ -52,7 +54,7 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], 
   """`main` with user errors turned into `prog: error: message` and exit status 1."""
 
   def wrapped(argv: Sequence[str]) -> None:
-    tf.get_logger().setLevel('WARNING')  # TF's own INFO chatter; ours stays
+    console.quiet_python_logs(sys.argv)  # TF's savers and tracing; the launcher prints its own
     try:
       main(argv)
     except KeyboardInterrupt as e:  # the trainer has checkpointed and said so

@@ -21,6 +21,8 @@ from typing import Any, Dict, Optional
 from absl import logging
 import tensorflow as tf
 
+from tf_detcon import console
+
 
 def _start_ticks(pid: int) -> Optional[int]:
   """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
@@ -113,8 +115,7 @@ class DirectoryLock:
                          f'{advice}')
       message = (f'{self.flag} {self.directory}: taking over the lock of a process that is gone '
                  f'({describe(owner) if owner else "an unreadable lock file"})')
-      logging.warning(message)
-      print(f'warning: {message}', flush=True)
+      console.warn(message)
       tf.io.gfile.remove(self.path)
     raise ValueError(f'{self.flag} {self.directory}: could not take the lock {self.path}')
 

@@ -228,9 +228,13 @@ def examples(cfg: data_config.DataConfig,
   first_epoch, epoch_records = _epoch_records(cfg, files, pipeline, start)
 
   def has_example(epoch: tf.Tensor) -> tf.Tensor:
-    # Whether a whole epoch (in file order) yields a valid example: usually its first record.
-    records = _interleaved(cfg, files, len(files)).enumerate(start=seeds.position(epoch, 0))
-    return decoded(records).take(1).reduce(tf.constant(False), lambda found, example: True)
+    # Whether the records (in file order) yield a valid example: usually the first record.
+    # Validity is the records' own, the same every epoch, so only the first epoch is probed: a
+    # small dataset would otherwise reopen its files for the probe on every epoch.
+    def probe() -> tf.Tensor:
+      records = _interleaved(cfg, files, len(files)).enumerate(start=seeds.position(epoch, 0))
+      return decoded(records).take(1).reduce(tf.constant(False), lambda found, example: True)
+    return tf.cond(tf.equal(epoch, first_epoch), probe, lambda: tf.constant(True))
 
   # An epoch without a valid example ends the input instead of being reread forever.
   return decoded(_epochs(first_epoch).take_while(has_example).flat_map(epoch_records))

@@ -125,7 +125,9 @@ def from_export(path: str) -> FrozenEncoder:
       decoder = decoders.build_decoder(decon, encoder_config(metadata).norm_activation,
                                       backbone.output_specs)
       modules['decoder'] = decoder
-    tf.train.Checkpoint(**modules).read(checkpoint).assert_existing_objects_matched()
+    status = tf.train.Checkpoint(**modules).read(checkpoint)
+    # Everything the modules hold is restored; the export's save counter is not wanted.
+    status.assert_existing_objects_matched().expect_partial()
     return from_keras(name, backbone, decoder, model_dir)
   saved_model = os.path.join(path, 'saved_model')
   if not tf.io.gfile.exists(os.path.join(saved_model, 'saved_model.pb')):

@@ -9,6 +9,8 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from tf_detcon import console
+
 
 def _step(model: tf_keras.Model) -> int:
   return int(model.optimizer.iterations.numpy())
@@ -86,8 +88,7 @@ class Recovery(tf_keras.callbacks.Callback):
     path = self.restore()
     message = (f'{reason} at step {step}: restored {path} at step {_step(self.model)} '
                f'(recovery {self.trials} of {self.max_trials})')
-    logging.warning(message)
-    print(message, flush=True)
+    console.warn(message)
 
 
 class SaveIfPreempted(tf_keras.callbacks.Callback):
@@ -104,25 +105,28 @@ class SaveIfPreempted(tf_keras.callbacks.Callback):
 
 
 class _Rate:
-  """Images per second since the last `take`."""
+  """Images per second since the last `take`; None for the first loop after a (re)start, whose
+  time is mostly tracing and compiling the step."""
 
   def __init__(self, global_batch: int):
     self.global_batch = global_batch
-    self.step, self.time = 0, 0.0
+    self.step, self.time, self.warm = 0, 0.0, False
 
   def reset(self, step: int) -> None:
-    self.step, self.time = step, time.time()
+    self.step, self.time, self.warm = step, time.time(), False
 
-  def take(self, step: int) -> float:
+  def take(self, step: int) -> Optional[float]:
     now = time.time()
     rate = (step - self.step) * self.global_batch / max(now - self.time, 1e-9)
     self.step, self.time = step, now
-    return rate
+    warm, self.warm = self.warm, True
+    return rate if warm else None
 
 
-def _values(logs: Optional[Dict], rate: float) -> Dict[str, float]:
+def _values(logs: Optional[Dict], rate: Optional[float]) -> Dict[str, float]:
   values = {k: float(v) for k, v in (logs or {}).items()}
-  values['images_per_second'] = rate
+  if rate is not None:
+    values['images_per_second'] = rate
   return values
 
 
@@ -143,12 +147,14 @@ class ProgressLogger(tf_keras.callbacks.Callback):
     step = _step(self.model)
     if step - self._rate.step < self.every and step < self.total_steps:
       return
+    start = self._rate.time
     rate = self._rate.take(step)
-    values = _values(logs, rate)
-    eta = (self.total_steps - step) * self.global_batch / max(rate, 1e-9)
-    text = ' '.join(f'{k}={v:.4g}' for k, v in sorted(values.items()))
-    logging.info('step %d/%d %s eta=%.0fs', step, self.total_steps, text, eta)
-    print(f'step {step}/{self.total_steps} {text} eta={eta:.0f}s', flush=True)
+    text = ' '.join(f'{k}={v:.4g}' for k, v in sorted(_values(logs, rate).items()))
+    if rate is None:
+      timing = f'(first loop, with tracing: {self._rate.time - start:.0f}s)'
+    else:
+      timing = f'eta={(self.total_steps - step) * self.global_batch / max(rate, 1e-9):.0f}s'
+    console.say(f'step {step}/{self.total_steps} {text} {timing}')
 
 
 class ScalarSummaries(tf_keras.callbacks.Callback):

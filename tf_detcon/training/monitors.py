@@ -5,11 +5,11 @@ import os
 import time
 from typing import Optional
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tf_detcon import console
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 from tf_detcon.data.offline import scenes
@@ -86,8 +86,7 @@ class ProbeEvaluation(tf_keras.callbacks.Callback):
     writer.close()
     line = (f'probe at step {step}: linear level={self.cfg.level} mIoU={result["miou"]:.4f} '
             f'acc={result["acc"]:.4f} ({time.time() - begin:.0f}s)')
-    logging.info(line)
-    print(line, flush=True)
+    console.say(line)
 
 
 class ViewSummaries(tf_keras.callbacks.Callback):

@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Callable, Optional
 
-from absl import logging
+
+from tf_detcon import console
 
 GRACE_SECONDS = 10.0
 EXIT_STATUS = 128 + signal.SIGTERM
@@ -84,6 +85,5 @@ class SigtermWatch:
         message = (f'SIGTERM while the main thread was blocked (no step for {self.grace:.0f} s, '
                    f'e.g. waiting for input); checkpoint {path or "already saved"} at step '
                    f'{last}; rerun the same command to resume')
-        logging.warning(message)
-        print(message, flush=True)
+        console.warn(message)
         os._exit(EXIT_STATUS)  # pylint: disable=protected-access

@@ -23,6 +23,7 @@ import tf_keras
 import yaml
 
 from tf_detcon import __version__
+from tf_detcon import console
 from tf_detcon import locks
 from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.configs import pretrain as pretrain_config
@@ -72,10 +73,11 @@ class Run:
         raise ValueError(f'task.train_data.{e}') from e
       unlisted = records.unlisted_files(files)
       if unlisted:
-        _warn(f'task.train_data.input_path matches {len(unlisted)} record files that the '
-              f'manifest beside them does not list ({", ".join(unlisted[:2])}'
-              f'{" ..." if len(unlisted) > 2 else ""}): shards of another make_masks run are '
-              'read too')
+        console.warn(
+            f'task.train_data.input_path matches {len(unlisted)} record files that the '
+            f'manifest beside them does not list ({", ".join(unlisted[:2])}'
+            f'{" ..." if len(unlisted) > 2 else ""}): shards of another make_masks run are '
+            'read too')
     self.total_steps = params.trainer.train_steps
     self.global_batch = task.train_data.global_batch_size
     with self.strategy.scope():
@@ -93,8 +95,7 @@ class Run:
           max_to_keep=params.trainer.max_to_keep)
       restored = self.restore_latest()
     if restored:
-      logging.info('resumed from %s at step %d', restored, self.step)
-      print(f'resumed from {restored} at step {self.step}', flush=True)
+      console.say(f'resumed from {restored} at step {self.step}')
 
   def _restore(self, path: str) -> None:
     """Restores everything or explains that model_dir belongs to another model."""
@@ -122,8 +123,9 @@ class Run:
         continue
       self._restore(path)
       if unreadable:
-        _warn(f'unreadable checkpoint {"; ".join(unreadable)} in {self.manager.directory}: '
-              f'resumed from the previous one, {os.path.basename(path)}')
+        console.warn(f'unreadable checkpoint {"; ".join(unreadable)} in '
+                     f'{self.manager.directory}: resumed from the previous one, '
+                     f'{os.path.basename(path)}')
       return path
     if unreadable:
       raise ValueError(f'no readable checkpoint in {self.manager.directory}: '
@@ -145,8 +147,8 @@ class Run:
     resuming = self.exact_resume and self.step > 0
     positions = self.model.input_positions.numpy() if resuming else None
     if self.step and not self.exact_resume:
-      print('input restarts in a fresh random order (set task.train_data.seed and '
-            'deterministic: true for an exact resume)', flush=True)
+      console.say('input restarts in a fresh random order (set task.train_data.seed and '
+                  'deterministic: true for an exact resume)')
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
       pipeline_id = context.input_pipeline_id
@@ -155,10 +157,10 @@ class Run:
         starts, problem = seeds.resume_positions(positions, context.num_input_pipelines)
         start = starts[pipeline_id]
         if pipeline_id == 0 and problem:
-          _warn(problem)
+          console.warn(problem)
         elif pipeline_id == 0:
           epoch, index = seeds.split_position(start)
-          print(f'input resumes at record {index} of epoch {epoch} (pipeline 0)', flush=True)
+          console.say(f'input resumes at record {index} of epoch {epoch} (pipeline 0)')
       return datasets.build_dataset(data_cfg, context,
                                     self.params.runtime.dataset_num_private_threads, start)
 
@@ -202,14 +204,16 @@ class Run:
     callbacks = self.callbacks()
     end = optimization_config.schedule_end(trainer.optimizer_config)
     if 0 < end < self.total_steps:
-      _warn(f'the {trainer.optimizer_config.learning_rate.type} learning-rate schedule ends at '
-            f'step {end} but trainer.train_steps is {self.total_steps}; from there on the rate '
-            'stays at its final value (override its decay_steps with train_steps)')
+      console.warn(f'the {trainer.optimizer_config.learning_rate.type} learning-rate schedule '
+                   f'ends at step {end} but trainer.train_steps is {self.total_steps}; from '
+                   'there on the rate stays at its final value (override its decay_steps with '
+                   'train_steps)')
     peak = optimization_config.peak_learning_rate(trainer.optimizer_config)
-    print(f'training {type(self.model).__name__} for {self.total_steps - self.step} steps '
-          f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
-          f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} = '
-          f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)', flush=True)
+    console.say(
+        f'training {type(self.model).__name__} for {self.total_steps - self.step} steps '
+        f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
+        f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} = '
+        f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)')
     # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns preemption;
     # elsewhere SIGTERM checkpoints and exits, even with the main thread blocked in input.
     on_sigterm = (trainer.preemption_on_demand_checkpoint and self.cluster_resolver is None
@@ -235,8 +239,8 @@ class Run:
         if on_sigterm:
           watch.handled()
         path = self._save_now()
-        print(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; rerun '
-              'the same command to resume', flush=True)
+        console.say(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; '
+                    'rerun the same command to resume')
         raise
 
   def _no_example_error(self) -> ValueError:
@@ -257,12 +261,6 @@ class Run:
                 'tf_detcon_version': __version__, 'config': self.params.as_dict(),
                 **self.model.export_metadata()}
     return export_lib.export(self.model_dir, modules, metadata)
-
-
-def _warn(message: str) -> None:
-  """A warning in the log and on stdout, where a user running the launcher sees it."""
-  logging.warning(message)
-  print(f'warning: {message}', flush=True)
 
 
 def unreadable_reason(path: str) -> str:
@@ -323,7 +321,8 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
       tf.io.gfile.copy(path, kept)
       shown = ', '.join(changed[:6]) + (f' and {len(changed) - 6} more' if len(changed) > 6
                                         else '')
-      _warn(f'the config differs from {path} in {shown}; the previous one is kept as {kept}')
+      console.warn(f'the config differs from {path} in {shown}; the previous one is kept as '
+                   f'{kept}')
   train_utils.serialize_config(params, model_dir)
 
 
@@ -336,7 +335,7 @@ def train_and_export(params: pretrain_config.PretrainExperiment, model_dir: str,
     record_config(params, model_dir, run.step)
     run.train()
     path = run.export()
-  print(f'exported step {run.step} to {path}', flush=True)
+  console.say(f'exported step {run.step} to {path}')
   return run
 
 
@@ -347,5 +346,5 @@ def export_only(params: pretrain_config.PretrainExperiment, model_dir: str,
     if run.manager.latest_checkpoint is None:
       raise ValueError(f'no checkpoint in {model_dir}/checkpoints to export')
     path = run.export()
-  print(f'exported step {run.step} to {path}', flush=True)
+  console.say(f'exported step {run.step} to {path}')
   return run

@@ -1,0 +1,57 @@
+"""What the launchers print: the project's own lines once, TF's internals only when asked.
+
+By default a launcher prints its own lines (progress, what it wrote), warnings and errors. absl's
+`--verbosity` / `-v`, `--logtostderr` or `--alsologtostderr` bring back the INFO logs of TF and
+of the package, and TF's native (C++) log lines, as absl users expect. This module imports no
+TensorFlow: `quiet_native_logs` must run before TF is first imported.
+"""
+
+import glob
+import logging as python_logging
+import os
+import sys
+from typing import Sequence
+
+from absl import logging
+
+VERBOSE_FLAGS = ('verbosity', 'v', 'logtostderr', 'alsologtostderr')
+# Device nodes of the accelerators TF could use; without any, a native ERROR line is the CUDA
+# probe's "failed call to cuInit", which a newcomer takes for a failure.
+ACCELERATOR_NODES = ('/dev/nvidia*', '/dev/accel*', '/dev/vfio/*')
+
+
+def verbose_requested(argv: Sequence[str]) -> bool:
+  """Whether the command line names one of absl's logging flags."""
+  for arg in argv[1:]:
+    name = arg.lstrip('-').split('=', 1)[0]
+    if arg.startswith('-') and name in VERBOSE_FLAGS:
+      return True
+  return False
+
+
+def quiet_native_logs(argv: Sequence[str] = tuple(sys.argv)) -> None:
+  """Sets TF's native log threshold, unless the user set it or asked for verbose logs: errors
+  only (level 2), or none on a machine with no accelerator device (level 3; there the only
+  native error is the CUDA probe's, and real failures still raise in Python)."""
+  if 'TF_CPP_MIN_LOG_LEVEL' in os.environ or verbose_requested(argv):
+    return
+  has_accelerator = any(glob.glob(pattern) for pattern in ACCELERATOR_NODES)
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2' if has_accelerator else '3'
+
+
+def quiet_python_logs(argv: Sequence[str] = tuple(sys.argv)) -> None:
+  """absl's and TF's Python INFO logs off unless asked for: warnings and errors stay."""
+  if not verbose_requested(argv):
+    logging.set_verbosity(logging.WARNING)
+    python_logging.getLogger('tensorflow').setLevel(python_logging.WARNING)
+
+
+def say(message: str) -> None:
+  """One of the project's own lines: on stdout, and in the log at DEBUG (`-v 1`)."""
+  print(message, flush=True)
+  logging.debug(message)
+
+
+def warn(message: str) -> None:
+  """A warning a user running a launcher must see: one line on stdout, and in the log at DEBUG."""
+  say(f'warning: {message}')
