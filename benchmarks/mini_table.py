@@ -146,7 +146,7 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
                             'view1': {'output_size': setup.view_size},
                             'view2': {'output_size': setup.view_size}})
   task.encoder.backbone.resnet.depth_multiplier = setup.width
-  inner = task.method.decon.base if task.method.type == 'decon' else task.method
+  inner = task.method.inner()
   if inner.type == 'detcon':
     inner.detcon.override({'feature_level': setup.level,
                            'projector': {'hidden_dim': 256, 'output_dim': 64},

@@ -26,7 +26,7 @@ console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import train_utils
 from tf_detcon import cli
-from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
+from tf_detcon import registry_imports  # pylint: disable=unused-import
 from tf_detcon.configs import fields
 from tf_detcon.configs import pretrain
 from tf_detcon.data.offline import build_embedded

@@ -29,7 +29,7 @@ console.quiet_native_logs()  # before TensorFlow is imported
 import tensorflow as tf
 from official.core import exp_factory
 from tf_detcon import cli
-from tf_detcon.configs import experiments  # pylint: disable=unused-import
+from tf_detcon import registry_imports  # pylint: disable=unused-import
 from tf_detcon.configs import pretrain
 from tf_detcon.data import datasets
 from tf_detcon.data.offline import build_embedded

@@ -2,7 +2,9 @@
 training → launch glue. Read from the modules' own import statements."""
 
 import ast
+import glob
 import os
+import re
 from typing import Dict, List
 
 from tests.conftest import REPO_ROOT
@@ -13,7 +15,7 @@ PACKAGE = os.path.join(REPO_ROOT, 'tf_detcon')
 RANKS = [
     ('tf_detcon.configs', 0), ('tf_detcon.replicas', 0), ('tf_detcon.schedules', 1),
     ('tf_detcon.losses', 1), ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3),
-    ('tf_detcon.modeling', 4), ('tf_detcon.evaluation', 5), ('tf_detcon.training', 5), ('tf_detcon.transfer', 6),
+    ('tf_detcon.modeling', 4), ('tf_detcon.registry_imports', 4), ('tf_detcon.evaluation', 5), ('tf_detcon.training', 5), ('tf_detcon.transfer', 6),
     ('tf_detcon.segmentation', 6), ('tf_detcon.weights', 6), ('tf_detcon.cli', 6), ('tf_detcon', 0),
 ]
 
@@ -86,3 +88,29 @@ def test_the_trainer_and_export_name_no_method():
     for word in ("'detcon'", "'detco'", "'decon'", 'methods.detcon', 'methods.detco',
                  'methods.decon', 'DeCon', 'DetCo', 'DetCon'):
       assert word not in source, (module, word)
+
+
+def test_only_a_method_switches_on_its_own_type():
+  """A method's block knows its miniature, its checks (with replicas) and the method it wraps
+  (`configs/methods.py`), so no other module reaches into DeCon's base or branches on
+  `task.method.type`; DeCon's own modules may."""
+  switch = re.compile(r"\.decon\.base\b|method\.type\s*[!=]=|type\s*[!=]=\s*'decon'")
+  own = {'tf_detcon/configs/methods.py', 'tf_detcon/modeling/methods/decon.py'}
+  found = []
+  for path in sorted(glob.glob(os.path.join(REPO_ROOT, '*', '**', '*.py'), recursive=True)):
+    relative = os.path.relpath(path, REPO_ROOT)
+    if relative.split(os.sep)[0] not in ('tf_detcon', 'launch', 'benchmarks') or relative in own:
+      continue
+    with open(path, encoding='utf-8') as f:
+      found += [f'{relative}:{n}' for n, line in enumerate(f, 1) if switch.search(line)]
+  assert not found
+
+
+def test_methods_are_registered_explicitly():
+  """As Model Garden's registry_imports.py: one module imports every method's module; the
+  registry imports nothing on lookup."""
+  assert 'tf_detcon.modeling.methods.detcon' in IMPORTS['tf_detcon.registry_imports']
+  assert 'tf_detcon.registry_imports' in IMPORTS['tf_detcon.training.trainer']
+  with open(os.path.join(PACKAGE, 'modeling', 'registry.py'), encoding='utf-8') as f:
+    assert 'importlib' not in f.read()
+  assert IMPORTS['tf_detcon.modeling.methods'] == []

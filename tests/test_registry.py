@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from official.modeling import hyperparams
+from official.core import exp_factory
 from tests.conftest import tiny_params
 from tf_detcon import losses
 from tf_detcon.configs import checks
+from tf_detcon.configs import experiments
 from tf_detcon.configs import methods
 from tf_detcon.configs import validation
 from tf_detcon.modeling import base
@@ -25,14 +26,19 @@ from tf_detcon.training import trainer
 
 # ---------------------------------------------------------------- the toy method's config ...
 @dataclasses.dataclass
-class ToyConfig(hyperparams.Config):
-  """Global average pool → one linear layer → SimCLR's NT-Xent; it checks its own settings."""
+class ToyConfig(methods.MethodBlock):
+  """Global average pool → one linear layer → SimCLR's NT-Xent; it checks its own settings and
+  knows its miniature."""
   dim: int = 16
   temperature: float = 0.5
 
   def check(self, task, path):
     del task
     checks.positive(self.temperature, f'{path}.temperature')
+
+  def tiny(self, task):
+    del task
+    self.dim = min(self.dim, 8)
 
 
 @dataclasses.dataclass
@@ -102,6 +108,19 @@ def test_a_new_methods_own_checks_run_in_the_validation_pass():
   with pytest.raises(validation.ConfigError,
                      match=r'^task.method.toy.temperature must be > 0, got -1.0$'):
     validation.validate(params)
+
+
+def test_the_miniature_and_the_replica_checks_are_the_methods_own():
+  """`experiments.tiny` and `validation.validate_replicas` ask the method's block, so a new
+  method needs no branch in either; `inner()` is the method itself unless it wraps one."""
+  params = exp_factory.get_exp_config('simclr_imagenet_1000ep')
+  params.task.method = ToyMethodConfig(type='toy', toy=ToyConfig(dim=64))
+  experiments.tiny(params)
+  assert params.task.method.toy.dim == 8 and params.trainer.train_steps == 20
+  validation.validate_replicas(params, 2)
+  assert params.task.method.inner() is params.task.method
+  decon = exp_factory.get_exp_config('decon_sl_detco_tiny').task.method
+  assert decon.inner() is decon.decon.base and decon.inner().type == 'detco'
 
 
 def test_registered_methods_and_an_unknown_one():

@@ -16,6 +16,7 @@ import tf_keras
 
 from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
                             tiny_params, until_line)
+from tf_detcon.configs import validation
 from tf_detcon.data import color
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import callbacks
@@ -197,6 +198,19 @@ def test_execution_settings_compile_as_configured(setting, tmp_path, embedded_fi
   run.model.fit = _recording(run.model.fit, history)
   run.train()
   assert run.step == 2 and np.isfinite(history[-1]['loss'][-1])
+
+
+def test_an_experiment_is_validated_once_per_start(tmp_path, embedded_files, monkeypatch):
+  """The data checks run once: in `validate` before the strategy is built; the replica checks
+  after it; the trainer's pipelines take the validated config."""
+  del embedded_files
+  calls = []
+  real = validation.validate_data
+  monkeypatch.setattr(validation, 'validate_data',
+                      lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+  run = trainer.Run(tiny_params('simclr_tiny', train_steps=1), str(tmp_path / 'run'))
+  next(iter(run.dataset()))
+  assert len(calls) == 1
 
 
 def _recording(fit, history):

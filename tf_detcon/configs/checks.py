@@ -53,10 +53,3 @@ def one_of_config(config: Any, path: str) -> Any:
     if name != config.type and block.as_dict() != type(block)().as_dict():
       raise ConfigError(f'{path}.{name} is set but {path}.type is {config.type!r}: remove it')
   return config.get()
-
-
-def check_block(block: Any, task: Any, path: str) -> None:
-  """Runs a config block's own `check(task, path)`, if it has one."""
-  check = getattr(block, 'check', None)
-  if check is not None:
-    check(task, path)

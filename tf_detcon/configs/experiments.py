@@ -278,8 +278,8 @@ TINY_BATCH = 4
 
 def tiny(params: PretrainExperiment) -> PretrainExperiment:
   """The CPU miniature of an experiment: the same method, views and losses on a ResNet-10 at a
-  quarter width (a few hundred thousand weights), 64 px views, batch 4, small heads and queues,
-  two BN groups for MoCo's shuffled keys, 20 steps; float32 under MirroredStrategy. Sizes stay multiples of 32 for DeCon's FPN."""
+  quarter width (a few hundred thousand weights), 64 px views, batch 4, 20 steps, float32 under
+  MirroredStrategy; the method shrinks its own heads and queues (`MethodBlock.tiny`)."""
   task = params.task
   old_batch, old_steps = task.train_data.global_batch_size, params.trainer.train_steps
   task.encoder.backbone = backbones.Backbone(
@@ -289,18 +289,7 @@ def tiny(params: PretrainExperiment) -> PretrainExperiment:
                      view1=dict(output_size=TINY_IMAGE_SIZE),
                      view2=dict(output_size=TINY_IMAGE_SIZE),
                      local_views=dict(output_size=48, grid_size=3, patch_size=16)))
-  method = task.method
-  inner = method.decon.base if method.type == 'decon' else method
-  if method.type == 'decon':
-    method.decon.decoder.fpn.num_filters = 32
-    data.local_views.override(dict(output_size=96, patch_size=32))  # multiples of 32
-  if inner.type == 'detcon':
-    inner.detcon.override(dict(num_samples=min(inner.detcon.num_samples, 4),
-                               projector=dict(hidden_dim=64, output_dim=32),
-                               predictor=dict(hidden_dim=64, output_dim=32)))
-  elif inner.type == 'detco':
-    # Two BN groups for the shuffled keys: on one device there is nothing else to shuffle across.
-    inner.detco.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32, bn_splits=2))
+  task.method.get().tiny(task)  # the method's own heads, queues and sizes
   # The same schedule over 20 steps (10% warmup where it had one), the learning rate scaled to
   # the batch by the linear rule.
   warmup = 2 if params.trainer.optimizer_config.warmup.type else 0

@@ -11,7 +11,7 @@ field for it in `MethodConfig`; its model in a module of `tf_detcon/modeling/met
 """
 
 import dataclasses
-from typing import Any, List
+from typing import Any, List, Optional
 
 from official.modeling import hyperparams
 from official.vision.configs import decoders
@@ -26,7 +26,29 @@ class HeadConfig(hyperparams.Config):
 
 
 @dataclasses.dataclass
-class DetConConfig(hyperparams.Config):
+class MethodBlock(hyperparams.Config):
+  """What every method's block knows of itself, so that nothing outside it switches on its type:
+  its checks (against the task, and against the number of replicas once the strategy is known),
+  its CPU miniature, and the method it wraps, if any."""
+
+  def check(self, task: Any, path: str) -> None:
+    """One-line `ConfigError`s for settings that cannot work with `task`; `path` names this
+    block (e.g. 'task.method.detcon')."""
+
+  def check_replicas(self, task: Any, path: str, num_replicas: int) -> None:
+    """The checks that depend on the number of replicas (run once the strategy is built)."""
+
+  def tiny(self, task: Any) -> None:
+    """Shrinks this block (and what it needs of `task`) to the CPU miniature
+    (`configs.experiments.tiny`)."""
+
+  def wrapped(self) -> Optional['BaseMethodConfig']:
+    """The one-of of the method this one is built around (DeCon's base), or None."""
+    return None
+
+
+@dataclasses.dataclass
+class DetConConfig(MethodBlock):
   """DetCon (Hénaff et al. 2021, §3.1). variant 'b': BYOL-based (predictor, EMA target); 's':
   SimCLR-based. loss 'contrastive': the DetCon objective (eq. 3); 'regression': BYOL's
   2 − 2·cos(q, z′) per mask, no negatives (variant 'b' only; with one global mask it is BYOL).
@@ -75,9 +97,15 @@ class DetConConfig(hyperparams.Config):
                    f"{path}.global_negatives false needs {path}.loss 'contrastive': the "
                    'regression loss has no negatives')
 
+  def tiny(self, task: Any) -> None:
+    del task
+    self.override(dict(num_samples=min(self.num_samples, 4),
+                       projector=dict(hidden_dim=64, output_dim=32),
+                       predictor=dict(hidden_dim=64, output_dim=32)))
+
 
 @dataclasses.dataclass
-class DetCoConfig(hyperparams.Config):
+class DetCoConfig(MethodBlock):
   """DetCo (Xie et al. 2021, §3.2; docs/design.md §4) on MoCo v2. levels ['5'] without local
   views is MoCo v2.
 
@@ -124,6 +152,21 @@ class DetCoConfig(hyperparams.Config):
     checks.positive(self.temperature, f'{path}.temperature')
     checks.probability(self.momentum, f'{path}.momentum')
 
+  def check_replicas(self, task: Any, path: str, num_replicas: int) -> None:
+    batch = task.train_data.global_batch_size
+    checks.require(batch % (num_replicas * self.bn_splits) == 0,
+                   f'{path}.bn_splits {self.bn_splits} does not divide the per-replica batch '
+                   f'{batch // num_replicas}')
+    checks.require(self.key_bn != 'shuffle' or num_replicas * self.bn_splits > 1,
+                   f"{path}.key_bn 'shuffle' on one replica needs {path}.bn_splits >= 2 (BN "
+                   "groups to shuffle the keys across; MoCo's 8 GPUs on one device are 8), or "
+                   "key_bn 'sync'")
+
+  def tiny(self, task: Any) -> None:
+    # Two BN groups for the shuffled keys: on one device there is nothing else to shuffle across.
+    del task
+    self.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32, bn_splits=2))
+
 
 @dataclasses.dataclass
 class BaseMethodConfig(hyperparams.OneOfConfig):
@@ -132,13 +175,19 @@ class BaseMethodConfig(hyperparams.OneOfConfig):
   detcon: DetConConfig = dataclasses.field(default_factory=DetConConfig)
   detco: DetCoConfig = dataclasses.field(default_factory=DetCoConfig)
 
+  def inner(self) -> 'BaseMethodConfig':
+    """The one-of of the method that computes the features and their objective: the method a
+    wrapping method is built around (DeCon's base), else this one."""
+    wrapped = self.get().wrapped()
+    return self if wrapped is None else wrapped.inner()
+
 
 # The decoder levels each DeCon variant trains (docs/design.md §5).
 DECON_VARIANT_LEVELS = {'sl': ('2',), 'ml': ('2', '3', '4', '5')}
 
 
 @dataclasses.dataclass
-class DeConConfig(hyperparams.Config):
+class DeConConfig(MethodBlock):
   """DeCon (Quetin et al. 2025; our adaptation, docs/design.md §5): an FPN decoder pretrained
   with the base method's own objective.
 
@@ -178,7 +227,19 @@ class DeConConfig(hyperparams.Config):
       checks.require(size % 32 == 0,
                      f'DeCon needs task.train_data.{name} to be a multiple of 32, got {size}')
     base = checks.one_of_config(self.base, f'{path}.base')
-    checks.check_block(base, task, f'{path}.base.{self.base.type}')
+    base.check(task, f'{path}.base.{self.base.type}')
+
+  def check_replicas(self, task: Any, path: str, num_replicas: int) -> None:
+    self.base.get().check_replicas(task, f'{path}.base.{self.base.type}', num_replicas)
+
+  def tiny(self, task: Any) -> None:
+    self.decoder.fpn.num_filters = 32
+    # The FPN needs patches that are multiples of 32 (res5's stride).
+    task.train_data.local_views.override(dict(output_size=96, patch_size=32))
+    self.base.get().tiny(task)
+
+  def wrapped(self) -> BaseMethodConfig:
+    return self.base
 
 
 @dataclasses.dataclass

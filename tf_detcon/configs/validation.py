@@ -22,7 +22,8 @@ PRECISIONS = ('float32', 'bfloat16')
 
 
 def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -> None:
-  """The input pipeline's settings (`datasets.build_dataset` runs this on its own too)."""
+  """The input pipeline's settings (`datasets.build_dataset` runs this for a caller of its own;
+  the trainer's pipelines rely on `validate`)."""
   checks.one_of(data.on_bad_example, ('error', 'skip'), f'{path}.on_bad_example')
   checks.one_of(data.masks.kind, ('stored', 'grid'), f'{path}.masks.kind')
   checks.require(data.masks.grid_size >= 1,
@@ -151,7 +152,7 @@ def validate_task(task: pretrain.PretrainTask) -> None:
   validate_data(task.train_data)
   validate_probe_data(task.validation_data)
   method = checks.one_of_config(task.method, 'task.method')
-  checks.check_block(method, task, f'task.method.{task.method.type}')
+  method.check(task, f'task.method.{task.method.type}')
   checks.require(task.log_every_steps >= 1, 'task.log_every_steps must be >= 1')
 
 
@@ -184,18 +185,15 @@ def validate(params: pretrain.PretrainExperiment, num_replicas: Optional[int] = 
                  f'trainer.steps_per_loop {trainer.steps_per_loop} (summaries are written '
                  'between loops)')
   if num_replicas is not None:
-    batch = params.task.train_data.global_batch_size
-    checks.require(batch % num_replicas == 0,
-                   f'task.train_data.global_batch_size {batch} is not divisible by the '
-                   f'{num_replicas} replicas')
-    method = params.task.method
-    inner = method.decon.base if method.type == 'decon' else method
-    if inner.type == 'detco':
-      detco = inner.detco
-      checks.require(batch % (num_replicas * detco.bn_splits) == 0,
-                     f'task.method.detco.bn_splits {detco.bn_splits} does not divide the '
-                     f'per-replica batch {batch // num_replicas}')
-      checks.require(detco.key_bn != 'shuffle' or num_replicas * detco.bn_splits > 1,
-                     "task.method.detco.key_bn 'shuffle' on one replica needs "
-                     'task.method.detco.bn_splits >= 2 (BN groups to shuffle the keys across; '
-                     "MoCo's 8 GPUs on one device are 8), or key_bn 'sync'")
+    validate_replicas(params, num_replicas)
+
+
+def validate_replicas(params: pretrain.PretrainExperiment, num_replicas: int) -> None:
+  """What depends on the number of replicas, once the strategy is built: the global batch
+  splits over them, and the method's own replica checks (`MethodBlock.check_replicas`)."""
+  task = params.task
+  batch = task.train_data.global_batch_size
+  checks.require(batch % num_replicas == 0,
+                 f'task.train_data.global_batch_size {batch} is not divisible by the '
+                 f'{num_replicas} replicas')
+  task.method.get().check_replicas(task, f'task.method.{task.method.type}', num_replicas)

@@ -264,14 +264,22 @@ def data_service_job(cfg: data_config.DataConfig) -> str:
 def build_dataset(cfg: data_config.DataConfig,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   private_threads: Optional[int] = None, start: int = 0) -> tf.data.Dataset:
-  """Batches of two views (and masks, and DetCo patches) for one input pipeline, from the
-  record position `start` (where a resumed run stopped reading, `seeds`).
+  """`batches` of a `cfg` checked first (`validation.validate_data`), for callers of their own."""
+  validation.validate_data(cfg)
+  return batches(cfg, input_context, private_threads, start)
+
+
+def batches(cfg: data_config.DataConfig,
+            input_context: Optional[tf.distribute.InputContext] = None,
+            private_threads: Optional[int] = None, start: int = 0) -> tf.data.Dataset:
+  """Batches of two views (and masks, and DetCo patches) for one input pipeline of a validated
+  `cfg` (the trainer validates the experiment once), from the record position `start` (where a
+  resumed run stopped reading, `seeds`).
 
   With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
   calls `color.finalize_batch`; otherwise that runs here and the batches are final. With
   `enable_tf_data_service`, everything up to the batch runs on the service's workers.
   """
-  validation.validate_data(cfg)
   batch_size = cfg.global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(cfg.global_batch_size)

@@ -5,11 +5,10 @@ Methods register themselves with a decorator, as Model Garden's backbones and ta
   @registry.register_method('detcon')
   class DetConModel(base.PretrainModel): ...
 
-Every module in `tf_detcon/modeling/methods/` is imported on the first lookup, so a new method
-needs no edit outside its own module (and its config).
+`tf_detcon/registry_imports.py` imports every method's module (the launchers and the trainer
+import it), as Model Garden's `registry_imports.py` does.
 """
 
-import importlib
 from typing import Callable, Dict, Type
 
 from official.core import registry
@@ -26,10 +25,10 @@ def register_method(name: str) -> Callable[[Type[base.PretrainModel]], Type[base
 
 
 def lookup(name: str) -> Type[base.PretrainModel]:
-  importlib.import_module('tf_detcon.modeling.methods')  # each method registers itself
   if name not in _METHODS:
     raise ValueError(f'no model is registered for task.method.type {name!r}; known: '
-                     f'{", ".join(sorted(_METHODS))}')
+                     f'{", ".join(sorted(_METHODS))} (tf_detcon/registry_imports.py imports '
+                     'the methods\' modules)')
   return _METHODS[name]
 
 

@@ -25,6 +25,7 @@ import yaml
 from tf_detcon import __version__
 from tf_detcon import console
 from tf_detcon import locks
+from tf_detcon import registry_imports  # pylint: disable=unused-import  (methods, experiments)
 from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.configs import validation
@@ -57,7 +58,7 @@ class Run:
       tf.config.experimental.enable_op_determinism()
     distribute.configure_precision(params.runtime)
     self.strategy = strategy or distribute.build_strategy(params.runtime)
-    validation.validate(params, num_replicas=self.strategy.num_replicas_in_sync)
+    validation.validate_replicas(params, self.strategy.num_replicas_in_sync)
     if (params.runtime.enable_xla and self.strategy.num_replicas_in_sync > 1
         and isinstance(self.strategy, tf.distribute.MirroredStrategy)):
       raise ValueError(
@@ -161,8 +162,8 @@ class Run:
         elif pipeline_id == 0:
           epoch, index = seeds.split_position(start)
           console.say(f'input resumes at record {index} of epoch {epoch} (pipeline 0)')
-      return datasets.build_dataset(data_cfg, context,
-                                    self.params.runtime.dataset_num_private_threads, start)
+      return datasets.batches(data_cfg, context, self.params.runtime.dataset_num_private_threads,
+                              start)
 
     return self.strategy.distribute_datasets_from_function(pipeline)
 

@@ -1,0 +1,13 @@
+"""Every module that registers something, imported once: the experiments (Model Garden's
+`exp_factory`) and the methods' models (`modeling.registry`), as Model Garden's
+`official/vision/registry_imports.py` does for its tasks and configs.
+
+The launchers and the trainer import this module. A new method adds its model's module here
+(docs/architecture.md, "How to add a method").
+"""
+
+# pylint: disable=unused-import
+from tf_detcon.configs import experiments
+from tf_detcon.modeling.methods import decon
+from tf_detcon.modeling.methods import detco
+from tf_detcon.modeling.methods import detcon
