@@ -274,7 +274,7 @@ def test_query_encoder_has_per_replica_bn_in_the_bn_groups():
   model = _model('detco_tiny')
   assert not model.task.encoder.norm_activation.use_sync_bn
   assert _synchronised(model.encoder) == {False}
-  assert model.cfg.bn_splits == 2
+  assert model.bn_splits == 2
   batch = next(iter(_batch()))
   inputs = model.prepare_inputs(batch)
   query = model.features(inputs, training=True).online.views[0]['5'].numpy()

@@ -50,7 +50,7 @@ def test_detcon_b_targets_start_equal_and_follow_the_online_net_by_ema():
   model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)  # lr is 0 at step 0 (warmup)
   before = [t.numpy().copy() for t, _ in pairs]
   history = model.fit(_batches(), steps_per_epoch=1, epochs=1, verbose=0)
-  tau = float(schedules.ema_tau(2, 10, model.cfg.ema_tau_base))
+  tau = float(schedules.ema_tau(2, 10, model.ema_tau_base))
   np.testing.assert_allclose(history.history['tau'][0], tau, rtol=1e-6)
   moved = 0
   for (target, online), old in zip(pairs, before):

@@ -16,8 +16,8 @@ import tensorflow as tf
 import tf_keras
 
 from official.core import exp_factory
+from official.vision.configs import decoders as decoders_config
 from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
-from tf_detcon.configs import methods
 from tf_detcon.configs import pretrain
 from tf_detcon.data import color
 from tf_detcon.modeling.blocks import decoders
@@ -119,10 +119,11 @@ def from_export(path: str) -> FrozenEncoder:
     decoder = None
     if 'decoder' in metadata.get('init_checkpoint_modules', []):
       recorded = metadata['decoder']
-      decon = methods.DeConConfig(min_level=recorded['min_level'],
-                                  max_level=recorded['max_level'])
-      decon.decoder.override(recorded['decoder'], is_strict=True)
-      decoder = decoders.build_decoder(decon, encoder_config(metadata).norm_activation,
+      decoder_config = decoders_config.Decoder()
+      decoder_config.override(recorded['decoder'], is_strict=True)
+      decoder = decoders.build_decoder(decoder_config, recorded['min_level'],
+                                      recorded['max_level'],
+                                      encoder_config(metadata).norm_activation,
                                       backbone.output_specs)
       modules['decoder'] = decoder
     status = tf.train.Checkpoint(**modules).read(checkpoint)

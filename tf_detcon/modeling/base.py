@@ -152,6 +152,10 @@ class _Contract(abc.ABCMeta):
 class PretrainModel(tf_keras.Model, metaclass=_Contract):
   """Base of the pretraining methods; `model.fit` drives `train_step` (see the module doc)."""
 
+  # Whether the target side runs on a cross-replica shuffle in per-replica BN groups (MoCo's
+  # shuffling BN): a method wrapping this one (DeCon) then runs its target modules inside it.
+  shuffles_keys: bool = False
+
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     """Args: the (validated) task, and the schedule length for step-dependent settings (τ)."""
     super().__init__(**kwargs)

@@ -7,17 +7,20 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.configs import common
+from official.vision.configs import decoders as decoders_config
 from official.vision.configs import maskrcnn as maskrcnn_config
 from official.vision.modeling.decoders import factory as decoder_factory
-from tf_detcon.configs import methods
 
 
-def build_decoder(cfg: methods.DeConConfig, norm_activation: common.NormActivation,
+def build_decoder(decoder: decoders_config.Decoder, min_level: int, max_level: int,
+                  norm_activation: common.NormActivation,
                   input_specs: Mapping[str, tf.TensorShape]) -> tf_keras.Model:
-  """The FPN through Model Garden's decoder factory and the same config type Mask R-CNN uses,
-  so the checkpoint loads into Mask R-CNN with `init_checkpoint_modules: [backbone, decoder]`."""
-  model_config = maskrcnn_config.MaskRCNN(min_level=cfg.min_level, max_level=cfg.max_level,
-                                          decoder=cfg.decoder, norm_activation=norm_activation)
+  """Model Garden's decoder (`decoder`: its one-of config, e.g. an FPN and its filters) over
+  levels `min_level`..`max_level`, with `norm_activation`, through its decoder factory and the
+  config type Mask R-CNN uses, so the checkpoint loads into Mask R-CNN with
+  `init_checkpoint_modules: [backbone, decoder]`."""
+  model_config = maskrcnn_config.MaskRCNN(min_level=min_level, max_level=max_level,
+                                          decoder=decoder, norm_activation=norm_activation)
   return decoder_factory.build_decoder(input_specs=input_specs, model_config=model_config)
 
 

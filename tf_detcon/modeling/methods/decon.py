@@ -7,6 +7,7 @@ levels with heads of their own, and trains on α·L_enc + (1 − α)·L_dec (doc
 """
 
 import copy
+import functools
 import itertools
 from typing import Any, Dict
 import zlib
@@ -46,26 +47,26 @@ class DeConModel(base.PretrainModel):
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task, total_steps, **kwargs)
-    self.cfg = task.method.decon
-    self.base_model = registry.lookup(self.cfg.base.type)(base_task(task), total_steps)
+    cfg = self.cfg = task.method.decon
+    self.base_model = registry.lookup(cfg.base.type)(base_task(task), total_steps)
     self.encoder = self.base_model.encoder
     self.target_encoder = self.base_model.target_encoder
     self.objective = self.base_model.objective
     norm = task.encoder.norm_activation
-    self.decoder = decoders.build_decoder(self.cfg, norm, self.encoder.output_specs)
+    decoder = functools.partial(decoders.build_decoder, cfg.decoder, cfg.min_level,
+                                cfg.max_level, input_specs=self.encoder.output_specs)
+    self.decoder = decoder(norm)
     # DetCo's shuffling BN: the target decoder runs inside the key encoder's shuffle, in its
     # per-replica BN groups, so that its BN does not see the queries' sub-batch either.
-    self.decodes_in_shuffle = (self.cfg.base.type == 'detco' and
-                               self.cfg.base.detco.key_bn == 'shuffle')
+    self.decodes_in_shuffle = self.base_model.shuffles_keys
     self.target_decoder = None
     if self.target_encoder is not None:
-      target_norm = norm.replace(use_sync_bn=False) if self.decodes_in_shuffle else norm
-      self.target_decoder = decoders.build_decoder(self.cfg, target_norm,
-                                                   self.encoder.output_specs)
+      self.target_decoder = decoder(
+          norm.replace(use_sync_bn=False) if self.decodes_in_shuffle else norm)
     # Not an attribute Keras tracks: its halves are the decoder's own layers.
     self._skip_lateral_decoder = decoders.SkipLateralFPN(self.decoder)
-    self.levels = methods_config.DECON_VARIANT_LEVELS[self.cfg.variant]
-    filters = self.cfg.decoder.fpn.num_filters
+    self.levels = methods_config.DECON_VARIANT_LEVELS[cfg.variant]
+    filters = cfg.decoder.fpn.num_filters
     self.decoder_objective = self.base_model.make_objective(
         {level: filters for level in self.levels}, self.levels,
         [1.0 / len(self.levels)] * len(self.levels), name='decoder_objective')

@@ -10,6 +10,7 @@ Per level i (res2..res5), with a query encoder and its momentum key copy:
 levels ['5'] with local=False is MoCo v2 from the same code.
 """
 
+import functools
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -17,7 +18,6 @@ import tf_keras
 
 from tf_detcon import losses
 from tf_detcon import replicas
-from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.data import seeds
 from tf_detcon.modeling import base
@@ -63,16 +63,18 @@ class ProjectionHead(tf_keras.layers.Layer):
 class DetCoHeads(tf_keras.layers.Layer):
   """Global (and local) heads of every level: one side, query or key."""
 
-  def __init__(self, cfg: methods_config.DetCoConfig, channels: Dict[str, int],
-               num_patches: int, **kwargs):
+  def __init__(self, channels: Dict[str, int], levels: Sequence[str], hidden_dim: int,
+               output_dim: int, local: bool, num_patches: int, **kwargs):
+    """Args: the channels of every level, the levels with heads, the heads' sizes, whether each
+    level also has a local head (over `num_patches` concatenated patch features, DetCo §3.2)."""
     super().__init__(**kwargs)
     self.global_heads, self.local_heads = {}, {}
-    for level in cfg.levels:
-      head = ProjectionHead(cfg.head_hidden_dim, cfg.output_dim, name=f'global_{level}')
+    for level in levels:
+      head = ProjectionHead(hidden_dim, output_dim, name=f'global_{level}')
       head.build((None, channels[level]))
       self.global_heads[level] = head
-      if cfg.local:
-        head = ProjectionHead(cfg.head_hidden_dim, cfg.output_dim, name=f'local_{level}')
+      if local:
+        head = ProjectionHead(hidden_dim, output_dim, name=f'local_{level}')
         head.build((None, num_patches * channels[level]))
         self.local_heads[level] = head
 
@@ -97,19 +99,26 @@ class DetCoObjective(base.Objective):
   current batch is never its own negative.
   """
 
-  def __init__(self, cfg: methods_config.DetCoConfig, channels: Dict[str, int],
-               levels: Sequence[str], weights: Sequence[float], num_patches: int, **kwargs):
+  def __init__(self, channels: Dict[str, int], levels: Sequence[str], weights: Sequence[float],
+               num_patches: int, hidden_dim: int = 2048, output_dim: int = 128,
+               local: bool = True, queue_size: int = 65536, temperature: float = 0.2,
+               **kwargs):
+    """Args: the channels of every level, the levels it contrasts and their weights (DetCo
+    §3.2's w_i), patches per local view, the heads' sizes, whether the local terms are on, the
+    length of each queue and the InfoNCE temperature."""
     super().__init__(**kwargs)
     base.require_levels(levels, channels)
-    self.cfg = cfg
+    self.local = local
+    self.temperature = temperature
     self.weights_by_level = dict(zip(levels, weights))
-    level_cfg = cfg.replace(levels=list(levels), level_weights=list(weights))
-    self.query_heads = DetCoHeads(level_cfg, channels, num_patches, name='query_heads')
-    self.key_heads = DetCoHeads(level_cfg, channels, num_patches, name='key_heads')
+    head_settings = dict(levels=levels, hidden_dim=hidden_dim, output_dim=output_dim,
+                         local=local, num_patches=num_patches)
+    self.query_heads = DetCoHeads(channels, name='query_heads', **head_settings)
+    self.key_heads = DetCoHeads(channels, name='key_heads', **head_settings)
     self.queues = {}
     for level in levels:
-      for kind in ('g', 'l') if cfg.local else ('g',):
-        self.queues[f'{kind}{level}'] = queues.KeyQueue(cfg.queue_size, cfg.output_dim,
+      for kind in ('g', 'l') if local else ('g',):
+        self.queues[f'{kind}{level}'] = queues.KeyQueue(queue_size, output_dim,
                                                          name=f'queue_{kind}{level}')
 
   def ema_pairs(self):
@@ -131,11 +140,11 @@ class DetCoObjective(base.Objective):
     key = {name: tf.stop_gradient(value) for name, value in
            self.key_heads.embed(key_side.views[0], patches(key_side), batch_size).items()}
     total, stats = 0.0, {}
-    temperature = self.cfg.temperature
+    temperature = self.temperature
     for level, weight in self.weights_by_level.items():
       g = f'g{level}'
       terms = {'gg': losses.info_nce(query[g], key[g], self.queues[g].keys, temperature)}
-      if self.cfg.local:
+      if self.local:
         l = f'l{level}'
         terms['ll'] = losses.info_nce(query[l], key[l], self.queues[l].keys, temperature)
         terms['gl'] = losses.info_nce(query[l], key[g], self.queues[g].keys, temperature)
@@ -156,21 +165,31 @@ class DetCoModel(base.PretrainModel):
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task, total_steps, **kwargs)
-    self.cfg = task.method.detco
+    cfg = task.method.detco
+    self.momentum = cfg.momentum
+    self.local = cfg.local
+    self.bn_splits = cfg.bn_splits
+    self.shuffles_keys = cfg.key_bn == 'shuffle'
+    self.sync_query_bn = task.encoder.norm_activation.use_sync_bn
+    self.patch_size = task.train_data.local_views.patch_size
+    # The objective's settings, read once (a partial: Keras would track a dict attribute).
+    self._objective = functools.partial(
+        DetCoObjective, num_patches=task.train_data.local_views.grid_size ** 2,
+        hidden_dim=cfg.head_hidden_dim, output_dim=cfg.output_dim, local=cfg.local,
+        queue_size=cfg.queue_size, temperature=cfg.temperature)
     self.encoder = encoders.build_backbone(task.encoder)
     # 'shuffle': per-replica BN on a shuffled batch, MoCo's way; 'sync': BN across replicas.
     key_encoder_cfg = task.encoder.replace(norm_activation=task.encoder.norm_activation.replace(
-        use_sync_bn=self.cfg.key_bn == 'sync'))
+        use_sync_bn=cfg.key_bn == 'sync'))
     self.target_encoder = encoders.build_backbone(key_encoder_cfg)
-    self.objective = self.make_objective(encoders.level_channels(self.encoder), self.cfg.levels,
-                                         self.cfg.level_weights, name='detco')
+    self.objective = self.make_objective(encoders.level_channels(self.encoder), cfg.levels,
+                                         cfg.level_weights, name='detco')
 
   def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
                      weights: Sequence[float], name: str) -> DetCoObjective:
     """The DetCo objective on other features (DeCon's decoder levels), with its own heads and
     queues."""
-    return DetCoObjective(self.cfg, channels, levels, weights,
-                          self.task.train_data.local_views.grid_size ** 2, name=name)
+    return self._objective(channels, levels, weights, name=name)
 
   @property
   def queues(self) -> Dict[str, queues.KeyQueue]:
@@ -178,7 +197,7 @@ class DetCoModel(base.PretrainModel):
 
   def ema_decay(self, step):
     del step
-    return tf.constant(self.cfg.momentum)
+    return tf.constant(self.momentum)
 
   def features(self, inputs: base.Inputs, training: bool,
                key_decoder: Optional[KeyDecoder] = None) -> base.Encoded:
@@ -190,7 +209,7 @@ class DetCoModel(base.PretrainModel):
     runs on the key encoder's features inside the same shuffle and BN groups; its outputs join
     the key side's features under `DECODED` + level.
     """
-    size = self.task.train_data.local_views.patch_size
+    size = self.patch_size
 
     def side(network: Callable[[tf.Tensor], base.LevelFeatures]):
       def run(view: tf.Tensor, patches: Optional[tf.Tensor]) -> base.Branch:
@@ -207,17 +226,17 @@ class DetCoModel(base.PretrainModel):
       decoded = key_decoder(features)
       return dict(features, **{DECODED + level: value for level, value in decoded.items()})
 
-    patches = inputs.patches if self.cfg.local else (None, None)
+    patches = inputs.patches if self.local else (None, None)
     query_side = side(lambda images: self.encoder(images, training=training))
-    if self.task.encoder.norm_activation.use_sync_bn:
+    if self.sync_query_bn:
       query = query_side(inputs.views[0], patches[0])
     else:
-      query = in_groups(query_side, inputs.views[0], patches[0], self.cfg.bn_splits)
-    if self.cfg.key_bn == 'shuffle':
+      query = in_groups(query_side, inputs.views[0], patches[0], self.bn_splits)
+    if self.shuffles_keys:
       # A fresh permutation each step, the same on every replica: replica 0's seed.
       seed = replicas.gather(inputs.seed_for(seeds.KEY_SHUFFLE)[None])[0]
       key = shuffled_across_replicas(side(key_network), inputs.views[1], patches[1], seed,
-                                     self.cfg.bn_splits)
+                                     self.bn_splits)
     else:
       key = side(key_network)(inputs.views[1], patches[1])
     return base.Encoded(online=query, target=key)

@@ -6,7 +6,8 @@ DetCon's contrastive one), from the same code. `DetConObjective` acts on one fea
 owns its heads, so DeCon can apply it to decoder levels too.
 """
 
-from typing import Dict, Optional, Sequence, Tuple
+import functools
+from typing import Any, Dict, Optional, Sequence, Tuple
 import zlib
 
 import tensorflow as tf
@@ -14,7 +15,6 @@ import tf_keras
 
 from tf_detcon import losses
 from tf_detcon import schedules
-from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.data import seeds as seeds_lib
 from tf_detcon.modeling import base
@@ -25,23 +25,43 @@ from tf_detcon.modeling.blocks import pooling
 
 
 class DetConLevelObjective(tf_keras.layers.Layer):
-  """The DetCon loss on one feature level: sample masks, pool, project (predict), contrast."""
+  """The DetCon loss on one feature level (DetCon §3.1, eq. 3): sample masks, pool, project
+  (predict), contrast."""
 
-  def __init__(self, cfg: methods_config.DetConConfig, in_channels: int,
+  def __init__(self, in_channels: int, projector: Tuple[int, int],
+               predictor: Optional[Tuple[int, int]], loss: str = 'contrastive',
+               temperature: float = 0.1, local_negatives: bool = True,
+               global_negatives: bool = True, num_samples: int = 16, max_mask_ids: int = 256,
                use_sync_bn: bool = True, **kwargs):
+    """Args:
+      in_channels: channels of the features it pools.
+      projector: (hidden, output) sizes of the projector MLP.
+      predictor: those of BYOL's predictor (DetCon_B, with an EMA target projector), or None
+        (DetCon_S: the projection is its own target).
+      loss: 'contrastive' (DetCon eq. 3) or 'regression' (BYOL's).
+      temperature, local_negatives, global_negatives: of the contrastive loss
+        (`losses.detcon_loss`).
+      num_samples: masks sampled per view; max_mask_ids: ids an id map may hold.
+      use_sync_bn: the heads' BN across replicas.
+    """
     super().__init__(**kwargs)
-    self.cfg = cfg
-    self.byol = cfg.variant == 'b'
+    self.byol = predictor is not None
+    self.loss = loss
+    self.temperature = temperature
+    self.local_negatives = local_negatives
+    self.global_negatives = global_negatives
+    self.num_samples = num_samples
+    self.max_mask_ids = max_mask_ids
 
-    def head(head_cfg, name):
-      return heads.MLPHead(head_cfg.hidden_dim, head_cfg.output_dim, use_sync_bn, name=name)
+    def head(dims, name):
+      return heads.MLPHead(dims[0], dims[1], use_sync_bn, name=name)
 
-    self.projector = head(cfg.projector, 'projector')
+    self.projector = head(projector, 'projector')
     self.projector.build((None, in_channels))
     if self.byol:
-      self.predictor = head(cfg.predictor, 'predictor')
-      self.predictor.build((None, cfg.projector.output_dim))
-      self.target_projector = head(cfg.projector, 'target_projector')
+      self.predictor = head(predictor, 'predictor')
+      self.predictor.build((None, projector[1]))
+      self.target_projector = head(projector, 'target_projector')
       self.target_projector.build((None, in_channels))
 
   def ema_pairs(self):
@@ -50,9 +70,8 @@ class DetConLevelObjective(tf_keras.layers.Layer):
   def sample_masks(self, mask: tf.Tensor, grid: Sequence[int],
                    seed: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor]:
     """(cell ids [B, cells], sampled ids [B, R]) of one view on a feature grid."""
-    cell_ids = pooling.assign_cells(mask, grid[0], grid[1], self.cfg.max_mask_ids)
-    return cell_ids, pooling.sample_ids(cell_ids, self.cfg.max_mask_ids, self.cfg.num_samples,
-                                        seed)
+    cell_ids = pooling.assign_cells(mask, grid[0], grid[1], self.max_mask_ids)
+    return cell_ids, pooling.sample_ids(cell_ids, self.max_mask_ids, self.num_samples, seed)
 
   @staticmethod
   def embed(features: tf.Tensor, cell_ids: tf.Tensor, ids: tf.Tensor,
@@ -93,13 +112,13 @@ class DetConLevelObjective(tf_keras.layers.Layer):
         projection = self.embed(online[v], cell_ids, view_ids, [self.projector], training)
         preds.append(projection)
         targets.append(projection)
-    if self.cfg.loss == 'regression':
+    if self.loss == 'regression':
       return losses.regression_loss_with_stats(preds[0], preds[1], targets[0], targets[1],
                                                ids[0], ids[1], ids[0], ids[1])
     return losses.detcon_loss_with_stats(
         preds[0], preds[1], targets[0], targets[1], ids[0], ids[1], ids[0], ids[1],
-        temperature=self.cfg.temperature, local_negatives=self.cfg.local_negatives,
-        global_negatives=self.cfg.global_negatives)
+        temperature=self.temperature, local_negatives=self.local_negatives,
+        global_negatives=self.global_negatives)
 
 
 class DetConObjective(base.Objective):
@@ -108,14 +127,15 @@ class DetConObjective(base.Objective):
   The encoder uses one level (res5); DeCon's decoder uses P2 (SL) or P2..P5 averaged (ML).
   """
 
-  def __init__(self, cfg: methods_config.DetConConfig, channels: Dict[str, int],
-               levels: Sequence[str], weights: Sequence[float], use_sync_bn: bool = True,
-               **kwargs):
+  def __init__(self, channels: Dict[str, int], levels: Sequence[str], weights: Sequence[float],
+               level_settings: Dict[str, Any], **kwargs):
+    """Args: the channels of every feature level, the levels it contrasts and their weights,
+    and `DetConLevelObjective`'s other arguments (heads, loss, sampling), the same per level."""
     super().__init__(**kwargs)
     base.require_levels(levels, channels)
     self.weights_by_level = dict(zip(levels, weights))
     self.level_objectives = {
-        level: DetConLevelObjective(cfg, channels[level], use_sync_bn, name=f'level_{level}')
+        level: DetConLevelObjective(channels[level], name=f'level_{level}', **level_settings)
         for level in levels}
 
   def ema_pairs(self):
@@ -153,21 +173,29 @@ class DetConModel(base.PretrainModel):
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
     super().__init__(task, total_steps, **kwargs)
-    self.cfg = task.method.detcon
+    cfg = task.method.detcon
+    byol = cfg.variant == 'b'
+    self.ema_tau_base = cfg.ema_tau_base
+    # The objective's settings, read once (a partial: Keras would track a dict attribute).
+    self._objective = functools.partial(DetConObjective, level_settings=dict(
+        projector=(cfg.projector.hidden_dim, cfg.projector.output_dim),
+        predictor=(cfg.predictor.hidden_dim, cfg.predictor.output_dim) if byol else None,
+        loss=cfg.loss, temperature=cfg.temperature, local_negatives=cfg.local_negatives,
+        global_negatives=cfg.global_negatives, num_samples=cfg.num_samples,
+        max_mask_ids=cfg.max_mask_ids, use_sync_bn=task.encoder.norm_activation.use_sync_bn))
     self.encoder = encoders.build_backbone(task.encoder)
-    if self.cfg.variant == 'b':
+    if byol:
       self.target_encoder = encoders.build_backbone(task.encoder)
     self.objective = self.make_objective(encoders.level_channels(self.encoder),
-                                         [self.cfg.feature_level], [1.0], name='detcon')
+                                         [cfg.feature_level], [1.0], name='detcon')
 
   def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
                      weights: Sequence[float], name: str) -> DetConObjective:
     """The DetCon objective on other features (DeCon's decoder levels), with heads of its own."""
-    return DetConObjective(self.cfg, channels, levels, weights,
-                           self.task.encoder.norm_activation.use_sync_bn, name=name)
+    return self._objective(channels, levels, weights, name=name)
 
   def ema_decay(self, step):
-    return schedules.ema_tau(step, self.total_steps, self.cfg.ema_tau_base)
+    return schedules.ema_tau(step, self.total_steps, self.ema_tau_base)
 
   def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
     """Both views through the online encoder and (DetCon_B) the target encoder."""
