@@ -106,7 +106,7 @@ class Step:
 
 def color_share(step: Step, steps: int) -> Tuple[float, float]:
   """Seconds of the colour ops (two views) and of the encoder's forward+backward on a batch."""
-  from tf_detcon.data import color  # pylint: disable=g-import-not-at-top
+  from tf_detcon import color  # pylint: disable=g-import-not-at-top
   cfg = step.run.params.task.train_data
   views = [tf.random.uniform(step.batch['view1'].shape) for _ in range(2)]
   seed = tf.constant([1, 2], tf.int64)

@@ -51,8 +51,8 @@ from tf_detcon.data.offline import mask_report
 from tf_detcon.data.offline import masks
 from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import scenes
-from tf_detcon.evaluation import datasets
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import labelled_sets
+from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import probes
 from tf_detcon.modeling.blocks import encoders as blocks
 from tf_detcon.training import trainer
@@ -235,13 +235,13 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
     curve = []
     if method.experiment is None:  # the same encoder as the others', randomly initialised
       encoder_cfg = mini_config(METHODS['simclr'], data, setup, seed).task.encoder
-      encoder = encoders.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
+      encoder = frozen.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
     else:
       model_dir = os.path.join(work_dir, f'runs-v{RESULTS_VERSION}', f'{name}-seed{seed}')
       params = mini_config(method, data, setup, seed, override)
       run = trainer.Run(params, model_dir)
       run.train()
-      encoder = encoders.load(run.export())
+      encoder = frozen.load(run.export())
       curve = read_curve(os.path.join(model_dir, params.trainer.validation_summary_subdir),
                          f'probe/linear_level{setup.curve_level}_miou')
     train, evaluation = probe_sets
@@ -408,8 +408,8 @@ def main():
     with open(os.path.join(work_dir, 'override.txt'), 'w') as f:
       f.write(args.params_override)
   print(f'FH masks: ABO {fh_quality(setup):.3f} against the ground truth', flush=True)
-  probe_sets = (datasets.synthetic('train', setup.probe_train, setup.probe_size),
-                datasets.synthetic('eval', setup.probe_eval, setup.probe_size))
+  probe_sets = (labelled_sets.synthetic('train', setup.probe_train, setup.probe_size),
+                labelled_sets.synthetic('eval', setup.probe_eval, setup.probe_size))
   results: Dict[str, List[Dict]] = {}
   for seed in range(seeds):
     for name in names:

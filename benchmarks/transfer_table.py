@@ -269,11 +269,11 @@ class Pretrainings:
     path = os.path.join(self.work_dir, f'runs-v{mini_table.RESULTS_VERSION}',
                         f'{row.pretraining}-seed{seed}', 'export')
     if self._inputs is None:  # the pretraining scenes and probe sets, built on first use
-      from tf_detcon.evaluation import datasets  # pylint: disable=g-import-not-at-top
+      from tf_detcon.evaluation import labelled_sets  # pylint: disable=g-import-not-at-top
       self._inputs = (mini_table.scene_data(self.work_dir, self.setup),
-                      (datasets.synthetic('train', self.setup.probe_train,
+                      (labelled_sets.synthetic('train', self.setup.probe_train,
                                           self.setup.probe_size),
-                       datasets.synthetic('eval', self.setup.probe_eval, self.setup.probe_size)))
+                       labelled_sets.synthetic('eval', self.setup.probe_eval, self.setup.probe_size)))
     data, probe_sets = self._inputs
     out = mini_table.run_one(row.pretraining, seed, data, probe_sets, self.setup,
                              self.work_dir)

@@ -32,7 +32,7 @@ import tensorflow as tf
 import tf_keras
 import mini_table
 import transfer_table
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import frozen
 from tf_detcon.training import export as export_lib
 from tf_detcon.weights import resnet
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -52,11 +52,11 @@ def _restored_and_fresh(export: str):
   """(metadata, the export's backbone, Model Garden's random init of it from seed 0)."""
   with open(os.path.join(export, export_lib.METADATA)) as f:
     metadata = json.load(f)
-  backbone = encoders.backbone_from_metadata(metadata)
+  backbone = frozen.backbone_from_metadata(metadata)
   tf.train.Checkpoint(backbone=backbone).read(tf.train.latest_checkpoint(
       os.path.join(export, 'checkpoint'))).expect_partial().assert_existing_objects_matched()
   tf_keras.utils.set_random_seed(0)
-  return metadata, backbone, encoders.backbone_from_metadata(metadata)
+  return metadata, backbone, frozen.backbone_from_metadata(metadata)
 
 
 def rescale(export: str, out: str) -> dict:

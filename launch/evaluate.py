@@ -25,9 +25,8 @@ from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-impor
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
-from tf_detcon.data.offline import scenes
-from tf_detcon.evaluation import datasets
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import labelled_sets
+from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import probes
 from tf_detcon.evaluation import report
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -70,23 +69,25 @@ def labelled_sets():
   size = FLAGS.image_size
   train_limit, eval_limit = FLAGS.max_train_images or None, FLAGS.max_eval_images or None
   if FLAGS.synthetic:
-    if FLAGS.num_classes not in (None, scenes.NUM_CLASSES):
-      raise ValueError(f'--synthetic has {scenes.NUM_CLASSES} classes, not --num_classes='
+    classes = labelled_sets.SYNTHETIC_NUM_CLASSES
+    if FLAGS.num_classes not in (None, classes):
+      raise ValueError(f'--synthetic has {classes} classes, not --num_classes='
                        f'{FLAGS.num_classes}')
-    return (datasets.synthetic('train', FLAGS.synthetic_train, size),
-            datasets.synthetic('eval', FLAGS.synthetic_eval, size), scenes.NUM_CLASSES)
+    return (labelled_sets.synthetic('train', FLAGS.synthetic_train, size),
+            labelled_sets.synthetic('eval', FLAGS.synthetic_eval, size), classes)
   if not FLAGS.num_classes:
     raise ValueError('--num_classes is required (except with --synthetic)')
   if FLAGS.input_path:
     if not FLAGS.eval_input_path:
       raise ValueError('--input_path needs --eval_input_path')
-    return (datasets.from_tfrecords(FLAGS.input_path, size, train_limit),
-            datasets.from_tfrecords(FLAGS.eval_input_path, size, eval_limit), FLAGS.num_classes)
+    return (labelled_sets.from_tfrecords(FLAGS.input_path, size, train_limit),
+            labelled_sets.from_tfrecords(FLAGS.eval_input_path, size, eval_limit),
+            FLAGS.num_classes)
   if not all(folders):
     raise ValueError('folders need all four of --train_images, --train_labels, --eval_images, '
                      '--eval_labels')
-  return (datasets.from_folders(FLAGS.train_images, FLAGS.train_labels, size, train_limit),
-          datasets.from_folders(FLAGS.eval_images, FLAGS.eval_labels, size, eval_limit),
+  return (labelled_sets.from_folders(FLAGS.train_images, FLAGS.train_labels, size, train_limit),
+          labelled_sets.from_folders(FLAGS.eval_images, FLAGS.eval_labels, size, eval_limit),
           FLAGS.num_classes)
 
 
@@ -113,7 +114,7 @@ def main(argv):
   check_numbers()
   if FLAGS.output_dir:  # before the encoder is loaded and the probes fitted
     cli.ensure_writable(os.path.join(FLAGS.output_dir, 'eval'), '--output_dir')
-  encoder = encoders.load(FLAGS.export, FLAGS.seed)
+  encoder = frozen.load(FLAGS.export, FLAGS.seed)
   missing = [level for level in FLAGS.level if level not in encoder.levels]
   if missing:
     raise ValueError(f'--level {",".join(missing)}: {encoder.name} has levels '

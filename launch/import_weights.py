@@ -27,7 +27,7 @@ console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
 from tf_detcon.weights import importer
-from tf_detcon.weights import sources
+from tf_detcon.weights import source_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -54,7 +54,7 @@ def main(argv):
       raise ValueError(f'--{name} is required')
   importer.check_settings(FLAGS.format, FLAGS.padding, FLAGS.allow_pickle)
   cli.check_minimums(FLAGS, [('model_id', 1)])
-  sources.check_file(FLAGS.input)
+  source_files.check_file(FLAGS.input)
   cli.ensure_writable(FLAGS.output_dir, '--output_dir')
   importer.run(FLAGS.format, FLAGS.input, FLAGS.output_dir, model_id=FLAGS.model_id,
                allow_pickle=FLAGS.allow_pickle, scope=FLAGS.source_scope,

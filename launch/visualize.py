@@ -36,8 +36,8 @@ from tf_detcon.data.offline import build_embedded
 from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import scenes
 from tf_detcon.data.offline import sources
-from tf_detcon.evaluation import datasets as eval_datasets
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import labelled_sets
+from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import pictures
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -112,8 +112,8 @@ def main(argv):
   records = [r.numpy() for r in tf.data.TFRecordDataset(files).take(FLAGS.num_examples)]
   save('views.png', pictures.view_panels(records, data_cfg, seed=FLAGS.seed))
 
-  encoder = (encoders.load(FLAGS.export) if FLAGS.export else
-             encoders.from_experiment(FLAGS.experiment, FLAGS.seed))
+  encoder = (frozen.load(FLAGS.export) if FLAGS.export else
+             frozen.from_experiment(FLAGS.experiment, FLAGS.seed))
   if FLAGS.level not in encoder.levels:
     raise ValueError(f'--level {FLAGS.level}: {encoder.name} has levels '
                      f'{",".join(encoder.levels)}')
@@ -121,7 +121,7 @@ def main(argv):
   if image_paths:
     images = np.stack([read_image(path, size) for path in image_paths])
   else:
-    images = eval_datasets.synthetic('eval', FLAGS.num_examples, size).images
+    images = labelled_sets.synthetic('eval', FLAGS.num_examples, size).images
   features = pictures.level_features(encoder, images, FLAGS.level)
   save('similarity.png', pictures.similarity_panel(images, features, QUERY_POINTS))
 

@@ -12,16 +12,16 @@ from official.core import task_factory
 from tests.conftest import batch_origin, tiny_params
 from tests.test_transfer import maskrcnn_params
 from tf_detcon import transfer
-from tf_detcon.data import seeds
+from tf_detcon import seeds
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.methods import decon
-from tf_detcon.training import optimization
+from tf_detcon.training import trainer
 
 
 def _model(name):
   params = tiny_params(name)
   model = decon.DeConModel(params.task, total_steps=10)
-  model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
+  model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   return model
 
@@ -170,7 +170,7 @@ def test_ema_targets_cover_the_decoder_for_byol_and_none_for_simclr():
 
 def test_lars_excludes_fpn_norm_and_bias_of_a_decon_model():
   model = _model('decon_ml_detcon_b_tiny')
-  optimizer = optimization.build_optimizer(
+  optimizer = trainer.build_optimizer(
       tiny_params('decon_ml_detcon_b_tiny').trainer.optimizer_config)
   names = [v.name for v in model.decoder.variables]
   assert any('norm' in n for n in names) and any(n.endswith('bias:0') for n in names)
@@ -231,7 +231,7 @@ def test_decoder_levels_no_objective_reaches_are_not_decayed():
   params.task.losses.l2_weight_decay = 0.1
   params.trainer.optimizer_config.learning_rate.cosine.initial_learning_rate = 0.1
   model = decon.DeConModel(params.task, total_steps=10)
-  model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
+  model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   unused = ('coarser_6', 'norm_6', 'post_hoc_3', 'post_hoc_4', 'post_hoc_5', 'norm_3', 'norm_4',
             'norm_5')

@@ -15,7 +15,6 @@ from tf_detcon.configs import validation
 from tf_detcon.modeling import base
 from tf_detcon.modeling.blocks import queues
 from tf_detcon.modeling.methods import detco
-from tf_detcon.training import optimization
 from tf_detcon.training import trainer
 
 
@@ -94,7 +93,7 @@ def test_two_replicas_give_the_loss_gradients_and_queue_of_one(two_replicas):
 def _model(name='detco_tiny'):
   params = tiny_params(name)
   model = detco.DetCoModel(params.task, total_steps=10)
-  model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
+  model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   return model
 
@@ -300,7 +299,7 @@ def test_shuffle_key_bn_trains_under_two_replicas(two_replicas):
   params.task.method.detco.key_bn = 'shuffle'
   with two_replicas.scope():
     model = detco.DetCoModel(params.task, total_steps=10)
-    model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
+    model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
     model.initialize_targets()
   data = two_replicas.experimental_distribute_dataset(_batch())
   history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0).history

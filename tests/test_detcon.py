@@ -10,7 +10,7 @@ from tests.conftest import tiny_params
 from tf_detcon.configs import experiments
 from tf_detcon.modeling import base
 from tf_detcon.modeling.methods import detcon
-from tf_detcon.training import optimization
+from tf_detcon.training import trainer
 
 SIZE = experiments.TINY_IMAGE_SIZE
 
@@ -32,7 +32,7 @@ def _model(name, strategy=None, total_steps=10):
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = detcon.DetConModel(task, total_steps)
-    model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config))
+    model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
     model.initialize_targets()
   return model
 

@@ -12,16 +12,16 @@ import tensorflow as tf
 
 from official.vision.data import tf_example_builder
 from tests.conftest import REPO_ROOT
-from tf_detcon.data import color
+from tf_detcon import color
 from tf_detcon.data.offline import scenes
-from tf_detcon.evaluation import datasets
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import labelled_sets
+from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import probes
 from tf_detcon.evaluation import report
 
 
 def test_an_export_is_probed_with_the_trained_weights(tiny_run):
-  encoder = encoders.load(os.path.join(tiny_run.model_dir, 'export'))
+  encoder = frozen.load(os.path.join(tiny_run.model_dir, 'export'))
   assert encoder.levels == ['2', '3', '4', '5']
   assert encoder.model_dir == tiny_run.model_dir
   images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
@@ -30,13 +30,13 @@ def test_an_export_is_probed_with_the_trained_weights(tiny_run):
                                 training=False)
   for level in encoder.levels:
     np.testing.assert_allclose(got[level].numpy(), live[level].numpy(), rtol=1e-4, atol=1e-4)
-  served = encoders.load(os.path.join(tiny_run.model_dir, 'export', 'saved_model'))
+  served = frozen.load(os.path.join(tiny_run.model_dir, 'export', 'saved_model'))
   np.testing.assert_allclose(served(tf.constant(images))['4'].numpy(), got['4'].numpy(),
                              rtol=1e-4, atol=1e-4)
 
 
 def test_a_decon_export_has_its_fpn_levels(tiny_decon_run):
-  encoder = encoders.load(os.path.join(tiny_decon_run.model_dir, 'export'))
+  encoder = frozen.load(os.path.join(tiny_decon_run.model_dir, 'export'))
   assert encoder.levels == ['2', '3', '4', '5', 'p2', 'p3', 'p4', 'p5', 'p6']
   out = encoder(tf.zeros([1, 64, 64, 3], tf.uint8))
   assert out['p2'].shape == (1, 16, 16, 32)
@@ -44,13 +44,13 @@ def test_a_decon_export_has_its_fpn_levels(tiny_decon_run):
 
 def test_random_init_is_seeded_and_differs_from_training():
   images = tf.constant(np.full((1, 32, 32, 3), 128, np.uint8))
-  a = encoders.load('random:detcon_b_tiny', seed=1)(images)['5'].numpy()
-  b = encoders.load('random:detcon_b_tiny', seed=1)(images)['5'].numpy()
-  c = encoders.load('random:detcon_b_tiny', seed=2)(images)['5'].numpy()
+  a = frozen.load('random:detcon_b_tiny', seed=1)(images)['5'].numpy()
+  b = frozen.load('random:detcon_b_tiny', seed=1)(images)['5'].numpy()
+  c = frozen.load('random:detcon_b_tiny', seed=2)(images)['5'].numpy()
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
   with pytest.raises(ValueError, match='random:nope: no such registered experiment'):
-    encoders.load('random:nope')
+    frozen.load('random:nope')
 
 
 def _folders(root, count=3, size=48, mismatch=None):
@@ -68,7 +68,7 @@ def _folders(root, count=3, size=48, mismatch=None):
 
 def test_folder_and_tfrecord_sets_hold_the_same_resized_labels(tmp_path):
   image_dir, label_dir = _folders(tmp_path)
-  folder = datasets.from_folders(image_dir, label_dir, 32)
+  folder = labelled_sets.from_folders(image_dir, label_dir, 32)
   assert folder.images.shape == (3, 32, 32, 3) and folder.labels.shape == (3, 32, 32)
   path = str(tmp_path / 'seg.tfrecord')
   with tf.io.TFRecordWriter(path) as writer:
@@ -77,23 +77,23 @@ def test_folder_and_tfrecord_sets_hold_the_same_resized_labels(tmp_path):
       builder.add_image_matrix_feature(s.image).add_semantic_mask_matrix_feature(
           s.semantic.astype(np.uint8))
       writer.write(builder.example.SerializeToString())
-  records = datasets.from_tfrecords(path, 32)
+  records = labelled_sets.from_tfrecords(path, 32)
   np.testing.assert_array_equal(records.labels, folder.labels)
-  synthetic = datasets.synthetic('eval', 3, 48)  # the scenes the folders were written from
+  synthetic = labelled_sets.synthetic('eval', 3, 48)  # the scenes the folders were written from
   np.testing.assert_array_equal(synthetic.labels,
-                                datasets.from_folders(image_dir, label_dir, 48).labels)
+                                labelled_sets.from_folders(image_dir, label_dir, 48).labels)
 
 
 def test_folder_errors_name_the_file(tmp_path):
   image_dir, label_dir = _folders(tmp_path / 'a', mismatch=20_000_001)
   with pytest.raises(ValueError, match='20000001.png.* is 48x46 but its image is 48x48'):
-    datasets.from_folders(image_dir, label_dir, 32)
+    labelled_sets.from_folders(image_dir, label_dir, 32)
   os.remove(os.path.join(label_dir, '20000000.png'))
   with pytest.raises(ValueError, match="image '20000000.jpg' has no label 20000000.png"):
-    datasets.from_folders(image_dir, label_dir, 32)
+    labelled_sets.from_folders(image_dir, label_dir, 32)
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='no images'):
-    datasets.from_folders(str(tmp_path / 'empty'), label_dir, 32)
+    labelled_sets.from_folders(str(tmp_path / 'empty'), label_dir, 32)
 
 
 def test_report_writes_json_and_tensorboard_scalars(tmp_path):
@@ -147,8 +147,8 @@ def test_evaluate_launcher_bad_input_is_one_line(args, message):
 def test_probes_on_random_features_are_a_floor_not_zero():
   """The random-init encoder the mini table compares against gives a finite, non-trivial score
   (acc above always-background would need features; mIoU above zero)."""
-  train, evaluation = datasets.synthetic('train', 6, 64), datasets.synthetic('eval', 4, 64)
-  encoder = encoders.load('random:detcon_b_tiny')
+  train, evaluation = labelled_sets.synthetic('train', 6, 64), labelled_sets.synthetic('eval', 4, 64)
+  encoder = frozen.load('random:detcon_b_tiny')
   results = probes.evaluate(encoder, train.images, train.labels, evaluation.images,
                             evaluation.labels, scenes.NUM_CLASSES, ['3'], ('linear',), steps=30)
   assert 0.0 < results['linear/level3']['miou'] <= 1.0

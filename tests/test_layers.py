@@ -14,7 +14,7 @@ PACKAGE = os.path.join(REPO_ROOT, 'tf_detcon')
 # Lower rank = lower layer; a module may import only modules of its own rank or lower.
 RANKS = [
     ('tf_detcon.configs', 0), ('tf_detcon.replicas', 0), ('tf_detcon.schedules', 1),
-    ('tf_detcon.losses', 1), ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3),
+    ('tf_detcon.losses', 1), ('tf_detcon.seeds', 1), ('tf_detcon.color', 1), ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3),
     ('tf_detcon.modeling', 4), ('tf_detcon.registry_imports', 4), ('tf_detcon.evaluation', 5), ('tf_detcon.training', 5), ('tf_detcon.transfer', 6),
     ('tf_detcon.segmentation', 6), ('tf_detcon.weights', 6), ('tf_detcon.cli', 6), ('tf_detcon', 0),
 ]
@@ -114,3 +114,29 @@ def test_methods_are_registered_explicitly():
   with open(os.path.join(PACKAGE, 'modeling', 'registry.py'), encoding='utf-8') as f:
     assert 'importlib' not in f.read()
   assert IMPORTS['tf_detcon.modeling.methods'] == []
+
+
+def test_the_train_step_does_not_climb_back_into_the_host_pipeline():
+  """The model gets host batches and imports nothing of `data/`: the step's device-side input
+  preparation (colour, seeds) lives below it (`tf_detcon/color.py`, `tf_detcon/seeds.py`), so a
+  batch's walk runs data → modeling → blocks → losses, one way."""
+  assert 'tf_detcon.color' in IMPORTS['tf_detcon.modeling.base']
+  assert not [f'{m} → {t}' for m, targets in IMPORTS.items() if m.startswith('tf_detcon.modeling')
+              for t in targets if t.startswith('tf_detcon.data')]
+
+
+def test_the_synthetic_scenes_reach_training_only_through_the_evaluation_layer():
+  assert 'tf_detcon.evaluation.labelled_sets' in IMPORTS['tf_detcon.training.monitors']
+  assert not [f'{m} → {t}' for m, targets in IMPORTS.items() if m.startswith('tf_detcon.training')
+              for t in targets if t.startswith('tf_detcon.data.offline')]
+
+
+def test_no_two_modules_share_a_name_across_layers():
+  """One name, one module (once `training/optimization.py` sat beside `configs/optimization.py`
+  and `evaluation/datasets.py` beside `data/datasets.py`). `configs/` mirrors the package by
+  design, as Model Garden's configs do (`configs/methods.py` ↔ `modeling/methods/`)."""
+  names = {}
+  for module in IMPORTS:
+    if module != 'tf_detcon' and not module.startswith('tf_detcon.configs'):
+      names.setdefault(module.rsplit('.', 1)[-1], []).append(module)
+  assert not {leaf: modules for leaf, modules in names.items() if len(modules) > 1}

@@ -17,7 +17,6 @@ from tests.conftest import tiny_params
 from tests.test_configs import EXPERIMENTS
 from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.modeling.methods import detcon
-from tf_detcon.training import optimization
 from tf_detcon.training import trainer
 
 
@@ -37,7 +36,7 @@ def _closed_form(params, step):
 @pytest.mark.parametrize('name', EXPERIMENTS)
 def test_every_experiments_learning_rate_follows_its_closed_form(name):
   params = exp_factory.get_exp_config(name)
-  schedule = optimization.build_optimizer(params.trainer.optimizer_config).learning_rate
+  schedule = trainer.build_optimizer(params.trainer.optimizer_config).learning_rate
   total = params.trainer.train_steps
   config = params.trainer.optimizer_config
   warmup = config.warmup.linear.warmup_steps if config.warmup.type else 0
@@ -62,7 +61,7 @@ def test_lars_excludes_every_norm_parameter_and_bias_by_name():
   # An FPN built as Model Garden's Mask R-CNN builds it: its BN layers are named norm_*.
   decoder = fpn.FPN(input_specs=model.encoder.output_specs, min_level=2, max_level=6,
                     use_sync_bn=True)
-  optimizer = optimization.build_optimizer(params.trainer.optimizer_config)
+  optimizer = trainer.build_optimizer(params.trainer.optimizer_config)
   variables = model.variables + decoder.variables
   norm_names = [v.name for v in decoder.variables if 'norm' in v.name]
   assert norm_names and all(not n.startswith('batch_normalization') for n in norm_names)
@@ -81,7 +80,7 @@ def test_lars_excludes_every_norm_parameter_and_bias_by_name():
 def test_lars_weight_decay_is_applied_to_kernels_only():
   config = optimization_config.lars(1.0, total_steps=10**6, warmup_steps=0, weight_decay=0.5,
                                     momentum=0.0, eeta=1.0)
-  optimizer = optimization.build_optimizer(config)
+  optimizer = trainer.build_optimizer(config)
   dense = tf_keras.layers.Dense(2, bias_initializer='ones')
   dense.build((None, 2))
   before = [v.numpy().copy() for v in dense.variables]

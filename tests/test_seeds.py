@@ -1,4 +1,4 @@
-"""Tests for tf_detcon.data.seeds: positions, derived seeds, and the resume of several input
+"""Tests for tf_detcon.seeds: positions, derived seeds, and the resume of several input
 pipelines under one strategy (the kill -9 tests are in test_trainer.py)."""
 
 import numpy as np
@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from tests.conftest import tiny_params
 from tf_detcon.data import datasets
-from tf_detcon.data import seeds
+from tf_detcon import seeds
 from tf_detcon.modeling import registry
-from tf_detcon.training import optimization
+from tf_detcon.training import trainer
 
 
 def test_positions_order_by_epoch_then_index():
@@ -50,7 +50,7 @@ def test_each_input_pipeline_resumes_at_its_own_position(two_replicas, embedded_
       experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
   with two_replicas.scope():
     model = registry.build_model(params.task, 10)
-    model.compile(optimizer=optimization.build_optimizer(params.trainer.optimizer_config),
+    model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config),
                   steps_per_execution=1)
   model.fit(two_replicas.distribute_datasets_from_function(
       lambda context: datasets.build_dataset(data, context), options),

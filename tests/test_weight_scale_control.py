@@ -12,13 +12,13 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
 import weight_scale_control  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.evaluation import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.evaluation import frozen  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon.weights import resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _loaded(export: str):
   with open(os.path.join(export, 'metadata.json')) as f:
-    backbone = encoders.backbone_from_metadata(json.load(f))
+    backbone = frozen.backbone_from_metadata(json.load(f))
   tf.train.Checkpoint(backbone=backbone).read(tf.train.latest_checkpoint(
       os.path.join(export, 'checkpoint'))).expect_partial().assert_existing_objects_matched()
   return backbone

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from tf_detcon.data import color
-from tf_detcon.evaluation import encoders as frozen
+from tf_detcon import color
+from tf_detcon.evaluation import frozen
 from tf_detcon.weights import importer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,10 +15,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import frozen
 
 
-def pixel_features(encoder: encoders.FrozenEncoder, images: np.ndarray, level: str,
+def pixel_features(encoder: frozen.FrozenEncoder, images: np.ndarray, level: str,
                    stride: int = 4, batch_size: int = 32,
                    progress_every: int = 10) -> np.ndarray:
   """float32 [N, S/stride, S/stride, C]: level `level` upsampled to the probe grid."""
@@ -134,7 +134,7 @@ def scores(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
           'iou': [None if np.isnan(v) else float(v) for v in iou]}
 
 
-def evaluate(encoder: encoders.FrozenEncoder, train_images: np.ndarray,
+def evaluate(encoder: frozen.FrozenEncoder, train_images: np.ndarray,
              train_labels: np.ndarray, eval_images: np.ndarray, eval_labels: np.ndarray,
              num_classes: int, levels, probes=('linear', 'knn'), ignore_label: int = 255,
              stride: int = 4, k: int = 10, seed: int = 0,

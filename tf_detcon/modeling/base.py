@@ -34,8 +34,8 @@ import tf_keras
 
 from tf_detcon import replicas
 from tf_detcon.configs import pretrain as pretrain_config
-from tf_detcon.data import color
-from tf_detcon.data import seeds
+from tf_detcon import color
+from tf_detcon import seeds
 
 LevelFeatures = Dict[str, tf.Tensor]  # {'2': [B, h, w, C], ..., '5': ...}
 VariablePair = Tuple[tf.Variable, tf.Variable]

@@ -23,7 +23,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon.data import color
+from tf_detcon import color
 
 EXPORT_DIR = 'export'
 METADATA = 'metadata.json'

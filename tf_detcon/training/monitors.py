@@ -12,9 +12,8 @@ import tf_keras
 from tf_detcon import console
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
-from tf_detcon.data.offline import scenes
-from tf_detcon.evaluation import datasets as eval_datasets
-from tf_detcon.evaluation import encoders
+from tf_detcon.evaluation import labelled_sets
+from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import pictures
 from tf_detcon.evaluation import probes
 
@@ -31,13 +30,13 @@ def probe_sets(cfg: data_config.ProbeDataConfig, validation_steps: int = -1):
     num_eval = min(num_eval, validation_steps * cfg.global_batch_size)
   size = cfg.image_size
   if cfg.source == 'synthetic':
-    return (eval_datasets.synthetic('train', cfg.num_train, size),
-            eval_datasets.synthetic('eval', num_eval, size), scenes.NUM_CLASSES)
+    return (labelled_sets.synthetic('train', cfg.num_train, size),
+            labelled_sets.synthetic('eval', num_eval, size), labelled_sets.SYNTHETIC_NUM_CLASSES)
   if cfg.source == 'tfrecord':
-    return (eval_datasets.from_tfrecords(cfg.input_path, size, cfg.num_train),
-            eval_datasets.from_tfrecords(cfg.eval_input_path, size, num_eval), cfg.num_classes)
-  return (eval_datasets.from_folders(cfg.train_images, cfg.train_labels, size, cfg.num_train),
-          eval_datasets.from_folders(cfg.eval_images, cfg.eval_labels, size, num_eval),
+    return (labelled_sets.from_tfrecords(cfg.input_path, size, cfg.num_train),
+            labelled_sets.from_tfrecords(cfg.eval_input_path, size, num_eval), cfg.num_classes)
+  return (labelled_sets.from_folders(cfg.train_images, cfg.train_labels, size, cfg.num_train),
+          labelled_sets.from_folders(cfg.eval_images, cfg.eval_labels, size, num_eval),
           cfg.num_classes)
 
 
@@ -62,7 +61,7 @@ class ProbeEvaluation(tf_keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self._sets = probe_sets(self.cfg, self.validation_steps)
-    self._encoder = encoders.from_keras('online', self.model.encoder)
+    self._encoder = frozen.from_keras('online', self.model.encoder)
     self._last = _step(self.model)
 
   def on_train_batch_end(self, batch, logs=None):

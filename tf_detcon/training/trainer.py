@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from absl import logging
 from official.core import train_utils
+from official.modeling import optimization as mg_optimization
 from orbit.actions import save_checkpoint_if_preempted
 import tensorflow as tf
 import tf_keras
@@ -31,14 +32,20 @@ from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.configs import validation
 from tf_detcon.data import datasets
 from tf_detcon.data import records
-from tf_detcon.data import seeds
+from tf_detcon import seeds
 from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
 from tf_detcon.training import distribute
 from tf_detcon.training import export as export_lib
 from tf_detcon.training import monitors
-from tf_detcon.training import optimization
 from tf_detcon.training import preemption
+
+
+def build_optimizer(config: mg_optimization.OptimizationConfig) -> tf_keras.optimizers.Optimizer:
+  """The optimiser and learning-rate schedule of `trainer.optimizer_config`, built by Model
+  Garden's own `OptimizerFactory` (LARS, SGD, or any optimiser and schedule it offers)."""
+  factory = mg_optimization.OptimizerFactory(config)
+  return factory.build_optimizer(factory.build_learning_rate())
 
 
 class Run:
@@ -83,7 +90,7 @@ class Run:
     self.global_batch = task.train_data.global_batch_size
     with self.strategy.scope():
       self.model = registry.build_model(task, self.total_steps)
-      self.optimizer = optimization.build_optimizer(params.trainer.optimizer_config)
+      self.optimizer = build_optimizer(params.trainer.optimizer_config)
       self.model.compile(optimizer=self.optimizer,
                          steps_per_execution=max(params.trainer.steps_per_loop, 1),
                          jit_compile=params.runtime.enable_xla,

@@ -19,7 +19,7 @@ import zipfile
 import numpy as np
 
 from tf_detcon.weights import resnet
-from tf_detcon.weights import sources
+from tf_detcon.weights import source_files
 
 _TORSO = re.compile(r'^(?P<outer>(?:.*/)?)(?P<module>[^/]+)/~/(?P<rest>(?:initial_conv|'
                     r'initial_batchnorm|block_group_\d+|final_batchnorm|logits)(?:/.*)?)$')
@@ -33,7 +33,7 @@ _NOT_TORSO_WORDS = ('params', 'state')
 
 def load_pickled_dict(path: str, allow_pickle: bool) -> dict:
   """The dict inside a `.npy` file; ValueError in one line for anything else."""
-  sources.check_file(path)
+  source_files.check_file(path)
   with open(path, 'rb') as f:
     magic = f.read(6)
   if magic != b'\x93NUMPY':
@@ -121,9 +121,9 @@ def _haiku_name(prefix: str, name: str) -> str:
   return f'{prefix}{block}batchnorm_{int(layer[2:]) - 1}/{fields[parts[3]]}'
 
 
-def read(path: str, allow_pickle: bool = False, scope: str = '') -> sources.Source:
+def read(path: str, allow_pickle: bool = False, scope: str = '') -> source_files.Source:
   """The ResNet torso of a DeepMind `.npy` release, in `resnet`'s layout."""
-  flat = sources.flatten(load_pickled_dict(path, allow_pickle), '/')
+  flat = source_files.flatten(load_pickled_dict(path, allow_pickle), '/')
   torsos: Dict[str, list] = {}
   for key in flat:
     match = _TORSO.match(key)
@@ -132,8 +132,8 @@ def read(path: str, allow_pickle: bool = False, scope: str = '') -> sources.Sour
   with_stem = [t for t, keys in torsos.items() if any(k.endswith('initial_conv/w') for k in keys)]
   if not with_stem:
     raise ValueError(f'--input {path!r} holds no haiku ResNet (no "<module>/~/initial_conv/w" '
-                     f'among its {len(flat)} tensors, e.g. {sources.first(flat)})')
-  torso = sources.choose_scope(with_stem, scope, preferred=('online',))
+                     f'among its {len(flat)} tensors, e.g. {source_files.first(flat)})')
+  torso = source_files.choose_scope(with_stem, scope, preferred=('online',))
   tensors, names, unknown = {}, {}, []
   for key in torsos[torso]:
     rest = _TORSO.match(key)['rest']
@@ -152,5 +152,5 @@ def read(path: str, allow_pickle: bool = False, scope: str = '') -> sources.Sour
   inside = set(torsos[torso])
   others = sorted({key.split('/~/')[0] for key in flat if key not in inside})
   prefix = names['stem/conv'][:-len('initial_conv/w')] if 'stem/conv' in names else ''
-  return sources.Source(tensors, names, torso, others,
+  return source_files.Source(tensors, names, torso, others,
                         expected=lambda name: _haiku_name(prefix, name))

@@ -22,7 +22,7 @@ from tf_detcon.modeling.blocks import padding as padding_lib
 from tf_detcon.training import export as export_lib
 from tf_detcon.weights import haiku_npy
 from tf_detcon.weights import resnet
-from tf_detcon.weights import sources
+from tf_detcon.weights import source_files
 from tf_detcon.weights import torch_state
 
 FORMATS = ('haiku', 'torchvision')
@@ -43,7 +43,7 @@ def check_settings(fmt: str, padding: str = 'same', allow_pickle: bool = False) 
                      'with weights_only=True, which unpickles no code)')
 
 
-def read(fmt: str, path: str, allow_pickle: bool = False, scope: str = '') -> sources.Source:
+def read(fmt: str, path: str, allow_pickle: bool = False, scope: str = '') -> source_files.Source:
   if fmt == 'haiku':
     return haiku_npy.read(path, allow_pickle=allow_pickle, scope=scope)
   return torch_state.read(path, scope=scope)
@@ -121,7 +121,7 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   print(f'imported the ResNet-{model_id}{scope_text} of {path} ({count} tensors) into '
         f'{output_dir}', flush=True)
   if source.skipped:
-    print(f'not imported (not part of the ResNet): {sources.first(source.skipped, 6)}', flush=True)
+    print(f'not imported (not part of the ResNet): {source_files.first(source.skipped, 6)}', flush=True)
   if identity:
     print('identity shortcut (the source has none, Model Garden projects): '
           + ', '.join(identity), flush=True)

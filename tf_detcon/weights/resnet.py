@@ -24,10 +24,10 @@ import tf_keras
 
 from official.vision.modeling.backbones import resnet as mg_resnet
 from official.vision.modeling.layers import nn_blocks
-from tf_detcon.weights import sources
+from tf_detcon.weights import source_files
 
 BN_FIELDS = ('gamma', 'beta', 'mean', 'var')
-Tensors = sources.Tensors
+Tensors = source_files.Tensors
 # Model Garden's ResNets that a released file can hold, by (block kind, blocks per group).
 DEPTHS = {(specs[0][0], tuple(spec[2] for spec in specs)): model_id
           for model_id, specs in mg_resnet.RESNET_SPECS.items()}
@@ -114,7 +114,7 @@ def identity_shortcut(tensors: Tensors, model_id: int, epsilon: float) -> List[s
   return added
 
 
-def assign(backbone: tf_keras.Model, source: 'sources.Source') -> int:
+def assign(backbone: tf_keras.Model, source: 'source_files.Source') -> int:
   """Assigns every variable of `backbone` its tensor; ValueError, naming the first few in the
   file's own names, for missing or unexpected tensors or a shape that does not fit. Returns the
   number of tensors assigned."""
@@ -129,11 +129,11 @@ def assign(backbone: tf_keras.Model, source: 'sources.Source') -> int:
   missing = names - set(tensors)
   if missing:
     raise ValueError(f'the file lacks {len(missing)} tensors of the backbone: '
-                     f'{sources.first(file_name(n) for n in missing)}')
+                     f'{source_files.first(file_name(n) for n in missing)}')
   unexpected = set(tensors) - names
   if unexpected:
     raise ValueError(f'the file holds {len(unexpected)} backbone tensors that this ResNet does '
-                     f'not have: {sources.first(file_name(n) for n in unexpected)}')
+                     f'not have: {source_files.first(file_name(n) for n in unexpected)}')
   for name, variable in wanted:
     variable.assign(np.asarray(tensors[name], np.float32))
   logging.info('assigned %d tensors', len(wanted))

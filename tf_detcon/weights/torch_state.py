@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from tf_detcon.weights import resnet
-from tf_detcon.weights import sources
+from tf_detcon.weights import source_files
 
 _BN = {'weight': 'gamma', 'bias': 'beta', 'running_mean': 'mean', 'running_var': 'var'}
 _TORCHVISION = re.compile(r'^layer(\d)\.(\d+)\.(conv(\d)|bn(\d)|downsample\.0|downsample\.1)'
@@ -33,7 +33,7 @@ PREFERRED = ('encoder_q', 'online', 'student', 'query')
 
 def load(path: str) -> Any:
   """The unpickled file, tensors and plain containers only; ValueError in one line otherwise."""
-  sources.check_file(path)
+  source_files.check_file(path)
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -140,17 +140,17 @@ def _stems(flat: Dict[str, Any]) -> Dict[str, str]:
   return found
 
 
-def read(path: str, scope: str = '') -> sources.Source:
+def read(path: str, scope: str = '') -> source_files.Source:
   """The ResNet of a PyTorch file, in `resnet`'s layout."""
-  flat = sources.flatten(load(path), '.')
+  flat = source_files.flatten(load(path), '.')
   if not flat:
     raise ValueError(f'--input {path!r} holds no tensors')
   stems = _stems(flat)
   if not stems:
     raise ValueError(f'--input {path!r} holds no ResNet in torchvision or detectron2 layout (no '
                      f'"conv1.weight" of 3 input channels among its {len(flat)} tensors, e.g. '
-                     f'{sources.first(flat)})')
-  chosen = sources.choose_scope(stems, scope, PREFERRED)
+                     f'{source_files.first(flat)})')
+  chosen = source_files.choose_scope(stems, scope, PREFERRED)
   rename = _detectron2_name if stems[chosen] == 'detectron2' else _torchvision_name
   tensors, names, unknown, heads = {}, {}, [], set()
   for key, value in flat.items():
@@ -170,9 +170,9 @@ def read(path: str, scope: str = '') -> sources.Source:
         heads.add(chosen + local.split('.')[0])
   if unknown:
     raise ValueError(f'--input {path!r}: {len(unknown)} tensors of the ResNet at {chosen!r} are '
-                     f'not in {stems[chosen]} layout: {sources.first(unknown)}')
+                     f'not in {stems[chosen]} layout: {source_files.first(unknown)}')
   depth = chosen.count('.')
   others = sorted(heads | {'.'.join(key.split('.')[:max(depth, 1)]) for key in flat
                            if not key.startswith(chosen)})
-  return sources.Source(tensors, names, chosen, others,
+  return source_files.Source(tensors, names, chosen, others,
                         expected=lambda name: _torch_name(stems[chosen], chosen, name))

@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from tf_detcon.data.offline import scenes
 
+# Classes of the synthetic scenes' maps (background and the shapes' kinds).
+SYNTHETIC_NUM_CLASSES = scenes.NUM_CLASSES
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
