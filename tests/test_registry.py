@@ -5,6 +5,8 @@ fails at construction, naming what is missing."""
 import dataclasses
 import json
 import os
+import re
+import types
 
 import numpy as np
 import pytest
@@ -12,11 +14,14 @@ import tensorflow as tf
 import tf_keras
 
 from official.core import exp_factory
+from tests.conftest import REPO_ROOT
 from tests.conftest import tiny_params
+from tf_detcon import registry_imports
 from tf_detcon import losses
 from tf_detcon.configs import checks
 from tf_detcon.configs import experiments
 from tf_detcon.configs import methods
+from tf_detcon.configs import pretrain
 from tf_detcon.configs import validation
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
@@ -24,11 +29,14 @@ from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import trainer
 
 
+# The toy method, word for word as docs/architecture.md shows it ("How to add a method").
+MethodBlock = methods.MethodBlock
+
+
 # ---------------------------------------------------------------- the toy method's config ...
 @dataclasses.dataclass
-class ToyConfig(methods.MethodBlock):
-  """Global average pool → one linear layer → SimCLR's NT-Xent; it checks its own settings and
-  knows its miniature."""
+class ToyConfig(MethodBlock):
+  """Global average pool → one linear layer → SimCLR's NT-Xent."""
   dim: int = 16
   temperature: float = 0.5
 
@@ -48,11 +56,12 @@ class ToyMethodConfig(methods.MethodConfig):
 
 # ------------------------------------------------------------------ ... and its module
 class ToyObjective(base.Objective):
+  """A linear head on the pooled res5 features; NT-Xent on one latent per view."""
 
-  def __init__(self, cfg: ToyConfig, channels: int, **kwargs):
+  def __init__(self, channels, dim, temperature, **kwargs):
     super().__init__(**kwargs)
-    self.cfg = cfg
-    self.head = tf_keras.layers.Dense(cfg.dim, name='head')
+    self.temperature = temperature
+    self.head = tf_keras.layers.Dense(dim, name='head')
     self.head.build((None, channels))
 
   def call(self, encoded, inputs, training=True):
@@ -60,7 +69,7 @@ class ToyObjective(base.Objective):
               for f in encoded.online.views)
     ids = tf.zeros(tf.shape(z1)[:2], tf.int32)  # one global latent per view: SimCLR
     loss, stats = losses.detcon_loss_with_stats(z1, z2, z1, z2, ids, ids, ids, ids,
-                                                temperature=self.cfg.temperature)
+                                                temperature=self.temperature)
     return base.ObjectiveOutput(loss, stats)
 
 
@@ -69,12 +78,20 @@ class ToyModel(base.PretrainModel):
 
   def __init__(self, task, total_steps, **kwargs):
     super().__init__(task, total_steps, **kwargs)
+    cfg = task.method.toy
     self.encoder = encoders.build_backbone(task.encoder)
-    self.objective = ToyObjective(task.method.toy, encoders.level_channels(self.encoder)['5'])
+    self.objective = ToyObjective(encoders.level_channels(self.encoder)['5'], cfg.dim,
+                                  cfg.temperature)
 
   def features(self, inputs, training):
     return base.Encoded(online=base.Branch(
         views=[self.encoder(v, training=training) for v in inputs.views]))
+
+
+def toy_experiment():
+  params = experiments.simclr_imagenet_1000ep()
+  params.task.method = ToyMethodConfig(type='toy')
+  return params
 
 
 def toy_params(**trainer_overrides):
@@ -113,8 +130,8 @@ def test_a_new_methods_own_checks_run_in_the_validation_pass():
 def test_the_miniature_and_the_replica_checks_are_the_methods_own():
   """`experiments.tiny` and `validation.validate_replicas` ask the method's block, so a new
   method needs no branch in either; `inner()` is the method itself unless it wraps one."""
-  params = exp_factory.get_exp_config('simclr_imagenet_1000ep')
-  params.task.method = ToyMethodConfig(type='toy', toy=ToyConfig(dim=64))
+  params = toy_experiment()
+  params.task.method.toy.dim = 64
   experiments.tiny(params)
   assert params.task.method.toy.dim == 8 and params.trainer.train_steps == 20
   validation.validate_replicas(params, 2)
@@ -133,7 +150,7 @@ class NoEncoder(base.PretrainModel):
 
   def __init__(self, task, total_steps):
     super().__init__(task, total_steps)
-    self.objective = ToyObjective(task.method.toy, 8)
+    self.objective = ToyObjective(8, 16, 0.5)
 
   def features(self, inputs, training):
     raise NotImplementedError
@@ -144,7 +161,7 @@ class NoFeatures(base.PretrainModel):
   def __init__(self, task, total_steps):
     super().__init__(task, total_steps)
     self.encoder = encoders.build_backbone(task.encoder)
-    self.objective = ToyObjective(task.method.toy, 128)
+    self.objective = ToyObjective(128, 16, 0.5)
 
 
 class TargetWithoutDecay(ToyModel):
@@ -163,3 +180,41 @@ class TargetWithoutDecay(ToyModel):
 def test_a_broken_contract_fails_at_construction(cls, message):
   with pytest.raises(TypeError, match=message):
     cls(toy_params().task, 10)
+
+
+def architecture_diffs():
+  """{file: its added lines} of the diff blocks of docs/architecture.md."""
+  with open(os.path.join(REPO_ROOT, 'docs', 'architecture.md'), encoding='utf-8') as f:
+    text = f.read()
+  out = {}
+  for block in re.findall(r'```diff\n(.*?)```', text, re.S):
+    lines = block.splitlines()
+    path = next(line[len('+++ b/'):] for line in lines if line.startswith('+++ '))
+    out[path] = [line[1:] for line in lines if line.startswith('+') and
+                 not line.startswith('+++')]
+  return out
+
+
+def test_the_architecture_page_shows_the_toy_methods_whole_diff_word_for_word():
+  """docs/architecture.md's "How to add a method" is this module's toy, line for line; its
+  registration line is the package's own form; its experiments run as written."""
+  diffs = architecture_diffs()
+  assert sorted(diffs) == ['tf_detcon/configs/experiments.py', 'tf_detcon/configs/methods.py',
+                           'tf_detcon/modeling/methods/toy.py', 'tf_detcon/registry_imports.py']
+  with open(__file__, encoding='utf-8') as f:
+    source = f.read().splitlines()
+  for path in ('tf_detcon/configs/methods.py', 'tf_detcon/modeling/methods/toy.py'):
+    missing = [line for line in diffs[path] if line.strip() and line not in source]
+    assert not missing, (path, missing)
+  [registration] = diffs['tf_detcon/registry_imports.py']
+  with open(registry_imports.__file__, encoding='utf-8') as f:
+    assert registration.replace('toy', 'detcon') in f.read().splitlines()
+  namespace = dict(
+      exp_factory=types.SimpleNamespace(register_config_factory=lambda name: lambda fn: fn),
+      PretrainExperiment=pretrain.PretrainExperiment, tiny=experiments.tiny,
+      simclr_imagenet_1000ep=experiments.simclr_imagenet_1000ep,
+      methods=types.SimpleNamespace(MethodConfig=ToyMethodConfig))
+  exec('\n'.join(diffs['tf_detcon/configs/experiments.py']), namespace)  # pylint: disable=exec-used
+  params = namespace['toy_tiny']()
+  assert params.task.method.type == 'toy' and params.task.method.toy.dim == 8
+  validation.validate(params)
