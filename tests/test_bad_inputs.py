@@ -1,7 +1,7 @@
-"""The README's bad-input table: each input we tried and what it gets (a one-line error naming
-the example or setting, or a counted skip), one test per row not covered elsewhere. The table's
-last column names the test of every row; `test_every_row_of_the_readme_table_has_a_test` holds
-the two together."""
+"""The bad-input table of docs/reference.md: each input we tried and what it gets (a one-line
+error naming the example or setting, or a counted skip), one test per row not covered elsewhere.
+The table's last column names the test of every row;
+`test_every_row_of_the_reference_table_has_a_test` holds the two together."""
 
 import collections
 import errno
@@ -169,8 +169,8 @@ def test_fewer_files_than_input_pipelines_is_one_line(tmp_path, embedded_files):
     datasets.build_dataset(cfg, context)
 
 
-def test_every_row_of_the_readme_table_has_a_test():
-  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+def test_every_row_of_the_reference_table_has_a_test():
+  with open(os.path.join(REPO_ROOT, 'docs', 'reference.md')) as f:
     readme = f.read()
   table = readme.split('<!-- bad-inputs:begin -->')[1].split('<!-- bad-inputs:end -->')[0]
   rows = [line for line in table.splitlines() if line.startswith('| ') and '---' not in line][1:]

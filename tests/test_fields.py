@@ -121,8 +121,8 @@ def test_leaves_treat_model_gardens_optimizer_config_as_one_field():
   assert dataclasses.is_dataclass(paths['trainer.optimizer_config'])
 
 
-def test_readme_lists_the_fields_as_they_are():
-  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+def test_reference_lists_the_fields_as_they_are():
+  with open(os.path.join(REPO_ROOT, 'docs', 'reference.md')) as f:
     readme = f.read()
   listed = readme.split('<!-- fields:begin -->\n')[1].split('\n<!-- fields:end -->')[0]
   assert listed == fields.markdown(), 'regenerate: python -m tf_detcon.configs.fields'

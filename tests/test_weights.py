@@ -284,7 +284,7 @@ def test_torchvision_state_dict_imports_exactly_up_to_padding(torchvision_releas
   # With TF's padding, torchvision's network computes what ours does: the mapping is exact.
   exact = {level: relative_error(ours[level], same[level]) for level in same}
   assert max(exact.values()) < 1e-4, exact
-  # With its own (symmetric) padding it does not; the figure README reports.
+  # With its own (symmetric) padding it does not; the figure docs/reference.md reports.
   shifted = {level: relative_error(ours[level], own[level]) for level in own}
   cosine = {level: float(np.sum(ours[level] * own[level]) / (
       np.linalg.norm(ours[level]) * np.linalg.norm(own[level]))) for level in own}

@@ -81,7 +81,8 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
   if metadata.get('padding') == 'symmetric':
     logging.warning('%s was imported with PyTorch\'s symmetric padding; Model Garden\'s ResNet '
                     'pads as TF does, so fine-tuning starts from features shifted by a pixel at '
-                    'each stride-2 layer (README, "Use released weights")', init_checkpoint)
+                    'each stride-2 layer (docs/reference.md, "Use released weights")',
+                    init_checkpoint)
   held = metadata['init_checkpoint_modules']
   if modules_given:
     modules = _as_list(params.task.init_checkpoint_modules)

@@ -155,7 +155,7 @@ def check_refused(params: pretrain.PretrainExperiment) -> None:
 
 
 def markdown() -> str:
-  """The README's list of inherited fields (`python -m tf_detcon.configs.fields` prints it)."""
+  """docs/reference.md's list of inherited fields (`python -m tf_detcon.configs.fields` prints it)."""
   def group(paths):
     by_section: Dict[str, List[str]] = {}
     for path in paths:

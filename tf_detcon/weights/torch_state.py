@@ -9,8 +9,8 @@ containers only, so reading it cannot run code from it. Kernels go from OIHW to 
 
 PyTorch pads a strided convolution and the stem's max pool symmetrically, TF's SAME asymmetrically
 (one more row and column at the bottom and right), so the imported network sees its input shifted
-by a pixel at every stride-2 layer: the features do not agree exactly (README, "Use released
-weights", gives the measured difference).
+by a pixel at every stride-2 layer: the features do not agree exactly (docs/reference.md, "Use
+released weights", gives the measured difference).
 """
 
 import pickle
