@@ -60,7 +60,7 @@ flags.DEFINE_string('output_dir', None, "Where eval/<name>.json goes (default: t
 flags.DEFINE_string('name', None, 'Name of this evaluation (default: the dataset).')
 
 
-def labelled_sets():
+def probe_sets():
   folders = [FLAGS.train_images, FLAGS.train_labels, FLAGS.eval_images, FLAGS.eval_labels]
   chosen = [bool(any(folders)), bool(FLAGS.input_path), FLAGS.synthetic]
   if sum(chosen) != 1:
@@ -125,7 +125,7 @@ def main(argv):
   if not FLAGS.output_dir:
     cli.ensure_writable(os.path.join(output_dir, 'eval'), f"--output_dir (default: the export's "
                         f'model_dir)')
-  train, evaluation, num_classes = labelled_sets()
+  train, evaluation, num_classes = probe_sets()
   print(f'{encoder.name}: fitting on {len(train.images)} images of {train.name}, scoring on '
         f'{len(evaluation.images)} of {evaluation.name}', flush=True)
   results = probes.evaluate(encoder, train.images, train.labels, evaluation.images,

@@ -69,4 +69,4 @@ def main(argv):
 
 if __name__ == '__main__':
   cli.define_flags(MODES)
-  cli.run(main)
+  cli.run(main, info_logs=True)  # Model Garden's trainer reports progress in its INFO log

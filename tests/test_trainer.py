@@ -234,7 +234,8 @@ def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedd
   # Quiet by default: the project's lines once each, no TF INFO lines, no CUDA probe on a
   # machine without a GPU, nothing on stderr.
   lines = done.stdout.strip().splitlines()
-  assert [line.split()[0] for line in lines] == ['training', 'step', 'step', 'exported'], lines
+  assert [line.split()[0] for line in lines] == ['training', 'step', 'step', 'saved',
+                                                  'exported'], lines
   assert lines[-1] == f'exported step 2 to {model_dir}/export'
   assert 'images_per_second' not in lines[1] and 'first loop, with tracing' in lines[1]
   assert 'images_per_second' in lines[2] and 'eta=' in lines[2]

@@ -50,11 +50,14 @@ def one_line(error: BaseException) -> str:
   return ' '.join(text.split())
 
 
-def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
-  """`main` with user errors turned into `prog: error: message` and exit status 1."""
+def guarded(main: Callable[[Sequence[str]], None],
+            info_logs: bool = False) -> Callable[[Sequence[str]], None]:
+  """`main` with user errors turned into `prog: error: message` and exit status 1. Without
+  `info_logs`, INFO logs are off unless asked for (`console.quiet_python_logs`)."""
 
   def wrapped(argv: Sequence[str]) -> None:
-    console.quiet_python_logs(sys.argv)  # TF's savers and tracing; the launcher prints its own
+    if not info_logs:
+      console.quiet_python_logs(sys.argv)  # TF's savers and tracing; the launcher prints its own
     try:
       main(argv)
     except KeyboardInterrupt as e:  # the trainer has checkpointed and said so
@@ -69,9 +72,10 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], 
   return wrapped
 
 
-def run(main: Callable[[Sequence[str]], None]) -> None:
-  """absl `app.run(main)`, turning user errors into `prog: error: message` and exit status 1."""
-  app.run(guarded(main))
+def run(main: Callable[[Sequence[str]], None], info_logs: bool = False) -> None:
+  """absl `app.run(main)`, turning user errors into `prog: error: message` and exit status 1.
+  `info_logs`: keep absl's INFO log by default (fine-tuning: Model Garden's progress is in it)."""
+  app.run(guarded(main, info_logs))
 
 
 def ensure_writable(directory: str, flag: str = '--model_dir') -> None:

@@ -5,7 +5,6 @@ import math
 import time
 from typing import Callable, Dict, Optional
 
-from absl import logging
 import tensorflow as tf
 import tf_keras
 
@@ -37,7 +36,7 @@ class CheckpointEvery(tf_keras.callbacks.Callback):
                        f'({reason}); free space or use another --model_dir, then rerun to '
                        'resume from the last checkpoint') from e
     self._last = step
-    logging.info('saved checkpoint %s', path)
+    console.say(f'saved checkpoint {path}')
     return path
 
   def on_train_begin(self, logs=None):

@@ -87,7 +87,7 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   """
   check_settings(fmt, padding, allow_pickle)
   previous = existing_import(output_dir)
-  checksum = sources.sha256(path) if os.path.isfile(path) else ''
+  checksum = source_files.sha256(path) if os.path.isfile(path) else ''
   if previous is not None:
     source = previous['source']
     same = (source.get('sha256') == checksum and source.get('format') == fmt and
