@@ -50,16 +50,8 @@ def _env(repo: str) -> Dict[str, str]:
 
 def losses(summary_dir: str) -> List[float]:
   """The per-step 'loss' scalars in `summary_dir`, by step."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  points = {}
-  for path in tf.io.gfile.glob(os.path.join(summary_dir, 'events.out.tfevents.*')):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == 'loss':
-          points[event.step] = float(tf.make_ndarray(value.tensor))
-  return [points[step] for step in sorted(points)]
+  import mini_table  # pylint: disable=g-import-not-at-top  (beside this script; heavy)
+  return [value for _, value in mini_table.read_curve(summary_dir, 'loss')]
 
 
 def checkpoint_hashes(checkpoint_dir: str) -> Dict[str, str]:

@@ -57,7 +57,7 @@ def guarded(main: Callable[[Sequence[str]], None],
 
   def wrapped(argv: Sequence[str]) -> None:
     if not info_logs:
-      console.quiet_python_logs(sys.argv)  # TF's savers and tracing; the launcher prints its own
+      console.quiet_python_logs()  # TF's savers and tracing; the launcher prints its own
     try:
       main(argv)
     except KeyboardInterrupt as e:  # the trainer has checkpointed and said so

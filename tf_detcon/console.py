@@ -10,7 +10,7 @@ import glob
 import logging as python_logging
 import os
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import logging
 
@@ -20,16 +20,16 @@ VERBOSE_FLAGS = ('verbosity', 'v', 'logtostderr', 'alsologtostderr')
 ACCELERATOR_NODES = ('/dev/nvidia*', '/dev/accel*', '/dev/vfio/*')
 
 
-def verbose_requested(argv: Sequence[str]) -> bool:
-  """Whether the command line names one of absl's logging flags."""
-  for arg in argv[1:]:
+def verbose_requested(argv: Optional[Sequence[str]] = None) -> bool:
+  """Whether the command line (`argv`, default `sys.argv`) names one of absl's logging flags."""
+  for arg in (sys.argv if argv is None else argv)[1:]:
     name = arg.lstrip('-').split('=', 1)[0]
     if arg.startswith('-') and name in VERBOSE_FLAGS:
       return True
   return False
 
 
-def quiet_native_logs(argv: Sequence[str] = tuple(sys.argv)) -> None:
+def quiet_native_logs(argv: Optional[Sequence[str]] = None) -> None:
   """Sets TF's native log threshold, unless the user set it or asked for verbose logs: errors
   only (level 2), or none on a machine with no accelerator device (level 3; there the only
   native error is the CUDA probe's, and real failures still raise in Python)."""
@@ -39,7 +39,7 @@ def quiet_native_logs(argv: Sequence[str] = tuple(sys.argv)) -> None:
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2' if has_accelerator else '3'
 
 
-def quiet_python_logs(argv: Sequence[str] = tuple(sys.argv)) -> None:
+def quiet_python_logs(argv: Optional[Sequence[str]] = None) -> None:
   """absl's and TF's Python INFO logs off unless asked for: warnings and errors stay."""
   if not verbose_requested(argv):
     logging.set_verbosity(logging.WARNING)
