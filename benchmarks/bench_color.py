@@ -19,9 +19,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+console.quiet_native_logs()  # before TensorFlow is imported
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 

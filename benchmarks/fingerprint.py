@@ -23,7 +23,8 @@ import sys
 import tempfile
 from typing import Dict, List
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+console.quiet_native_logs()  # before TensorFlow is imported
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
