@@ -287,10 +287,12 @@ def read_metric(model_dir: str, tag: str) -> List[List[float]]:
 
 
 def finetune(task: str, labels: str, name: str, seed: int, setup: Setup, data: Dict[str, str],
-             mini: Pretrainings, out_dir: str, steps: int, eval_every: Optional[int] = None
-             ) -> Optional[Dict]:
-  """The cached result of one fine-tuning, computing it if nobody else is."""
-  key = f'{task}-{labels}-{name}-seed{seed}' + (f'-curve{eval_every}' if eval_every else '')
+             mini: Pretrainings, out_dir: str, steps: int, eval_every: Optional[int] = None,
+             export: Optional[str] = None, label: Optional[str] = None) -> Optional[Dict]:
+  """The cached result of one fine-tuning, computing it if nobody else is. By default it
+  fine-tunes the row's pretraining; a control passes its own `export` and names it `label`."""
+  label = label or name
+  key = f'{task}-{labels}-{label}-seed{seed}' + (f'-curve{eval_every}' if eval_every else '')
   path = os.path.join(out_dir, 'results', f'{key}.json')
   if os.path.exists(path):
     with open(path) as f:
@@ -298,10 +300,11 @@ def finetune(task: str, labels: str, name: str, seed: int, setup: Setup, data: D
   os.makedirs(os.path.dirname(path), exist_ok=True)
   row = ROWS[name]
   begin = time.time()
-  export = mini.export(row, seed)
-  if row.pretraining is not None and export is None:
-    print(f'{key}: its pretraining is being computed by another run', flush=True)
-    return None
+  if export is None:
+    export = mini.export(row, seed)
+    if row.pretraining is not None and export is None:
+      print(f'{key}: its pretraining is being computed by another run', flush=True)
+      return None
   with mini_table.claimed(path) as mine:
     if not mine:
       print(f'{key}: being computed by another run', flush=True)
@@ -330,7 +333,7 @@ def finetune(task: str, labels: str, name: str, seed: int, setup: Setup, data: D
     curve = read_metric(model_dir, tag)
     if not curve or curve[-1][0] != steps:
       raise RuntimeError(f'{key}: no {tag} at step {steps} in {model_dir}/validation')
-    out = {'task': task, 'labels': labels, 'row': name, 'seed': seed, 'steps': steps,
+    out = {'task': task, 'labels': labels, 'row': label, 'seed': seed, 'steps': steps,
            'metric': tag, 'value': curve[-1][1], 'curve': curve, 'export': export,
            'seconds': time.time() - begin, 'pretrain_seconds': pretrain_seconds}
     with open(path + '.tmp', 'w') as f:

@@ -19,9 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,8 +94,26 @@ def norm_ratios(export: str) -> dict:
           for name, v in resnet.targets(backbone) if _norm_of(name)}
 
 
+def decoder_norm_ratios(export: str) -> dict:
+  """Each kernel of the export's pretrained FPN (DeCon) over Model Garden's random
+  initialisation of it (seed 0); empty for an export without a decoder."""
+  with open(os.path.join(export, export_lib.METADATA)) as f:
+    metadata = json.load(f)
+  backbone = frozen.backbone_from_metadata(metadata)
+  decoder = frozen.decoder_from_metadata(metadata, backbone)
+  if decoder is None:
+    return {}
+  tf.train.Checkpoint(decoder=decoder).read(tf.train.latest_checkpoint(
+      os.path.join(export, 'checkpoint'))).expect_partial().assert_existing_objects_matched()
+  tf_keras.utils.set_random_seed(0)
+  fresh = frozen.decoder_from_metadata(metadata, backbone)
+  return {mine.name.split('/')[0]: float(tf.norm(mine) / tf.norm(theirs))
+          for mine, theirs in zip(decoder.weights, fresh.weights) if 'kernel' in mine.name}
+
+
 def print_norms(mini_dir: str, seed: int) -> None:
-  print(f'{"export":<14} {"stem":>6} {"res2":>6} {"res5":>6} {"all":>6}   kernel norm / random-init norm')
+  print(f'{"export":<14} {"stem":>6} {"res2":>6} {"res5":>6} {"all":>6} {"FPN":>11}   '
+        'kernel norm / random-init norm (FPN: min-max)')
   for name in sorted({row.pretraining for row in transfer_table.ROWS.values() if row.pretraining}):
     export = os.path.join(mini_dir, f'runs-v{mini_table.RESULTS_VERSION}', f'{name}-seed{seed}',
                           'export')
@@ -105,8 +121,10 @@ def print_norms(mini_dir: str, seed: int) -> None:
       continue
     ratios = norm_ratios(export)
     group = lambda g: np.mean([r for n, r in ratios.items() if n.startswith(g)])
+    fpn = list(decoder_norm_ratios(export).values())
     print(f'{name:<14} {ratios["stem/conv"]:6.2f} {group("g0/"):6.2f} {group("g3/"):6.2f} '
-          f'{np.mean(list(ratios.values())):6.2f}')
+          f'{np.mean(list(ratios.values())):6.2f} '
+          + (f'{min(fpn):.2f}-{max(fpn):.2f}' if fpn else '-').rjust(11))
 
 
 def main():
@@ -119,6 +137,16 @@ def main():
   parser.add_argument('--norms', action='store_true',
                       help='only print every export\'s kernel norms against random init')
   args = parser.parse_args()
+  rows, tasks = args.rows.split(','), args.tasks.split(',')
+  controllable = [n for n, r in transfer_table.ROWS.items() if r.pretraining and not r.decoder]
+  if set(rows) - set(controllable):
+    parser.error(f'--rows: unknown {sorted(set(rows) - set(controllable))}; '
+                 f'known: {", ".join(controllable)}')
+  if set(tasks) - set(transfer_table.TASKS):
+    parser.error(f'--tasks: unknown {sorted(set(tasks) - set(transfer_table.TASKS))}; '
+                 f'known: {", ".join(transfer_table.TASKS)}')
+  if args.seed < 0:
+    parser.error(f'--seed must be 0 or more, got {args.seed}')
   setup = transfer_table.Setup()
   mini_setup = dataclasses.replace(mini_table.Setup(), steps=args.pretrain_steps)
   mini_dir = os.path.join(args.work_dir, f'steps{mini_setup.steps}-scenes{mini_setup.scenes}')
@@ -127,48 +155,26 @@ def main():
     print_norms(mini_dir, args.seed)
     return
   data = transfer_table.labelled_data(args.work_dir, setup)
-  for name in args.rows.split(','):
+  mini = transfer_table.Pretrainings(mini_setup, mini_dir)
+  for name in rows:
     row = transfer_table.ROWS[name]
     export = os.path.join(mini_dir, f'runs-v{mini_table.RESULTS_VERSION}',
                           f'{row.pretraining}-seed{args.seed}', 'export')
     rescaled = os.path.join(out_dir, 'exports', f'{name}-seed{args.seed}-rescaled')
+    if not os.path.exists(os.path.join(export, export_lib.METADATA)):
+      sys.exit(f'no export of {row.pretraining} seed {args.seed} in {export}: run '
+               f'transfer_table.py (or mini_table.py) at --pretrain_steps={mini_setup.steps} first')
     if not os.path.exists(os.path.join(rescaled, export_lib.METADATA)):
       info = rescale(export, rescaled)
       print(f'{name} seed {args.seed}: kernel norm / random-init norm ' + ', '.join(
           f'{k} {a / b:.2f}' for k, (a, b) in list(info['norms'].items())[:4]) +
             f', …; features changed by {info["feature_change"]:.1g}', flush=True)
-    for task in args.tasks.split(','):
-      key = f'{task}-train-{name}_rescaled-seed{args.seed}'
-      path = os.path.join(out_dir, 'results', f'{key}.json')
-      if os.path.exists(path):
-        with open(path) as f:
-          print(f'{key}: {json.load(f)["value"]:.4f} (cached)')
-        continue
-      model_dir = os.path.join(out_dir, 'runs', key)
-      shutil.rmtree(model_dir, ignore_errors=True)
-      os.makedirs(model_dir)
-      backbone = {'type': 'resnet', 'resnet': {'model_id': 10,
-                                               'depth_multiplier': mini_setup.width}}
-      overrides = transfer_table.finetune_overrides(task, 'train', setup, data, backbone,
-                                                    ['backbone'], setup.steps)
-      override_file = os.path.join(model_dir, 'overrides.yaml')
-      with open(override_file, 'w') as f:
-        json.dump(overrides, f)
-      experiment, tag = transfer_table.TASKS[task]
-      begin = time.time()
-      transfer_table._run(  # pylint: disable=protected-access
-          [sys.executable, os.path.join(transfer_table.REPO, 'launch', 'finetune.py'),
-           f'--experiment={experiment}', f'--config_file={transfer_table.CPU_OFFLINE}',
-           f'--config_file={override_file}', f'--model_dir={model_dir}',
-           '--mode=train_and_eval', f'--init_checkpoint={rescaled}'],
-          os.path.join(model_dir, 'finetune.log'))
-      curve = transfer_table.read_metric(model_dir, tag)
-      out = {'task': task, 'row': f'{name}_rescaled', 'seed': args.seed, 'metric': tag,
-             'value': curve[-1][1], 'curve': curve, 'seconds': time.time() - begin}
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path, 'w') as f:
-        json.dump(out, f, indent=2)
-      print(f'{key}: {tag} {out["value"]:.4f} ({out["seconds"] / 60:.1f} min)', flush=True)
+    results = [transfer_table.finetune(task, 'train', name, args.seed, setup, data, mini,
+                                       out_dir, setup.steps, export=rescaled,
+                                       label=f'{name}_rescaled')
+               for task in tasks]
+    print(f'{name} seed {args.seed}, rescaled: ' + ', '.join(
+        f'{r["task"]} {r["metric"]} {r["value"]:.4f}' for r in results if r), flush=True)
 
 
 if __name__ == '__main__':

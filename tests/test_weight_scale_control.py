@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from tests.conftest import REPO_ROOT
 
@@ -40,3 +41,23 @@ def test_rescaling_keeps_the_features_and_sets_random_init_norms(tiny_run, tmp_p
     assert abs(float(tf.norm(kernels[name])) - target) < 1e-3 * target, name
   # ... and that norm is not the pretrained one (the check is not vacuous).
   assert any(abs(a - b) > 0.01 * b for a, b in info['norms'].values())
+
+
+def test_decoder_norm_ratios_compare_the_trained_fpn_with_a_fresh_one(tiny_decon_run, tiny_run):
+  export = os.path.join(tiny_decon_run.model_dir, 'export')
+  ratios = weight_scale_control.decoder_norm_ratios(export)
+  trained = {v.name.split('/')[0]: v for v in tiny_decon_run.model.decoder.weights
+             if 'kernel' in v.name}
+  assert set(ratios) == set(trained) and any(n.startswith('lateral_') for n in ratios)
+  with open(os.path.join(export, 'metadata.json')) as f:
+    metadata = json.load(f)
+  backbone = frozen.backbone_from_metadata(metadata)
+  tf_keras.utils.set_random_seed(0)  # after the backbone is built, as the control does
+  fresh = frozen.decoder_from_metadata(metadata, backbone)
+  fresh = {v.name.split('/')[0]: v for v in fresh.weights if 'kernel' in v.name}
+  for name, ratio in ratios.items():
+    np.testing.assert_allclose(ratio, float(tf.norm(trained[name]) / tf.norm(fresh[name])),
+                               rtol=1e-5, err_msg=name)
+  # An export without a decoder has no FPN norms.
+  assert weight_scale_control.decoder_norm_ratios(
+      os.path.join(tiny_run.model_dir, 'export')) == {}

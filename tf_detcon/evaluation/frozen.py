@@ -100,6 +100,20 @@ def backbone_from_metadata(metadata: Dict) -> tf_keras.Model:
   return backbone
 
 
+def decoder_from_metadata(metadata: Dict, backbone: tf_keras.Model
+                          ) -> Optional[tf_keras.Model]:
+  """An export's pretrained decoder (DeCon), built (not restored) on `backbone`; None if the
+  export holds none."""
+  if 'decoder' not in metadata.get('init_checkpoint_modules', []):
+    return None
+  recorded = metadata['decoder']
+  decoder_config = decoders_config.Decoder()
+  decoder_config.override(recorded['decoder'], is_strict=True)
+  return decoders.build_decoder(decoder_config, recorded['min_level'], recorded['max_level'],
+                                encoder_config(metadata).norm_activation,
+                                backbone.output_specs)
+
+
 def from_export(path: str) -> FrozenEncoder:
   """An export directory (checkpoint + metadata.json, or a SavedModel), or its saved_model/."""
   path = path.rstrip('/')
@@ -116,15 +130,8 @@ def from_export(path: str) -> FrozenEncoder:
       metadata = json.load(f)
     backbone = backbone_from_metadata(metadata)
     modules = {'backbone': backbone}
-    decoder = None
-    if 'decoder' in metadata.get('init_checkpoint_modules', []):
-      recorded = metadata['decoder']
-      decoder_config = decoders_config.Decoder()
-      decoder_config.override(recorded['decoder'], is_strict=True)
-      decoder = decoders.build_decoder(decoder_config, recorded['min_level'],
-                                      recorded['max_level'],
-                                      encoder_config(metadata).norm_activation,
-                                      backbone.output_specs)
+    decoder = decoder_from_metadata(metadata, backbone)
+    if decoder is not None:
       modules['decoder'] = decoder
     status = tf.train.Checkpoint(**modules).read(checkpoint)
     # Everything the modules hold is restored; the export's save counter is not wanted.
