@@ -359,10 +359,11 @@ def plot_curves(results: Dict[str, List[Dict]], setup: Setup, path: str) -> None
   save_figure(figure, path)
 
 
-def save_figure(figure, path: str) -> None:
-  """Writes a matplotlib figure as a PNG and frees it."""
+def save_figure(figure, path: str, rect: tuple = (0, 0, 1, 1)) -> None:
+  """Writes a matplotlib figure as a PNG and frees it; its panels fill `rect` (figure
+  fractions: left, bottom, right, top), which leaves room for a figure-level legend."""
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
-  figure.tight_layout()
+  figure.tight_layout(rect=rect)
   figure.savefig(path)
   pyplot.close(figure)
 

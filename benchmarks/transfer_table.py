@@ -407,8 +407,9 @@ def plot(results: List[Dict], names: List[str], path: str) -> None:
     axis.set_title(f'{task}, {labels} labels', fontsize=9)
     axis.set_ylabel(TASKS[task][1])
     axis.set_xticks([])
-  axes[0][0].legend(fontsize=6, loc='lower left')
-  mini_table.save_figure(figure, path)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  figure.legend(handles, labels, fontsize=7, loc='lower center', ncol=min(6, len(labels)))
+  mini_table.save_figure(figure, path, rect=(0, 0.12, 1, 1))  # the legend below the panels
 
 
 def main():
