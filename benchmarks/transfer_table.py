@@ -412,6 +412,15 @@ def plot(results: List[Dict], names: List[str], path: str) -> None:
   mini_table.save_figure(figure, path, rect=(0, 0.12, 1, 1))  # the legend below the panels
 
 
+def choose(parser: argparse.ArgumentParser, flag: str, value: str, known) -> List[str]:
+  """The names of a comma-separated flag, or a one-line parser error naming the unknown ones."""
+  names = [n.strip() for n in value.split(',') if n.strip()]
+  unknown = sorted(set(names) - set(known))
+  if unknown or not names:
+    parser.error(f'--{flag}: unknown {unknown or "(empty)"}; known: {", ".join(known)}')
+  return names
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
@@ -442,12 +451,7 @@ def main():
     args.labels = 'train' if args.smoke else 'train,small'
   lists = {'rows': (args.rows, ROWS), 'tasks': (args.tasks, TASKS),
            'labels': (args.labels, ('train', 'small'))}
-  chosen = {}
-  for flag, (value, known) in lists.items():
-    chosen[flag] = [n.strip() for n in value.split(',') if n.strip()]
-    unknown = sorted(set(chosen[flag]) - set(known))
-    if unknown or not chosen[flag]:
-      parser.error(f'--{flag}: unknown {unknown or "(empty)"}; known: {", ".join(known)}')
+  chosen = {flag: choose(parser, flag, value, known) for flag, (value, known) in lists.items()}
   if args.plot:
     mini_table.check_plot_path(parser, args.plot)
   seeds = 1 if args.smoke else args.seeds

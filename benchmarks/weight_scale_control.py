@@ -137,14 +137,9 @@ def main():
   parser.add_argument('--norms', action='store_true',
                       help='only print every export\'s kernel norms against random init')
   args = parser.parse_args()
-  rows, tasks = args.rows.split(','), args.tasks.split(',')
   controllable = [n for n, r in transfer_table.ROWS.items() if r.pretraining and not r.decoder]
-  if set(rows) - set(controllable):
-    parser.error(f'--rows: unknown {sorted(set(rows) - set(controllable))}; '
-                 f'known: {", ".join(controllable)}')
-  if set(tasks) - set(transfer_table.TASKS):
-    parser.error(f'--tasks: unknown {sorted(set(tasks) - set(transfer_table.TASKS))}; '
-                 f'known: {", ".join(transfer_table.TASKS)}')
+  rows = transfer_table.choose(parser, 'rows', args.rows, controllable)
+  tasks = transfer_table.choose(parser, 'tasks', args.tasks, transfer_table.TASKS)
   if args.seed < 0:
     parser.error(f'--seed must be 0 or more, got {args.seed}')
   setup = transfer_table.Setup()
