@@ -5,12 +5,15 @@ step budget on synthetic multi-object scenes, then probed densely with frozen fe
   .venv/bin/python benchmarks/mini_table.py --methods=simclr,detcon_s_fh --seeds=1
   .venv/bin/python benchmarks/mini_table.py --smoke            # seconds: CI's check
 
-Each (method, seed) result is cached in `<work_dir>/results-v<RESULTS_VERSION>/`, so an
-interrupted table resumes where it stopped, and several background runs (e.g. one per
---methods subset) can fill it; a result being computed is claimed by a lock file. The table is
-printed in the style of DetCon Table 4 (mean ± std over seeds), followed by the orderings the
-papers claim, each marked as holding (the dense method's mean beats its base's by more than the
-larger seed std) or not.
+Each (method, seed) result is kept in the repository, `benchmarks/results/mini-v<RESULTS_VERSION>/`
+(commit it), and its run and export in `<work_dir>` (a cache), so that an interrupted table
+resumes where it stopped, over several sessions, and several background runs (e.g. one per
+--methods subset) can fill it; a result or run being computed is claimed by a lock file. Every
+pretraining is deterministic (`deterministic: true` and the seed), so an export lost with the cache
+is pretrained again to the same bytes (its digest is in the result). The table is printed in the
+style of DetCon Table 4 (mean ± std over seeds), followed by the orderings the papers claim: the
+mean paired difference over seeds with its 95% interval (`paired.py`); an ordering holds where
+the interval excludes 0.
 
 The miniature (docs: benchmarks/README.md): scenes of 128 px with FH masks (scale 1000, σ 0.8,
 min size 150, chosen for the best ABO against the scenes' ground truth) or ground-truth masks;
@@ -29,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Dict, List, Optional
@@ -38,6 +42,7 @@ from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-impor
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+import paired
 from tensorboard.compat.proto import event_pb2
 import tensorflow as tf
 import tf_keras
@@ -64,7 +69,11 @@ FH_SETTING = (1000.0, 0.8, 150)
 # method or the probes makes earlier results stale. 2: each paper family's colour jitter
 # (docs/design.md §2), DeCon's channel dropout on the FPN's skip laterals (§5), MoCo's
 # per-replica query BN and DetCo's four levels at the paper's weights (§4).
-RESULTS_VERSION = 2
+# 3: DeCon's FPN at P2–P5 (its authors' pretraining FPN), deterministic pretraining, results
+# kept in the repository.
+RESULTS_VERSION = 3
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO, 'benchmarks', 'results')
 
 
 @dataclasses.dataclass
@@ -144,6 +153,7 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
   task = params.task
   task.train_data.override({'input_path': data[method.masks], 'global_batch_size': setup.batch,
                             'shuffle_buffer_size': 1000, 'cycle_length': 8, 'seed': seed,
+                            'deterministic': True,
                             'view1': {'output_size': setup.view_size},
                             'view2': {'output_size': setup.view_size}})
   task.encoder.backbone.resnet.depth_multiplier = setup.width
@@ -218,13 +228,64 @@ def claimed(path: str):
     os.remove(lock)
 
 
-def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup,
-            work_dir: str, override: str = '') -> Optional[Dict]:
-  """The cached result of (method, seed), computing it if nobody else is."""
-  path = os.path.join(work_dir, f'results-v{RESULTS_VERSION}', f'{name}-seed{seed}.json')
+def export_digest(export: str) -> str:
+  """sha256 over every tensor of an export's checkpoint (by key): equal digests, equal exports."""
+  import fingerprint  # pylint: disable=g-import-not-at-top  (beside this script)
+  hashes = fingerprint.checkpoint_hashes(os.path.join(export, 'checkpoint'))
+  return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
+def result_path(name: str, seed: int, setup: Setup, results_dir: str, override: str = '') -> str:
+  folder = os.path.join(results_dir, f'mini-v{RESULTS_VERSION}',
+                        f'steps{setup.steps}-scenes{setup.scenes}')
+  if override:
+    folder = os.path.join(folder, f'override-{hashlib.sha1(override.encode()).hexdigest()[:8]}')
+  return os.path.join(folder, f'{name}-seed{seed}.json')
+
+
+def read_result(path: str) -> Optional[Dict]:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
+  return None
+
+
+def write_result(path: str, out: Dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(out, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def pretrain(name: str, seed: int, data: Dict[str, str], setup: Setup, work_dir: str,
+             override: str = '') -> Optional[str]:
+  """The export of (method, seed), pretraining it (or resuming its run) when the cache lacks
+  it; None while another process pretrains it."""
+  model_dir = os.path.join(work_dir, f'runs-v{RESULTS_VERSION}', f'{name}-seed{seed}')
+  export = os.path.join(model_dir, 'export')
+  if os.path.exists(os.path.join(export, 'metadata.json')):
+    return export
+  os.makedirs(os.path.dirname(model_dir), exist_ok=True)
+  with claimed(model_dir + '.run') as mine:
+    if not mine:
+      print(f'{name} seed {seed}: being pretrained by another run', flush=True)
+      return None
+    print(f'training {name} seed {seed}', flush=True)
+    tf_keras.utils.set_random_seed(seed)
+    run = trainer.Run(mini_config(METHODS[name], data, setup, seed, override), model_dir)
+    run.train()
+    return run.export()
+
+
+def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup,
+            work_dir: str, override: str = '', results_dir: Optional[str] = None
+            ) -> Optional[Dict]:
+  """The kept result of (method, seed) (in `results_dir`, default the repository's), computing
+  it if nobody else is."""
+  path = result_path(name, seed, setup, results_dir or RESULTS_DIR, override)
+  kept = read_result(path)
+  if kept is not None:
+    return kept
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with claimed(path) as mine:
     if not mine:
@@ -233,30 +294,47 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
     method = METHODS[name]
     begin = time.time()
     tf_keras.utils.set_random_seed(seed)
-    curve = []
+    curve, digest = [], None
     if method.experiment is None:  # the same encoder as the others', randomly initialised
       encoder_cfg = mini_config(METHODS['simclr'], data, setup, seed).task.encoder
       encoder = frozen.from_keras(f'random-seed{seed}', blocks.build_backbone(encoder_cfg))
     else:
-      model_dir = os.path.join(work_dir, f'runs-v{RESULTS_VERSION}', f'{name}-seed{seed}')
+      export = pretrain(name, seed, data, setup, work_dir, override)
+      if export is None:
+        return None
+      encoder = frozen.load(export)
+      digest = export_digest(export)
       params = mini_config(method, data, setup, seed, override)
-      run = trainer.Run(params, model_dir)
-      run.train()
-      encoder = frozen.load(run.export())
-      curve = read_curve(os.path.join(model_dir, params.trainer.validation_summary_subdir),
+      curve = read_curve(os.path.join(os.path.dirname(export),
+                                      params.trainer.validation_summary_subdir),
                          f'probe/linear_level{setup.curve_level}_miou')
     train, evaluation = probe_sets
     results = probes.evaluate(encoder, train.images, train.labels, evaluation.images,
                               evaluation.labels, scenes.NUM_CLASSES, setup.probe_levels,
                               seed=seed, steps=setup.probe_steps)
     out = {'method': name, 'seed': seed, 'steps': setup.steps, 'results': results,
-           'curve': curve, 'seconds': time.time() - begin}
-    with open(path + '.tmp', 'w') as f:
-      json.dump(out, f, indent=2)
-    os.replace(path + '.tmp', path)
+           'curve': curve, 'seconds': time.time() - begin, 'export_digest': digest}
+    write_result(path, out)
     print(f'{name} seed {seed}: {time.time() - begin:.0f}s '
           + ' '.join(f'{k}={v["miou"]:.4f}' for k, v in results.items()), flush=True)
     return out
+
+
+def ensure_export(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup,
+                  work_dir: str, results_dir: Optional[str] = None) -> Optional[str]:
+  """The export of (method, seed) for fine-tuning: its result is computed first if missing; an
+  export lost with the cache is pretrained again, and must match the result's digest."""
+  kept = run_one(name, seed, data, probe_sets, setup, work_dir, results_dir=results_dir)
+  if kept is None:
+    return None
+  export = pretrain(name, seed, data, setup, work_dir)
+  if export is None:
+    return None
+  if kept.get('export_digest') and export_digest(export) != kept['export_digest']:
+    shutil.rmtree(os.path.dirname(export))
+    raise RuntimeError(f'{name} seed {seed}: pretrained again, its export differs from the one '
+                       'its kept result was measured on (another machine or code?); removed')
+  return export
 
 
 def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
@@ -264,7 +342,6 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
   header = f'{"method":<26} {"seeds":>5} ' + ' '.join(
       f'{k.replace("/level", " L") + " mIoU":>18}' for k in keys) + f' {"min/run":>8}'
   lines = [header, '-' * len(header)]
-  summary = {}
   for name, method in METHODS.items():
     runs = results.get(name, [])
     if not runs:
@@ -272,7 +349,6 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
     cells = []
     for key in keys:
       values = np.array([r['results'][key]['miou'] for r in runs])
-      summary[(name, key)] = (values.mean(), values.std(), len(values))
       cells.append(f'{values.mean():.3f} ± {values.std():.3f}'.rjust(18))
     minutes = np.mean([r['seconds'] for r in runs]) / 60
     lines.append(f'{method.label:<26} {len(runs):>5} ' + ' '.join(cells) + f' {minutes:>8.1f}')
@@ -280,20 +356,20 @@ def table(results: Dict[str, List[Dict]], setup: Setup) -> str:
   lines.append(f'{len(every)} runs took {sum(r["seconds"] for r in every) / 60:.1f} min in all '
                '(the wall time of each run: fit, export and probes)')
   lines.append('')
+  lines.append('paired by seed: mean difference [95% interval] (pairs): an ordering holds where the '
+               'interval is above 0')
   for key in (k for k in keys if k.startswith('linear')):
     for name, method in METHODS.items():
-      base = method.base or 'random'
-      if name == 'random' or (name, key) not in summary or (base, key) not in summary:
-        continue
-      (mean, std, seeds), (base_mean, base_std, base_seeds) = (summary[(name, key)],
-                                                               summary[(base, key)])
-      margin = mean - base_mean
-      if min(seeds, base_seeds) < 2:
-        verdict = 'one seed: no spread to judge it by'
-      else:
-        verdict = (f'{"holds" if margin > max(std, base_std) else "does not hold"}: '
-                   f'std {max(std, base_std):.3f}')
-      lines.append(f'{key}: {method.label} vs {METHODS[base].label}: {margin:+.3f} ({verdict})')
+      for other in ([method.base] if method.base else []) + (['random'] if name != 'random'
+                                                             else []):
+        if name not in results or other not in results:
+          continue
+        mine = {r['seed']: r['results'][key]['miou'] for r in results[name]}
+        theirs = {r['seed']: r['results'][key]['miou'] for r in results[other]}
+        found = paired.compare(mine, theirs)
+        if found is not None:
+          lines.append(f'{key}: {method.label} vs {METHODS[other].label}: {found}: '
+                       f'{found.verdict}')
   return '\n'.join(lines)
 
 
@@ -380,8 +456,12 @@ def check_plot_path(parser: argparse.ArgumentParser, path: str) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=WORK_DIR)
-  parser.add_argument('--seeds', type=int, default=3)
+  parser.add_argument('--work_dir', default=WORK_DIR, help='the cache of runs and exports')
+  parser.add_argument('--results_dir', default=None,
+                      help='where results are kept (default: benchmarks/results in the '
+                           'repository; with --smoke, --work_dir)')
+  parser.add_argument('--seeds', type=int, default=3, help='how many seeds, from --first_seed')
+  parser.add_argument('--first_seed', type=int, default=0)
   parser.add_argument('--steps', type=int, default=None)
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 3 steps')
@@ -402,6 +482,7 @@ def main():
   if args.plot:
     check_plot_path(parser, args.plot)
   work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
+  results_dir = args.results_dir or (args.work_dir if args.smoke else RESULTS_DIR)
   data = scene_data(work_dir, setup)
   if args.params_override:
     digest = hashlib.sha1(args.params_override.encode()).hexdigest()[:8]
@@ -413,9 +494,12 @@ def main():
   probe_sets = (labelled_sets.synthetic('train', setup.probe_train, setup.probe_size),
                 labelled_sets.synthetic('eval', setup.probe_eval, setup.probe_size))
   results: Dict[str, List[Dict]] = {}
-  for seed in range(seeds):
+  if seeds < 1 or args.first_seed < 0:
+    parser.error(f'--seeds must be >= 1 and --first_seed >= 0, got {seeds} and {args.first_seed}')
+  for seed in range(args.first_seed, args.first_seed + seeds):
     for name in names:
-      out = run_one(name, seed, data, probe_sets, setup, work_dir, args.params_override)
+      out = run_one(name, seed, data, probe_sets, setup, work_dir, args.params_override,
+                    results_dir)
       if out is not None:
         results.setdefault(name, []).append(out)
   print()

@@ -1,9 +1,10 @@
 r"""The miniature transfer table: every pretraining of the mini table fine-tuned end to end through
 Model Garden's own tasks, by `launch/finetune.py`, the path a COCO user takes, scaled down.
 
-  .venv/bin/python benchmarks/transfer_table.py --pretrain_steps=2000        # the full table
-  .venv/bin/python benchmarks/transfer_table.py --budget --tasks=retinanet   # choose the budget
-  .venv/bin/python benchmarks/transfer_table.py --smoke                      # CI's check
+  .venv/bin/python benchmarks/transfer_table.py --budget                      # the budget rule
+  .venv/bin/python benchmarks/transfer_table.py                               # pass 1: 3 pairs
+  .venv/bin/python benchmarks/transfer_table.py --passes=2                    # 6 pairs
+  .venv/bin/python benchmarks/transfer_table.py --smoke                       # CI's check
 
 The papers make their claims after fine-tuning: DetCon (§4.2, Table 2) and DetCo (§4.2, Table 5)
 on COCO detection, DetCon (§3.3) on PASCAL VOC segmentation, DeCon (§4) with its pretrained FPN
@@ -14,15 +15,27 @@ decoder transferred as well, and on small fine-tuning sets. In miniature:
 - semantic segmentation: Model Garden's `seg_resnetfpn_pascal` (an FPN decoder, so that DeCon's
   decoder transfers), mean IoU on held-out scenes;
 - both on every labelled fine-tuning image, and on 10% of them (DeCon's small-data setting);
-- DeCon in two rows: its encoder alone, and its encoder with its pretrained FPN (levels 3–6 of
-  its P2–P6 FPN load into the tasks' P3–P7 FPN; `tf_detcon.transfer` says what does not load).
+- both FPNs from P2, where DeCon's pretrained FPN (P2–P5, as its authors') has its trained output
+  convolution; DeCon in two rows, its encoder alone and with its FPN.
+
+The protocol (benchmarks/README.md says why each part):
+- every row runs the same network: ReLU and BN ε = 1e-5, the pretrained encoders' own (set for
+  random init too; `tf_detcon.transfer` carries them from an export);
+- every export fine-tunes from its kernels at random-init norms (`rescale.py`), so that no row
+  starts with smaller effective SGD steps than another;
+- DetCon A.3's COCO recipe: SGD, 0.3 per 256 images, ÷10 at 2/3 and 8/9, weight decay 4e-5;
+- the budget is chosen by a rule fixed before any pretrained row was fine-tuned (`--budget`);
+- seeded, paired runs: pass k fine-tunes pretraining seed p with fine-tuning seed p + 3k
+  (`launch/finetune.py --seed`), so every row of a pair sees the same new layers and batches, and
+  random init gets a fine-tuning seed of its own per pair; each paper ordering is the mean paired
+  difference with its 95% interval (`paired.py`), and holds where the interval is above 0.
 
 The labelled scenes (objects with classes, instance masks and boxes) are disjoint from the
 pretraining and probe scenes; they are written in COCO format and converted with Model Garden's
 `create_coco_tf_record`, and the segmentation records with Model Garden's `TfExampleBuilder`.
-Each (task, labels, row, seed) result is cached under `<work_dir>/transfer-v<VERSION>/`, so the
-table resumes and can be built over several sessions; the pretrainings are the mini table's
-(`mini_table.run_one`, cached there) and are computed first when missing.
+Each fine-tuning's result is kept in the repository (`benchmarks/results/transfer-v<VERSION>/`),
+its run in `<work_dir>` (a cache), so the table resumes over several sessions; the pretrainings are
+the mini table's (`mini_table.ensure_export`), computed first when missing.
 """
 
 import argparse
@@ -42,11 +55,16 @@ console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import mini_table
+import paired
 from tf_detcon.data.offline import scenes
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VERSION = 1
+# 2: the network carried (ReLU, ε 1e-5 for every row), P2 levels, every export rescaled to
+# random-init kernel norms, weight decay 4e-5, seeded pairs, results kept in the repository.
+VERSION = 2
+# Pass k fine-tunes pretraining seed p with fine-tuning seed p + PRETRAIN_SEEDS · k.
+PRETRAIN_SEEDS = 3
 CPU_OFFLINE = os.path.join(REPO, 'official_configs', 'finetune', 'cpu_offline.yaml')
 
 
@@ -85,14 +103,24 @@ class Setup:
   # overfitting": the small set gets that share of the steps.
   small_steps_ratio: float = 12 / 90
   batch: int = 16
-  steps: int = 600
+  # Chosen by the budget rule (`budget_rule`, benchmarks/README.md), before any pretrained row.
+  steps: int = 1200
   eval_batch: int = 20
   fpn_filters: int = 32  # the mini table's DeCon FPN: pretrained and fine-tuned FPNs must match
   head_filters: int = 32
-  # DetCon A.3's COCO rate, 0.3 per 256 images, scaled to the batch; warmup then /10 at 2/3 and
-  # 8/9 of training, as the COCO recipes in official_configs/finetune.
+  # DetCon A.3's COCO recipe: 0.3 per 256 images scaled to the batch, warmup, then /10 at 2/3
+  # and 8/9 of training, weight decay 4e-5 (as official_configs/finetune's COCO recipes).
   base_lr: float = 0.3
   warmup_fraction: float = 0.05
+  weight_decay: float = 4e-5
+  # From P2, where DeCon's pretrained FPN has its trained output convolution (its SL variant
+  # trains only P2's); RetinaNet keeps Model Garden's P7, the segmenter's head reads P2.
+  min_level: int = 2
+  max_levels: Dict[str, int] = dataclasses.field(
+      default_factory=lambda: {'retinanet': 7, 'segmentation': 5})
+  # The pretrained encoders' network (docs/paper_settings.md), for every row alike.
+  activation: str = 'relu'
+  norm_epsilon: float = 1e-5
 
 
 SMOKE = Setup(train_images=8, eval_images=4, batch=2, steps=2, eval_batch=2, small_fraction=0.5)
@@ -219,29 +247,32 @@ def finetune_overrides(task: str, labels: str, setup: Setup, data: Dict[str, str
   official_configs/finetune/cpu_offline.yaml."""
   model = {'input_size': [setup.image_size, setup.image_size, 3],
            'num_classes': scenes.NUM_CLASSES,  # COCO ids 1..5; 0 background
-           'min_level': 3, 'max_level': 7,
+           'min_level': setup.min_level, 'max_level': setup.max_levels[task],
            'backbone': backbone,
            'decoder': {'type': 'fpn', 'fpn': {'num_filters': setup.fpn_filters}},
-           'norm_activation': {'use_sync_bn': False}}
+           'norm_activation': {'use_sync_bn': False, 'activation': setup.activation,
+                               'norm_epsilon': setup.norm_epsilon}}
   trainer = {'train_steps': steps, 'steps_per_loop': eval_every or steps,
              'summary_interval': eval_every or steps, 'checkpoint_interval': eval_every or steps,
              'validation_interval': eval_every or steps,
              'validation_steps': -(-setup.eval_images // setup.eval_batch),
              'max_to_keep': 1, 'optimizer_config': _schedule(setup, steps)}
+  losses = {'l2_weight_decay': setup.weight_decay}
   if task == 'retinanet':
     model['head'] = {'num_convs': 2, 'num_filters': setup.head_filters}
     out = {'task': {
-        'model': model, 'annotation_file': data['eval/annotations'],
+        'model': model, 'annotation_file': data['eval/annotations'], 'losses': losses,
         'init_checkpoint_modules': modules,
         'train_data': {'input_path': data[f'{labels}/coco'], 'global_batch_size': setup.batch,
                        'dtype': 'float32', 'shuffle_buffer_size': 1000},
         'validation_data': {'input_path': data['eval/coco'],
                             'global_batch_size': setup.eval_batch, 'dtype': 'float32'}}}
   else:
-    model['head'] = {'level': 3, 'num_convs': 1, 'num_filters': setup.head_filters}
+    model['head'] = {'level': setup.min_level, 'num_convs': 1,
+                     'num_filters': setup.head_filters}
     size = [setup.image_size, setup.image_size]
     out = {'task': {
-        'model': model, 'init_checkpoint_modules': modules,
+        'model': model, 'init_checkpoint_modules': modules, 'losses': losses,
         'allow_image_summary': False,  # Model Garden's summaries refuse its own pictures
         'train_data': {'input_path': data[f'{labels}/segmentation'], 'output_size': size,
                        'global_batch_size': setup.batch, 'aug_scale_min': 0.8,
@@ -255,30 +286,41 @@ def finetune_overrides(task: str, labels: str, setup: Setup, data: Dict[str, str
 
 
 class Pretrainings:
-  """The mini table's pretrainings at one budget: its cached runs, computed when missing."""
+  """The mini table's pretrainings at one budget, as the table fine-tunes them: each export with
+  its kernels at random-init norms (`rescale.py`), computed when missing."""
 
-  def __init__(self, setup: 'mini_table.Setup', work_dir: str):
+  def __init__(self, setup: 'mini_table.Setup', work_dir: str,
+               results_dir: Optional[str] = None):
     self.setup = setup
     self.work_dir = work_dir
+    self.results_dir = results_dir
     self._inputs = None
 
   def export(self, row: Row, seed: int) -> Optional[str]:
-    """The export of the row's pretraining at `seed`, pretraining it first if it is not cached
-    (None while another process pretrains it)."""
+    """The rescaled export of the row's pretraining at `seed`, pretraining it first if it is not
+    cached (None while another process pretrains it)."""
     if row.pretraining is None:
       return None
-    path = os.path.join(self.work_dir, f'runs-v{mini_table.RESULTS_VERSION}',
-                        f'{row.pretraining}-seed{seed}', 'export')
     if self._inputs is None:  # the pretraining scenes and probe sets, built on first use
       from tf_detcon.evaluation import labelled_sets  # pylint: disable=g-import-not-at-top
       self._inputs = (mini_table.scene_data(self.work_dir, self.setup),
                       (labelled_sets.synthetic('train', self.setup.probe_train,
-                                          self.setup.probe_size),
-                       labelled_sets.synthetic('eval', self.setup.probe_eval, self.setup.probe_size)))
+                                               self.setup.probe_size),
+                       labelled_sets.synthetic('eval', self.setup.probe_eval,
+                                               self.setup.probe_size)))
     data, probe_sets = self._inputs
-    out = mini_table.run_one(row.pretraining, seed, data, probe_sets, self.setup,
-                             self.work_dir)
-    return None if out is None else path
+    export = mini_table.ensure_export(row.pretraining, seed, data, probe_sets, self.setup,
+                                      self.work_dir, self.results_dir)
+    if export is None:
+      return None
+    rescaled = export + '-rescaled'
+    if not os.path.exists(os.path.join(rescaled, 'metadata.json')):
+      with mini_table.claimed(rescaled) as mine:
+        if not mine:
+          return None
+        import rescale  # pylint: disable=g-import-not-at-top  (beside this script)
+        rescale.rescale(export, rescaled)
+    return rescaled
 
 
 def read_metric(model_dir: str, tag: str) -> List[List[float]]:
@@ -286,23 +328,46 @@ def read_metric(model_dir: str, tag: str) -> List[List[float]]:
   return mini_table.read_curve(os.path.join(model_dir, 'validation'), tag)
 
 
-def finetune(task: str, labels: str, name: str, seed: int, setup: Setup, data: Dict[str, str],
-             mini: Pretrainings, out_dir: str, steps: int, eval_every: Optional[int] = None,
-             export: Optional[str] = None, label: Optional[str] = None) -> Optional[Dict]:
-  """The cached result of one fine-tuning, computing it if nobody else is. By default it
-  fine-tunes the row's pretraining; a control passes its own `export` and names it `label`."""
-  label = label or name
-  key = f'{task}-{labels}-{label}-seed{seed}' + (f'-curve{eval_every}' if eval_every else '')
-  path = os.path.join(out_dir, 'results', f'{key}.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  row = ROWS[name]
-  begin = time.time()
+def norm_summary(export: Optional[str]) -> Optional[Dict[str, float]]:
+  """The stem's and the mean kernel-norm ratio (against random init) of a rescaled export before
+  its rescale; None for random init."""
   if export is None:
-    export = mini.export(row, seed)
-    if row.pretraining is not None and export is None:
+    return None
+  with open(os.path.join(export, 'metadata.json')) as f:
+    record = json.load(f).get('rescaled')
+  if not record:
+    return None
+  import rescale  # pylint: disable=g-import-not-at-top  (beside this script)
+  return rescale.summary(record['norms'])
+
+
+def result_key(task: str, labels: str, label: str, pretrain_seed: Optional[int],
+               finetune_seed: int, eval_every: Optional[int] = None) -> str:
+  seeds = (f'p{pretrain_seed}-' if pretrain_seed is not None else '') + f'f{finetune_seed}'
+  return f'{task}-{labels}-{label}-{seeds}' + (f'-curve{eval_every}' if eval_every else '')
+
+
+def finetune(task: str, labels: str, name: str, pretrain_seed: int, finetune_seed: int,
+             setup: Setup, data: Dict[str, str], mini: Pretrainings, out_dir: str,
+             results_dir: str, steps: int, eval_every: Optional[int] = None,
+             export: Optional[str] = None, label: Optional[str] = None) -> Optional[Dict]:
+  """The kept result of one fine-tuning, computing it if nobody else is. By default it
+  fine-tunes the row's pretraining (random init has none: `pretrain_seed` is ignored); a control
+  passes its own `export` and names it `label`."""
+  label = label or name
+  row = ROWS[name]
+  if row.pretraining is None and export is None:
+    pretrain_seed = None
+  key = result_key(task, labels, label, pretrain_seed, finetune_seed, eval_every)
+  path = os.path.join(results_dir, f'{key}.json')
+  kept = mini_table.read_result(path)
+  if kept is not None:
+    return kept
+  os.makedirs(results_dir, exist_ok=True)
+  begin = time.time()
+  if export is None and row.pretraining is not None:
+    export = mini.export(row, pretrain_seed)
+    if export is None:
       print(f'{key}: its pretraining is being computed by another run', flush=True)
       return None
   with mini_table.claimed(path) as mine:
@@ -326,19 +391,19 @@ def finetune(task: str, labels: str, name: str, seed: int, setup: Setup, data: D
     command = [sys.executable, os.path.join(REPO, 'launch', 'finetune.py'),
                f'--experiment={experiment}', f'--config_file={CPU_OFFLINE}',
                f'--config_file={override_file}', f'--model_dir={model_dir}',
-               '--mode=train_and_eval']  # Model Garden's launchers seed nothing; nor do we
+               '--mode=train_and_eval', f'--seed={finetune_seed}']
     if export:
       command.append(f'--init_checkpoint={export}')
     _run(command, os.path.join(model_dir, 'finetune.log'))
     curve = read_metric(model_dir, tag)
     if not curve or curve[-1][0] != steps:
       raise RuntimeError(f'{key}: no {tag} at step {steps} in {model_dir}/validation')
-    out = {'task': task, 'labels': labels, 'row': label, 'seed': seed, 'steps': steps,
-           'metric': tag, 'value': curve[-1][1], 'curve': curve, 'export': export,
-           'seconds': time.time() - begin, 'pretrain_seconds': pretrain_seconds}
-    with open(path + '.tmp', 'w') as f:
-      json.dump(out, f, indent=2)
-    os.replace(path + '.tmp', path)
+    out = {'task': task, 'labels': labels, 'row': label, 'pretrain_seed': pretrain_seed,
+           'finetune_seed': finetune_seed, 'steps': steps, 'metric': tag,
+           'value': curve[-1][1], 'curve': curve, 'export': export,
+           'norm_ratio': norm_summary(export), 'seconds': time.time() - begin,
+           'pretrain_seconds': pretrain_seconds}
+    mini_table.write_result(path, out)
     print(f'{key}: {tag} {out["value"]:.4f} ({out["seconds"] / 60:.1f} min)', flush=True)
     return out
 
@@ -349,47 +414,76 @@ def _columns(results: List[Dict]) -> List[tuple]:
   return [(t, l) for t in TASKS for l in ('train', 'small') if (t, l) in present]
 
 
-def table(results: List[Dict], names: List[str]) -> str:
-  """Mean ± std per row, one column per (task, labels), then each paper ordering: holds when the
-  row's mean beats the other's by more than the larger seed std."""
-  columns = _columns(results)
+def _cells(results: List[Dict]) -> Dict[tuple, Dict[tuple, float]]:
+  """{(row, task, labels): {(pretraining seed, fine-tuning seed): value}}."""
   cells = {}
   for r in results:
-    cells.setdefault((r['row'], r['task'], r['labels']), []).append(r['value'])
-  header = f'{"pretraining":<26} ' + ' '.join(
-      f'{f"{task} {TASKS[task][1]} ({labels})":>26}' for task, labels in columns)
+    cells.setdefault((r['row'], r['task'], r['labels']), {})[
+        (r['pretrain_seed'], r['finetune_seed'])] = r['value']
+  return cells
+
+
+def comparison(cells: Dict[tuple, Dict[tuple, float]], name: str, other: str, task: str,
+               labels: str) -> Optional[paired.Interval]:
+  """`name` − `other` over their pairs: the same (pretraining, fine-tuning) seeds, or against
+  random init, which has no pretraining, the same fine-tuning seed."""
+  mine = cells.get((name, task, labels), {})
+  theirs = cells.get((other, task, labels), {})
+  if ROWS[other].pretraining is None:
+    theirs = {(p, f): theirs[(None, f)] for p, f in mine if (None, f) in theirs}
+  return paired.compare(mine, theirs)
+
+
+def _label(task: str, labels: str) -> str:
+  return f'{task} {TASKS[task][1]} ({labels})'
+
+
+def table(results: List[Dict], names: List[str]) -> str:
+  """Mean ± std (ddof 1) over pairs per row, one column per (task, labels), with each export's
+  kernel-norm ratio before its rescale; then, per column, each row's paired margin over its base
+  and over random init with their 95% intervals."""
+  columns = _columns(results)
+  cells = _cells(results)
+  norms = {}
+  for r in results:
+    if r.get('norm_ratio'):
+      norms.setdefault(r['row'], {})[r['pretrain_seed']] = r['norm_ratio']
+  header = f'{"pretraining":<26} {"norm stem/all":>13} ' + ' '.join(
+      f'{_label(task, labels):>26}' for task, labels in columns)
   lines = [header, '-' * len(header)]
   for name in names:
-    values = [cells.get((name, task, labels)) for task, labels in columns]
+    values = [list(cells.get((name, task, labels), {}).values()) for task, labels in columns]
     if not any(values):
       continue
-    lines.append(f'{ROWS[name].label:<26} ' + ' '.join(
-        (f'{np.mean(v):.3f} ± {np.std(v):.3f} ({len(v)})' if v else '-').rjust(26)
-        for v in values))
+    ratios = list(norms.get(name, {}).values())
+    ratio = (f'{np.mean([x["stem"] for x in ratios]):.2f}/'
+             f'{np.mean([x["all"] for x in ratios]):.2f}' if ratios else '-')
+    lines.append(f'{ROWS[name].label:<26} {ratio:>13} ' + ' '.join(
+        (f'{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} ({len(v)})'
+         if v else '-').rjust(26) for v in values))
   minutes = sum(r['seconds'] for r in results) / 60
   lines.append(f'{len(results)} fine-tunings took {minutes:.1f} min in all '
-               f'({minutes / max(1, len(results)):.1f} min each)')
+               f'({minutes / max(1, len(results)):.1f} min each); norm: kernel norm over random '
+               'init before the rescale, mean over seeds')
   lines.append('')
+  lines.append('paired margins, mean [95% interval] (pairs): over its base | over random init; '
+               'an ordering holds where its interval is above 0')
   for task, labels in columns:
+    lines.append(f'{_label(task, labels)}:')
     for name in names:
-      for other in ([ROWS[name].base] if ROWS[name].base else []) + (
-          ['random'] if name != 'random' else []):
-        mine, theirs = cells.get((name, task, labels)), cells.get((other, task, labels))
-        if not mine or not theirs:
-          continue
-        margin = np.mean(mine) - np.mean(theirs)
-        spread = max(np.std(mine), np.std(theirs))
-        if min(len(mine), len(theirs)) < 2:
-          verdict = 'one seed: no spread to judge it by'
-        else:
-          verdict = f'{"holds" if margin > spread else "does not hold"}: std {spread:.3f}'
-        lines.append(f'{task} ({labels}): {ROWS[name].label} vs {ROWS[other].label}: '
-                     f'{margin:+.3f} ({verdict})')
+      if name == 'random' or not cells.get((name, task, labels)):
+        continue
+      parts = []
+      for other in ([ROWS[name].base] if ROWS[name].base else []) + ['random']:
+        found = comparison(cells, name, other, task, labels)
+        parts.append(f'vs {ROWS[other].label}: {found}: {found.verdict}' if found else
+                     f'vs {ROWS[other].label}: no pairs')
+      lines.append(f'  {ROWS[name].label:<26} ' + ' | '.join(parts))
   return '\n'.join(lines)
 
 
 def plot(results: List[Dict], names: List[str], path: str) -> None:
-  """Grouped bars, one group per (task, labels), one bar per row, seed std as error bars."""
+  """Grouped bars, one group per (task, labels), one bar per row, the pairs' std as error bars."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
@@ -402,14 +496,42 @@ def plot(results: List[Dict], names: List[str], path: str) -> None:
       values = [r['value'] for r in results
                 if (r['row'], r['task'], r['labels']) == (name, task, labels)]
       if values:
-        axis.bar(i, np.mean(values), yerr=np.std(values), capsize=2, label=ROWS[name].label,
-                 color=pyplot.get_cmap('tab20')(i))
+        axis.bar(i, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0,
+                 capsize=2, label=ROWS[name].label, color=pyplot.get_cmap('tab20')(i))
     axis.set_title(f'{task}, {labels} labels', fontsize=9)
     axis.set_ylabel(TASKS[task][1])
     axis.set_xticks([])
   handles, labels = axes[0][0].get_legend_handles_labels()
   figure.legend(handles, labels, fontsize=7, loc='lower center', ncol=min(6, len(labels)))
   mini_table.save_figure(figure, path, rect=(0, 0.12, 1, 1))  # the legend below the panels
+
+
+# The budget rule, fixed before any pretrained row was fine-tuned (benchmarks/README.md): the
+# smallest candidate whose schedule brings random init, on every label, to within the tolerance
+# of its result with the reference schedule, on both tasks (mean over the seeds, paired by seed);
+# the largest candidate if none does. Random init is the row slowest to converge.
+BUDGET_CANDIDATES = (600, 1200, 1800)
+BUDGET_REFERENCE = 2400
+BUDGET_TOLERANCE = 0.02
+BUDGET_SEEDS = (0, 1)
+
+
+def budget_rule(values: Dict[tuple, float], tasks: List[str]) -> tuple:
+  """(chosen steps, lines) from {(task, steps, seed): random init's metric}."""
+  lines, chosen = [], None
+  for steps in BUDGET_CANDIDATES:
+    gaps = {task: float(np.mean([values[(task, BUDGET_REFERENCE, seed)] -
+                                 values[(task, steps, seed)] for seed in BUDGET_SEEDS]))
+            for task in tasks}
+    flat = all(gap <= BUDGET_TOLERANCE for gap in gaps.values())
+    lines.append(f'{steps} steps: ' + ', '.join(
+        f'{task} {TASKS[task][1]} ' + ' / '.join(
+            f'{values[(task, steps, seed)]:.3f}' for seed in BUDGET_SEEDS)
+        + f' ({gaps[task]:+.3f} below {BUDGET_REFERENCE})' for task in tasks)
+        + (' <- within the tolerance' if flat else ''))
+    if flat and chosen is None:
+      chosen = steps
+  return chosen or BUDGET_CANDIDATES[-1], lines
 
 
 def choose(parser: argparse.ArgumentParser, flag: str, value: str, known) -> List[str]:
@@ -421,12 +543,28 @@ def choose(parser: argparse.ArgumentParser, flag: str, value: str, known) -> Lis
   return names
 
 
+def seeds_of(parser: argparse.ArgumentParser, flag: str, value: str) -> List[int]:
+  """A comma-separated list of seeds (integers >= 0), or a one-line parser error."""
+  try:
+    seeds = [int(v) for v in value.split(',') if v.strip()]
+  except ValueError:
+    seeds = []
+  if not seeds or min(seeds) < 0:
+    parser.error(f'--{flag}: a comma-separated list of seeds >= 0, got {value!r}')
+  return seeds
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
+  parser.add_argument('--work_dir', default=mini_table.WORK_DIR, help='the cache of runs')
+  parser.add_argument('--results_dir', default=None,
+                      help='where results are kept (default: benchmarks/results in the '
+                           'repository; with --smoke, --work_dir)')
   parser.add_argument('--pretrain_steps', type=int, default=2000,
                       help="the mini table's pretraining budget whose exports are fine-tuned")
-  parser.add_argument('--seeds', type=int, default=3)
+  parser.add_argument('--pretrain_seeds', default='0,1,2')
+  parser.add_argument('--passes', type=int, default=1,
+                      help='fine-tuning seeds per pretraining seed: pass k uses p + 3k')
   parser.add_argument('--rows', default=None,
                       help='default: every row (--smoke: DeCon-SL with its FPN)')
   parser.add_argument('--tasks', default=','.join(TASKS))
@@ -435,8 +573,8 @@ def main():
                            "(default: both; --smoke: train)")
   parser.add_argument('--steps', type=int, default=None, help='fine-tuning steps')
   parser.add_argument('--budget', action='store_true',
-                      help='fine-tune random init for 4x --steps, evaluating 8 times, and print '
-                           'the metric by step (how the budget is chosen)')
+                      help='apply the budget rule: fine-tune random init at each candidate '
+                           'budget and the reference, and print the budget it chooses')
   parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 2 steps')
   parser.add_argument('--plot', default='', help='also write the table as a PNG to this path')
   args = parser.parse_args()
@@ -445,6 +583,8 @@ def main():
     if args.steps < 1:
       parser.error(f'--steps must be positive, got {args.steps}')
     setup.steps = args.steps
+  if args.passes < 1:
+    parser.error(f'--passes must be positive, got {args.passes}')
   if args.rows is None:
     args.rows = 'decon_sl_fpn' if args.smoke else ','.join(ROWS)
   if args.labels is None:
@@ -452,40 +592,60 @@ def main():
   lists = {'rows': (args.rows, ROWS), 'tasks': (args.tasks, TASKS),
            'labels': (args.labels, ('train', 'small'))}
   chosen = {flag: choose(parser, flag, value, known) for flag, (value, known) in lists.items()}
+  pretrain_seeds = [0] if args.smoke else seeds_of(parser, 'pretrain_seeds', args.pretrain_seeds)
   if args.plot:
     mini_table.check_plot_path(parser, args.plot)
-  seeds = 1 if args.smoke else args.seeds
 
   mini_setup = dataclasses.replace(mini_table.SMOKE if args.smoke else mini_table.Setup())
   if not args.smoke:
     mini_setup.steps = args.pretrain_steps
-  mini_dir = os.path.join(args.work_dir, f'steps{mini_setup.steps}-scenes{mini_setup.scenes}')
-  mini = Pretrainings(mini_setup, mini_dir)
+  budget_key = f'steps{mini_setup.steps}-scenes{mini_setup.scenes}'
+  mini_dir = os.path.join(args.work_dir, budget_key)
+  results_root = args.results_dir or (args.work_dir if args.smoke else mini_table.RESULTS_DIR)
+  mini = Pretrainings(mini_setup, mini_dir, results_root)
   out_dir = os.path.join(mini_dir, f'transfer-v{VERSION}')
+  results_dir = os.path.join(results_root, f'transfer-v{VERSION}',
+                             f'pretrain{mini_setup.steps}-finetune{setup.steps}')
   data = labelled_data(args.work_dir, setup)
 
   if args.budget:
-    for task in chosen['tasks']:
-      out = finetune(task, 'train', 'random', 0, setup, data, mini, out_dir, 4 * setup.steps,
-                     eval_every=setup.steps // 2)
-      print(f'{task}, random init, {TASKS[task][1]} by fine-tuning step: ' + ', '.join(
-          f'{int(step)}: {value:.3f}' for step, value in out['curve']))
+    budget_dir = os.path.join(results_root, f'transfer-v{VERSION}', 'budget')
+    values = {}
+    for steps in (*BUDGET_CANDIDATES, BUDGET_REFERENCE):
+      for seed in BUDGET_SEEDS:
+        for task in chosen['tasks']:
+          out = finetune(task, 'train', 'random', 0, seed, setup, data, mini, out_dir,
+                         budget_dir, steps, label=f'random_{steps}steps')
+          if out is not None:
+            values[(task, steps, seed)] = out['value']
+    needed = len(BUDGET_CANDIDATES + (BUDGET_REFERENCE,)) * len(BUDGET_SEEDS) * len(
+        chosen['tasks'])
+    if len(values) < needed:
+      print(f'{needed - len(values)} budget runs are being computed by another run')
+      return
+    steps, lines = budget_rule(values, chosen['tasks'])
+    print(f'random init on every label, fine-tuning seeds {BUDGET_SEEDS}, against '
+          f'{BUDGET_REFERENCE} steps; tolerance {BUDGET_TOLERANCE}:')
+    print('\n'.join(lines))
+    print(f'budget: {steps} steps')
     return
 
   results = []
-  for seed in range(seeds):
-    for labels in chosen['labels']:
-      for task in chosen['tasks']:
-        for name in chosen['rows']:
-          out = finetune(task, labels, name, seed, setup, data, mini, out_dir,
-                         steps_for(setup, labels))
-          if out is not None:
-            results.append(out)
+  for k in range(1 if args.smoke else args.passes):
+    for p in pretrain_seeds:
+      for labels in chosen['labels']:
+        for task in chosen['tasks']:
+          for name in chosen['rows']:
+            out = finetune(task, labels, name, p, p + PRETRAIN_SEEDS * k, setup, data, mini,
+                           out_dir, results_dir, steps_for(setup, labels))
+            if out is not None:
+              results.append(out)
   print()
   print(f'{setup.steps} fine-tuning steps of batch {setup.batch} at {setup.image_size} px on '
         f'{setup.train_images} labelled scenes (small: {setup.small_fraction:.0%} of them for '
         f'{steps_for(setup, "small")} steps), evaluated on {setup.eval_images}; pretraining '
-        f'{mini_setup.steps} steps')
+        f'{mini_setup.steps} steps; {len(pretrain_seeds)} pretraining seeds x '
+        f'{args.passes} passes')
   print(table(results, chosen['rows']))
   if args.plot and results:
     plot(results, chosen['rows'], args.plot)

@@ -39,15 +39,44 @@ def _batch(local=False, seed=0):
   return batch
 
 
-def test_decoder_is_the_fpn_mask_rcnn_builds():
+def test_decoder_is_the_fpn_mask_rcnn_builds_at_the_authors_levels():
+  """Model Garden's Mask R-CNN FPN (P2–P6) restricted to P2–P5, the authors' pretraining FPN:
+  the same layers, by name and shape, less Mask R-CNN's coarser P6."""
   model = _model('decon_sl_detcon_b_tiny')
   params = maskrcnn_params()
   params.override({'task': {'model': {'decoder': {'fpn': {'num_filters': 32}}}}})
   maskrcnn = task_factory.get_task(params.task).build_model()
-  ours = [(w.name.split('/', 1)[-1], tuple(w.shape)) for w in model.decoder.weights]
-  theirs = [(w.name.split('/', 1)[-1], tuple(w.shape)) for w in maskrcnn.decoder.weights]
-  assert [s for _, s in ours] == [s for _, s in theirs]
-  assert sorted(model.decoder.output_specs) == ['2', '3', '4', '5', '6']
+  ours = {layer.name: [tuple(w.shape) for w in layer.weights]
+          for layer in model.decoder.layers if layer.weights}
+  theirs = {layer.name: [tuple(w.shape) for w in layer.weights]
+            for layer in maskrcnn.decoder.layers if layer.weights}
+  assert ours == {name: shapes for name, shapes in theirs.items()
+                  if name not in ('coarser_6', 'norm_6')}
+  assert sorted(model.decoder.output_specs) == ['2', '3', '4', '5']
+
+
+@pytest.mark.parametrize('name', ['decon_sl_detcon_b_tiny', 'decon_ml_detcon_b_tiny'])
+def test_the_recorded_trained_layers_are_those_the_decoder_objective_reaches(name):
+  """`decoders.trained_layers`, which the export records and fine-tuning reports, against the
+  gradient itself: a decoder layer is trained exactly when the decoder loss has a nonzero
+  gradient on one of its weights."""
+  model = _model(name)
+  inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch().items()})
+  with tf.GradientTape() as tape:
+    result = model.decoder_objective(model.decode(model.features(inputs, training=True), inputs,
+                                                  training=True), inputs, training=True)
+  variables = model.decoder.trainable_variables
+  gradients = tape.gradient(result.loss, variables)
+  reached = sorted({v.name.split('/')[0] for v, g in zip(variables, gradients)
+                    if g is not None and np.any(tf.convert_to_tensor(g).numpy() != 0)})
+  recorded = decoders.trained_layers(model.decoder, model.levels)
+  assert recorded == reached
+  if name.startswith('decon_sl'):
+    assert recorded == ['lateral_2', 'lateral_3', 'lateral_4', 'lateral_5', 'norm_2',
+                        'post_hoc_2']
+  else:
+    assert len(recorded) == 12  # every lateral, output convolution and norm of P2–P5
+  assert model.export_metadata()['decoder']['trained_layers'] == recorded
 
 
 @pytest.mark.parametrize('name,levels', [('decon_sl_detcon_b_tiny', ['2']),
@@ -92,14 +121,13 @@ def _features(model, seed=0):
 def _fpn_by_hand(fpn, laterals, training):
   """Model Garden's FPN written out from its lateral outputs: the top lateral starts the path;
   each level below adds its lateral to the 2× nearest upsampling of the level above; then the
-  3×3 output convs, P6 from P5, and the norms."""
+  3×3 output convs and the norms (P2–P5: no coarser level)."""
   levels = sorted(laterals, key=int)
   path = {levels[-1]: np.asarray(laterals[levels[-1]])}
   for level in reversed(levels[:-1]):
     above = path[str(int(level) + 1)]
     path[level] = np.repeat(np.repeat(above, 2, axis=1), 2, axis=2) + np.asarray(laterals[level])
   out = {level: fpn.get_layer(f'post_hoc_{level}')(value) for level, value in path.items()}
-  out['6'] = fpn.get_layer('coarser_6')(out['5'])
   return {level: fpn.get_layer(f'norm_{level}')(value, training=training).numpy()
           for level, value in out.items()}
 
@@ -218,27 +246,33 @@ def test_mask_rcnn_loads_backbone_and_decoder_from_a_decon_export(tiny_decon_run
       np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f'{part}: {a.name}')
 
 
-def test_a_decoder_of_another_width_is_refused(tiny_decon_run):
+def test_a_decoder_width_set_otherwise_is_refused_and_an_unset_one_is_the_exports(
+    tiny_decon_run):
+  export = os.path.join(tiny_decon_run.model_dir, 'export')
   params = maskrcnn_params()  # 256 filters, the export has 32
-  with pytest.raises(ValueError, match='checkpoint holds decoder'):
-    transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
+  with pytest.raises(ValueError, match=r"task.model.decoder.fpn.num_filters is set to 256 but "
+                                       r"the export was pretrained with 32"):
+    transfer.resolve_init_checkpoint(params, export,
+                                     explicit={'task.model.decoder.fpn.num_filters'})
+  params = maskrcnn_params()
+  transfer.resolve_init_checkpoint(params, export)
+  assert params.task.model.decoder.fpn.num_filters == 32
 
 
 def test_decoder_levels_no_objective_reaches_are_not_decayed():
-  """MoCo's coupled L2 must not shrink FPN weights that get no gradient (P6 always; for SL also
-  P3..P5's post-hoc convs and norms): they are exported into Mask R-CNN."""
+  """MoCo's coupled L2 must not shrink FPN weights that get no gradient (for SL, P3..P5's
+  post-hoc convs and norms): they are exported into Mask R-CNN."""
   params = tiny_params('decon_sl_detco_tiny')
   params.task.losses.l2_weight_decay = 0.1
   params.trainer.optimizer_config.learning_rate.cosine.initial_learning_rate = 0.1
   model = decon.DeConModel(params.task, total_steps=10)
   model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
-  unused = ('coarser_6', 'norm_6', 'post_hoc_3', 'post_hoc_4', 'post_hoc_5', 'norm_3', 'norm_4',
-            'norm_5')
+  unused = ('post_hoc_3', 'post_hoc_4', 'post_hoc_5', 'norm_3', 'norm_4', 'norm_5')
   frozen = [v for v in model.decoder.trainable_variables if v.name.split('/')[0] in unused]
   trained = [v for v in model.decoder.trainable_variables
              if v.name.split('/')[0] not in unused]
-  assert len(frozen) == 16 and trained
+  assert len(frozen) == 12 and trained
   before = {id(v): v.numpy().copy() for v in model.decoder.trainable_variables}
   data = tf.data.Dataset.from_tensors(_batch(local=True)).repeat()
   model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)

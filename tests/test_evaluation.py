@@ -37,7 +37,7 @@ def test_an_export_is_probed_with_the_trained_weights(tiny_run):
 
 def test_a_decon_export_has_its_fpn_levels(tiny_decon_run):
   encoder = frozen.load(os.path.join(tiny_decon_run.model_dir, 'export'))
-  assert encoder.levels == ['2', '3', '4', '5', 'p2', 'p3', 'p4', 'p5', 'p6']
+  assert encoder.levels == ['2', '3', '4', '5', 'p2', 'p3', 'p4', 'p5']
   out = encoder(tf.zeros([1, 64, 64, 3], tf.uint8))
   assert out['p2'].shape == (1, 16, 16, 32)
 

@@ -3,6 +3,7 @@ and the smoke version takes random init, a base, its dense method and DeCon thro
 export and both probes to a table of finite numbers (every method's own training is tested in
 test_trainer and test_xla)."""
 
+import json
 import os
 import re
 import subprocess
@@ -64,10 +65,17 @@ def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
                    re.M), result.stdout
   with open(tmp_path / 'curves.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  # One seed has no spread: its orderings are printed but not judged.
+  # One seed makes one pair: its orderings are printed but not judged.
   orderings = [line for line in lines if ' vs ' in line]
-  assert orderings and all(line.endswith('(one seed: no spread to judge it by)')
+  assert orderings and all(line.endswith('(n=1): one pair: no interval')
                            for line in orderings), orderings
+  # Results are kept apart from the run cache (the repository's benchmarks/results unless
+  # --smoke), with the export's digest.
+  kept = tmp_path / f'mini-v{mini_table.RESULTS_VERSION}' / 'steps3-scenes16'
+  assert sorted(os.listdir(kept)) == ['decon_ml-seed0.json', 'detcon_s_fh-seed0.json',
+                                      'random-seed0.json', 'simclr-seed0.json']
+  with open(kept / 'simclr-seed0.json') as f:
+    assert len(json.load(f)['export_digest']) == 64
   # Results are cached per (method, seed): a second run computes nothing.
   again = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, 'benchmarks', 'mini_table.py'), '--smoke',
@@ -83,3 +91,29 @@ def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
       capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert changed.returncode == 0, changed.stderr[-3000:]
   assert re.search(r'^training ', changed.stdout, re.M) and f'with {override}' in changed.stdout
+
+
+def test_a_lost_export_is_pretrained_again_to_the_same_bytes(tmp_path):
+  """Deterministic pretraining: the export a kept result was measured on comes back the same
+  when the cache is lost; an export of other bytes is refused, not fine-tuned."""
+  setup = mini_table.SMOKE
+  work_dir = str(tmp_path / 'cache')
+  data = mini_table.scene_data(work_dir, setup)
+  from tf_detcon.evaluation import labelled_sets  # pylint: disable=g-import-not-at-top
+  probe_sets = (labelled_sets.synthetic('train', 4, setup.probe_size),
+                labelled_sets.synthetic('eval', 4, setup.probe_size))
+  results = str(tmp_path / 'results')
+  export = mini_table.ensure_export('simclr', 0, data, probe_sets, setup, work_dir, results)
+  digest = mini_table.export_digest(export)
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.dirname(export))  # the cache is lost; the result is kept
+  again = mini_table.ensure_export('simclr', 0, data, probe_sets, setup, work_dir, results)
+  assert again == export and mini_table.export_digest(again) == digest
+  path = mini_table.result_path('simclr', 0, setup, results)
+  with open(path) as f:
+    kept = json.load(f)
+  kept['export_digest'] = '0' * 64
+  mini_table.write_result(path, kept)
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(RuntimeError, match='its export differs'):
+    mini_table.ensure_export('simclr', 0, data, probe_sets, setup, work_dir, results)

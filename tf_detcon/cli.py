@@ -3,7 +3,7 @@
 import os
 import re
 import sys
-from typing import Callable, Sequence, Tuple
+from typing import Any, Callable, Sequence, Set, Tuple
 
 from official.core import exp_factory
 from official.modeling.hyperparams import params_dict
@@ -149,6 +149,40 @@ def check_params_override(override: str) -> None:
   if not isinstance(_yaml(text, '--params_override is neither a.b=value pairs nor valid YAML'),
                     dict):
     check_yaml_file(override, '--params_override')
+
+
+def _override_mapping(override: str) -> dict:
+  """--params_override as the mapping Model Garden applies (pairs, YAML, or a YAML file)."""
+  try:
+    content = yaml.safe_load(params_dict.nested_csv_str_to_json_str(override))
+  except (ValueError, yaml.YAMLError):
+    content = yaml.safe_load(override)
+  if not isinstance(content, dict):
+    with tf.io.gfile.GFile(override) as f:
+      content = yaml.safe_load(f.read())
+  return content
+
+
+def _dotted(mapping: Any, prefix: str = '') -> Set[str]:
+  if not isinstance(mapping, dict):
+    return {prefix} if prefix else set()
+  keys = {prefix} if prefix else set()
+  for key, value in mapping.items():
+    keys |= _dotted(value, f'{prefix}.{key}' if prefix else str(key))
+  return keys
+
+
+def explicit_keys(flags_obj) -> Set[str]:
+  """The dotted keys (and their parents) that the user's --config_file files and
+  --params_override set, e.g. {'task', 'task.model', 'task.model.norm_activation.activation'}:
+  what fine-tuning must not replace by an export's value. Call after `check_flags`."""
+  keys = set()
+  for path in flags_obj.config_file or ():
+    with tf.io.gfile.GFile(path) as f:
+      keys |= _dotted(yaml.safe_load(f.read()))
+  if flags_obj.params_override:
+    keys |= _dotted(_override_mapping(flags_obj.params_override))
+  return keys
 
 
 def check_yaml_file(path: str, flag: str = '--config_file') -> None:

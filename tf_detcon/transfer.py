@@ -6,14 +6,22 @@ Nothing of the detector or segmenter is ours: Model Garden builds, trains and ev
 metadata (backbone, plus decoder for DeCon) unless the user set them, and check, before any graph
 is built, that the fine-tuning backbone is the architecture that was pretrained.
 
+The transfer carries the network, not only its variables: the fields that decide the function the
+pretrained encoder (and DeCon's FPN) computes (`export.network_fields`: the architecture, the
+activation and the batch-norm epsilon) are taken from the export where the user did not set them,
+saying so in one line, and an explicit conflicting value is refused in one line. Model Garden's
+experiments otherwise run our ReLU, ε = 1e-5 weights at their own settings (RetinaNet and the
+FPN segmenter ε = 1e-3, the segmenter with swish), which is another function.
+
 A pretrained FPN decoder (DeCon, Quetin et al. 2025 §3) loads into the task's FPN when both have
 the same width. Where their levels differ (DeCon's P2–P6 against RetinaNet's or the FPN
 segmenter's P3–P7), the levels they share load by layer name and one line says what did not.
 """
 
 import json
+import math
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -27,13 +35,12 @@ from official.core import train_lib
 from official.modeling import performance
 from official.vision import registry_imports  # pylint: disable=unused-import
 from official.vision.modeling.decoders import factory as decoder_factory
+from tf_detcon import console
+from tf_detcon.training import export as export_lib
 from tf_detcon.training.export import METADATA
 
-# Backbone fields that change the variables; a mismatch means the checkpoint cannot load.
-ARCHITECTURE_FIELDS = ('model_id', 'depth_multiplier', 'stem_type', 'resnetd_shortcut',
-                       'replace_stem_max_pool', 'se_ratio', 'scale_stem')
-# FPN fields that change its variables, besides its levels.
-FPN_FIELDS = ('num_filters', 'fusion_type', 'use_separable_conv')
+ARCHITECTURE_FIELDS = export_lib.BACKBONE_FUNCTION_FIELDS
+FPN_FIELDS = export_lib.FPN_FUNCTION_FIELDS
 
 
 def read_export_metadata(path: str) -> Optional[Dict[str, Any]]:
@@ -55,8 +62,10 @@ def _as_list(modules: Any) -> List[str]:
 
 
 def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
-                            modules_given: bool = False) -> None:
-  """Sets task.init_checkpoint(_modules) from an export; raises ValueError on a mismatch.
+                            modules_given: bool = False, explicit: Collection[str] = ()) -> None:
+  """Sets task.init_checkpoint(_modules) from an export, and the fine-tuning model's network
+  fields from the export's where `explicit` (the dotted keys the user set) does not name them;
+  raises ValueError on a mismatch.
 
   `modules_given`: the user set task.init_checkpoint_modules, which then wins over the export's
   metadata (e.g. a DeCon export's backbone alone, for a detector with another decoder).
@@ -98,6 +107,7 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
                       'model\'s decoder is %s', decoder.type if decoder else 'absent')
       modules.remove('decoder')
   params.task.init_checkpoint_modules = modules if len(modules) > 1 else modules[0]
+  carry_network(params, metadata, explicit, decoder='decoder' in modules)
   check_backbone(params, metadata)
   if 'decoder' in modules:
     shared_decoder_levels(params, metadata)
@@ -134,6 +144,59 @@ def _backbone_fields(backbone: Dict[str, Any]) -> Dict[str, Any]:
   if kind == 'resnet' and fields.get('depth_multiplier') == 1.0:
     fields.pop('scale_stem', None)  # the stem has 64 filters either way
   return {'type': kind, **fields}
+
+
+def _same(a: Any, b: Any) -> bool:
+  if isinstance(a, float) or isinstance(b, float):
+    try:
+      return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+      return False
+  return a == b
+
+
+def carry_network(params: cfg.ExperimentConfig, metadata: Dict[str, Any],
+                  explicit: Collection[str] = (), decoder: bool = False) -> List[str]:
+  """Gives the fine-tuning model the export's network fields (`export.network_fields`): each
+  one the user did not set (`explicit`: dotted keys) takes the export's value, in one line; one
+  the user set to another value stops with one line naming both. Returns what was taken.
+
+  Model Garden's `task.model.norm_activation` serves backbone, decoder and heads alike, so the
+  heads run with the pretrained activation and epsilon too."""
+  network = export_lib.network_fields(metadata)
+  model = params.task.model
+  backbone_type = model.backbone.type
+  wanted = []  # (config, dotted path, field, export's value)
+  if backbone_type == network['backbone']['type']:
+    inner = model.backbone.get()
+    wanted += [(inner, f'task.model.backbone.{backbone_type}', field, value)
+               for field, value in network['backbone'].items()
+               if field != 'type' and field in inner.as_dict()]
+  wanted += [(model.norm_activation, 'task.model.norm_activation', field, value)
+             for field, value in network['norm_activation'].items()]
+  if decoder and network.get('decoder') and _fpn_decoder(params):
+    wanted += [(model.decoder.fpn, 'task.model.decoder.fpn', field, value)
+               for field, value in network['decoder'].items() if field != 'type']
+  taken, conflicts = [], []
+  for config, path, field, value in wanted:
+    current = getattr(config, field)
+    if _same(current, value):
+      continue
+    key = f'{path}.{field}'
+    if key in explicit:
+      conflicts.append(f'{key} is set to {current!r} but the export was pretrained with '
+                       f'{value!r}')
+    else:
+      setattr(config, field, value)
+      taken.append(f'{key}={value!r} (the experiment\'s: {current!r})')
+  if conflicts:
+    raise ValueError(f'{conflicts[0]}: fine-tuning would start from another function than '
+                     'the pretrained one; remove the setting to take the export\'s'
+                     + (f' ({len(conflicts) - 1} more such settings)' if len(conflicts) > 1
+                        else ''))
+  if taken:
+    console.say('fine-tuning with the export\'s network: ' + ', '.join(taken))
+  return taken
 
 
 def check_backbone(params: cfg.ExperimentConfig, metadata: Dict[str, Any]) -> None:
@@ -188,13 +251,31 @@ def copy_layers_by_name(source: tf_keras.Model, target: tf_keras.Model
   return (copied, sorted(set(targets) - set(sources)), sorted(set(sources) - set(targets)))
 
 
-def initialize_shared_levels(task: base_task.Task, model: tf_keras.Model,
-                             metadata: Dict[str, Any]) -> None:
-  """`task.initialize` for an FPN whose levels differ from the pretrained one's: the backbone
-  as Model Garden loads it, then the pretrained FPN rebuilt at its own levels by Model Garden's
-  decoder factory, restored, and copied into the task's FPN layer by layer (Model Garden names
-  them by level: lateral_L, post_hoc_L, coarser_L, norm_L, so a layer of a level both FPNs have
-  computes the same function in both)."""
+def describe_decoder_load(copied: List[str], fresh: List[str], unused: List[str],
+                          trained: Optional[List[str]]) -> str:
+  """One line saying which of the fine-tuning FPN's layers start pretrained: loaded and trained
+  by the pretraining objective; loaded but never trained there (`trained`: the export's record;
+  None for exports written before it, which say only what loaded); at this task's
+  initialisation; and pretrained layers this FPN has no place for."""
+  copied = sorted(copied)
+  if trained is None:
+    parts = [f'loaded the pretrained FPN\'s {", ".join(copied)}']
+  else:
+    parts = [f'pretrained FPN layers loaded: {", ".join(n for n in copied if n in trained) or "none"}',
+             'loaded but untrained in pretraining (at their pretraining initialisation): '
+             + (', '.join(n for n in copied if n not in trained) or 'none')]
+  parts.append(f'not pretrained, at this task\'s initialisation: {", ".join(fresh) or "none"}')
+  parts.append(f'pretrained but not in this FPN: {", ".join(unused) or "none"}')
+  return '; '.join(parts)
+
+
+def initialize_with_decoder(task: base_task.Task, model: tf_keras.Model,
+                            metadata: Dict[str, Any]) -> None:
+  """`task.initialize` when the export's FPN loads: the backbone as Model Garden loads it, then
+  the pretrained FPN rebuilt at its own levels by Model Garden's decoder factory, restored, and
+  copied into the task's FPN layer by layer (Model Garden names them by level: lateral_L,
+  post_hoc_L, coarser_L, norm_L, so a layer of a level both FPNs have computes the same function
+  in both). One line says which layers start pretrained (`describe_decoder_load`)."""
   config = task.task_config
   path = config.init_checkpoint
   if tf.io.gfile.isdir(path):
@@ -210,33 +291,51 @@ def initialize_shared_levels(task: base_task.Task, model: tf_keras.Model,
   tf.train.Checkpoint(decoder=pretrained).read(path).expect_partial(
   ).assert_existing_objects_matched()
   copied, fresh, unused = copy_layers_by_name(pretrained, model.decoder)
-  logging.info('loaded the pretrained FPN\'s %s; not pretrained, left at their initialisation: '
-               '%s; pretrained but not in this FPN: %s', ', '.join(sorted(copied)),
-               ', '.join(fresh) or 'none', ', '.join(unused) or 'none')
+  logging.info('%s', describe_decoder_load(copied, fresh, unused,
+                                           metadata['decoder'].get('trained_layers')))
   logging.info('Finished loading pretrained checkpoint from %s', path)
 
 
-def _levels_differ(params: cfg.ExperimentConfig, metadata: Optional[Dict[str, Any]]) -> bool:
-  if metadata is None or 'decoder' not in _as_list(params.task.init_checkpoint_modules):
-    return False
-  model = params.task.model
-  return (metadata['decoder']['min_level'], metadata['decoder']['max_level']) != (
-      model.min_level, model.max_level)
-
-
 def build_task(params: cfg.ExperimentConfig, model_dir: Optional[str] = None) -> base_task.Task:
-  """Model Garden's task for the config; its `initialize` loads the shared levels of a
-  pretrained FPN whose levels differ from the task's (`initialize_shared_levels`)."""
+  """Model Garden's task for the config; when the export's FPN loads, its `initialize` is
+  `initialize_with_decoder`, which loads the levels both FPNs share and names them."""
   task = task_factory.get_task(params.task, logging_dir=model_dir)
   metadata = (read_export_metadata(params.task.init_checkpoint)
               if params.task.init_checkpoint else None)
-  if _levels_differ(params, metadata):
-    task.initialize = lambda model: initialize_shared_levels(task, model, metadata)
+  if metadata is not None and 'decoder' in _as_list(params.task.init_checkpoint_modules):
+    task.initialize = lambda model: initialize_with_decoder(task, model, metadata)
   return task
 
 
-def run(params: cfg.ExperimentConfig, model_dir: str, mode: str) -> Any:
-  """Model Garden's own train/eval loop (as official/vision/train.py runs it)."""
+def deterministic_inputs(task: base_task.Task) -> None:
+  """The task's input pipelines in a deterministic order, on one tf.data thread: Model Garden's
+  parsers draw their augmentation from stateful random ops inside parallel map functions, so
+  with more threads which example gets which draw depends on thread timing. (TF's deterministic
+  ops would run those maps in order, but its rewrite of them fails on Model Garden's parsers in
+  TF 2.20: "input[0] == '^args_3', is not found".)"""
+  build_inputs = task.build_inputs
+
+  def in_order(*args, **kwargs) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = 1
+    return build_inputs(*args, **kwargs).with_options(options)
+
+  task.build_inputs = in_order
+
+
+def seed_everything(seed: int) -> None:
+  """Python's, NumPy's and TF's global seeds: Model Garden's initialisers and its parsers'
+  random ops (whose op seeds are fixed) derive from TF's."""
+  tf_keras.utils.set_random_seed(seed)
+
+
+def run(params: cfg.ExperimentConfig, model_dir: str, mode: str,
+        seed: Optional[int] = None) -> Any:
+  """Model Garden's own train/eval loop (as official/vision/train.py runs it); with `seed`,
+  repeatable (`seed_everything`; the data order is task.train_data.seed's)."""
+  if seed is not None:
+    seed_everything(seed)
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
   strategy = distribute_utils.get_distribution_strategy(
@@ -245,5 +344,7 @@ def run(params: cfg.ExperimentConfig, model_dir: str, mode: str) -> Any:
       tpu_address=params.runtime.tpu)
   with strategy.scope():
     task = build_task(params, model_dir)
+  if seed is not None:
+    deterministic_inputs(task)
   return train_lib.run_experiment(distribution_strategy=strategy, task=task, mode=mode,
                                   params=params, model_dir=model_dir)

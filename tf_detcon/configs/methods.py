@@ -196,7 +196,8 @@ class DeConConfig(MethodBlock):
   Dropout2d) on the FPN's skip laterals (every lateral but the top level's) where they join the
   top-down path, in pretraining only, as the authors' `FPNDecoder` does; rate 0.5, the value the
   authors' published DeCon-ML pretraining command passes (docs/paper_settings.md). The FPN is built by Model
-  Garden's decoder factory exactly as the Mask R-CNN experiment builds it, so it transfers.
+  Garden's decoder factory exactly as the Mask R-CNN experiment builds it, so it transfers. Its
+  levels are P2–P5, as the authors' pretraining FPN (no coarser level: nothing would train it).
   """
   base: BaseMethodConfig = dataclasses.field(default_factory=BaseMethodConfig)
   variant: str = 'sl'
@@ -205,7 +206,7 @@ class DeConConfig(MethodBlock):
   decoder: decoders.Decoder = dataclasses.field(
       default_factory=lambda: decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=256)))
   min_level: int = 2
-  max_level: int = 6
+  max_level: int = 5
 
   def check(self, task: Any, path: str) -> None:
     checks.one_of(self.variant, tuple(DECON_VARIANT_LEVELS), f'{path}.variant')

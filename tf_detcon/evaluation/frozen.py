@@ -1,7 +1,7 @@
 """Frozen encoders to probe: an export of ours, or a random-init encoder of an experiment.
 
 An export directory (`<model_dir>/export`) is read from its checkpoint and metadata.json when
-they are there: the backbone (and, for DeCon, the FPN decoder, whose levels are named 'p2'..'p6')
+they are there: the backbone (and, for DeCon, the FPN decoder, whose levels are named 'p2'..'p5')
 is rebuilt from the recorded config and restored by value. An export with only its SavedModel
 is served through its `serve_float` signature (encoder levels only). `random:<experiment>` builds
 the encoder of a registered experiment with fixed-seed random weights: the floor every pretrained

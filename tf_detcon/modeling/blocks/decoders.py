@@ -1,7 +1,7 @@
 """Decoders from Model Garden: the FPN, built exactly as its Mask R-CNN experiment builds it, and
 DeCon's channel dropout on the FPN's skip laterals, run through the FPN's own layers."""
 
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -22,6 +22,33 @@ def build_decoder(decoder: decoders_config.Decoder, min_level: int, max_level: i
   model_config = maskrcnn_config.MaskRCNN(min_level=min_level, max_level=max_level,
                                           decoder=decoder, norm_activation=norm_activation)
   return decoder_factory.build_decoder(input_specs=input_specs, model_config=model_config)
+
+
+def trained_layers(fpn: tf_keras.Model, objective_levels: Sequence[str]) -> List[str]:
+  """The weighted layers of a Model Garden FPN that an objective on `objective_levels` trains:
+  those on a path to one of its outputs. The top-down path carries lateral_L into every level
+  at or below L; post_hoc_L and norm_L feed level L only; coarser_L starts from post_hoc_(L−1)
+  and feeds level L and every coarser one. The others keep their initialisation (DeCon-SL's
+  P3–P5 output convolutions, which its authors delete)."""
+  levels = [int(level) for level in objective_levels]
+  coarser = sorted(int(layer.name.split('_')[1]) for layer in fpn.layers
+                   if layer.name.startswith('coarser_'))
+
+  def trained(kind: str, level: int) -> bool:
+    if kind == 'lateral':
+      return any(j <= level for j in levels)
+    if kind == 'coarser':
+      return any(j >= level for j in levels)
+    if kind == 'post_hoc':
+      return level in levels or (level + 1 in coarser and any(j > level for j in levels))
+    return level in levels  # norm
+
+  names = []
+  for layer in fpn.layers:
+    kind, _, level = layer.name.rpartition('_')
+    if layer.weights and level.isdigit() and trained(kind, int(level)):
+      names.append(layer.name)
+  return sorted(names)
 
 
 def channel_dropout(features: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:

@@ -85,7 +85,10 @@ class DeConModel(base.PretrainModel):
                       'decoder_levels': list(self.levels), 'alpha': cfg.alpha,
                       'channel_dropout': cfg.channel_dropout},
             'decoder': {'decoder': cfg.decoder.as_dict(), 'min_level': cfg.min_level,
-                        'max_level': cfg.max_level}}
+                        'max_level': cfg.max_level,
+                        # What pretraining trained; the rest keeps its initialisation and is
+                        # never called pretrained when it loads (tf_detcon/transfer.py).
+                        'trained_layers': decoders.trained_layers(self.decoder, self.levels)}}
 
   def ema_pairs(self):
     pairs = self.base_model.ema_pairs()
