@@ -40,6 +40,8 @@ setuptools.setup(
         # import against the network it came from. The package imports without them.
         'import': IMPORT,
         # pytest-xdist: scripts/test.sh runs the suite on both of CI's cores.
-        'test': ['pytest', 'pytest-xdist==3.8.0', 'scipy', BEAM, *IMPORT],
+        # hypothesis: the launchers' property-based fuzz (tests/test_fuzz.py), 0.5 MB.
+        'test': ['pytest', 'pytest-xdist==3.8.0', 'scipy', 'hypothesis==6.170.27', BEAM,
+                 *IMPORT],
     },
 )

@@ -22,7 +22,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-console.quiet_native_logs()  # before TensorFlow is imported
+console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
 from tf_detcon.evaluation import labelled_sets
@@ -57,7 +57,8 @@ flags.DEFINE_integer('max_eval_images', 0, 'At most this many images to score on
 flags.DEFINE_integer('seed', 0, 'Seed of the probes (and of a random-init encoder).')
 flags.DEFINE_string('output_dir', None, "Where eval/<name>.json goes (default: the export's "
                     'model_dir).')
-flags.DEFINE_string('name', None, 'Name of this evaluation (default: the dataset).')
+flags.DEFINE_string('name', None, 'Name of this evaluation (default: the dataset, probes, '
+                    'levels and size, e.g. eval-linear+knn-4-96px).')
 
 
 def probe_sets():
@@ -115,10 +116,7 @@ def main(argv):
   if FLAGS.output_dir:  # before the encoder is loaded and the probes fitted
     cli.ensure_writable(os.path.join(FLAGS.output_dir, 'eval'), '--output_dir')
   encoder = frozen.load(FLAGS.export, FLAGS.seed)
-  missing = [level for level in FLAGS.level if level not in encoder.levels]
-  if missing:
-    raise ValueError(f'--level {",".join(missing)}: {encoder.name} has levels '
-                     f'{",".join(encoder.levels)}')
+  probes.check_settings(encoder, FLAGS.image_size, FLAGS.probe_stride, FLAGS.level)
   output_dir = FLAGS.output_dir or encoder.model_dir
   if not output_dir:
     raise ValueError('--output_dir is required with --export=random:...')
@@ -132,11 +130,15 @@ def main(argv):
                             evaluation.labels, num_classes, FLAGS.level, FLAGS.probe,
                             FLAGS.ignore_label, FLAGS.probe_stride, FLAGS.knn_k, FLAGS.seed,
                             FLAGS.probe_steps)
-  name = FLAGS.name or evaluation.name
+  # Named by what it measures, so that another level or probe is another file.
+  name = FLAGS.name or (f'{evaluation.name}-{"+".join(FLAGS.probe)}-'
+                        f'{"+".join(FLAGS.level)}-{FLAGS.image_size}px')
   path = report.save(output_dir, name, results, {
       'export': FLAGS.export, 'encoder': encoder.name, 'train': train.name,
       'eval': evaluation.name, 'num_classes': num_classes, 'image_size': FLAGS.image_size,
-      'probe_stride': FLAGS.probe_stride, 'seed': FLAGS.seed})
+      'probe_stride': FLAGS.probe_stride, 'seed': FLAGS.seed, 'knn_k': FLAGS.knn_k,
+      'probe_steps': FLAGS.probe_steps, 'train_images': len(train.images),
+      'eval_images': len(evaluation.images), 'ignore_label': FLAGS.ignore_label})
   print(report.table(results))
   print(f'wrote {path}')
   print(report.final_lines(results), flush=True)

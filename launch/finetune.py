@@ -28,7 +28,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-console.quiet_native_logs()  # before TensorFlow is imported
+console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import exp_factory
 from official.core import train_utils
@@ -61,7 +61,7 @@ def check_data(params, mode: str) -> None:
 def main(argv):
   mode = cli.check_flags(FLAGS, argv, MODES, 'maskrcnn_resnetfpn_coco')
   cli.check_minimums(FLAGS, [('seed', 0)])
-  params = train_utils.parse_configuration(FLAGS, lock_return=False, print_return=False)
+  params = cli.parse_configuration(FLAGS)
   if FLAGS.seed is not None:
     recorded = params.task.train_data.seed
     if recorded is not None and recorded != FLAGS.seed:

@@ -23,7 +23,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-console.quiet_native_logs()  # before TensorFlow is imported
+console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_detcon import cli
 from tf_detcon.weights import importer

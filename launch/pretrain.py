@@ -22,7 +22,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-console.quiet_native_logs()  # before TensorFlow is imported
+console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import train_utils
 from tf_detcon import cli
@@ -43,7 +43,7 @@ def parse(flags_obj) -> pretrain.PretrainExperiment:
   options = train_utils.ParseConfigOptions(
       experiment=flags_obj.experiment, config_file=flags_obj.config_file, tpu=flags_obj.tpu,
       params_override=flags_obj.params_override or '')
-  params = train_utils.parse_configuration(options, lock_return=False, print_return=False)
+  params = cli.parse_configuration(options)
   if flags_obj.tf_data_service:
     params.override({'task': {'train_data': {
         'enable_tf_data_service': True, 'tf_data_service_address': flags_obj.tf_data_service}}})

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-console.quiet_native_logs()  # before TensorFlow is imported
+console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 from official.core import exp_factory
@@ -118,6 +118,7 @@ def main(argv):
     raise ValueError(f'--level {FLAGS.level}: {encoder.name} has levels '
                      f'{",".join(encoder.levels)}')
   size = FLAGS.image_size
+  encoder.check_image_size(size)
   if image_paths:
     images = np.stack([read_image(path, size) for path in image_paths])
   else:

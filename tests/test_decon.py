@@ -231,19 +231,31 @@ def test_export_holds_backbone_decoder_and_decon_metadata(tiny_decon_run):
 
 
 def test_mask_rcnn_loads_backbone_and_decoder_from_a_decon_export(tiny_decon_run):
+  """Mask R-CNN's P2–P6 FPN from DeCon's P2–P5 (launch/finetune.py's path): every backbone
+  weight and every FPN layer of P2–P5 by value; P6's coarser level keeps its initialisation."""
   params = maskrcnn_params()
   params.override({'task': {'model': {'decoder': {'fpn': {'num_filters': 32}}}}})
   transfer.resolve_init_checkpoint(params, os.path.join(tiny_decon_run.model_dir, 'export'))
   assert list(params.task.init_checkpoint_modules) == ['backbone', 'decoder']
-  task = task_factory.get_task(params.task)
+  task = transfer.build_task(params)
   model = task.build_model()
   task.initialize(model)
-  for part, trained in (('backbone', tiny_decon_run.model.encoder),
-                        ('decoder', tiny_decon_run.model.decoder)):
-    loaded = getattr(model, part).weights
-    assert len(loaded) == len(trained.weights)
-    for a, b in zip(loaded, trained.weights):
-      np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f'{part}: {a.name}')
+  loaded = model.backbone.weights
+  assert len(loaded) == len(tiny_decon_run.model.encoder.weights)
+  for a, b in zip(loaded, tiny_decon_run.model.encoder.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f'backbone: {a.name}')
+  pretrained = {layer.name: layer for layer in tiny_decon_run.model.decoder.layers
+                if layer.weights}
+  fresh = []
+  for layer in model.decoder.layers:
+    if not layer.weights:
+      continue
+    if layer.name not in pretrained:
+      fresh.append(layer.name)
+      continue
+    for a, b in zip(layer.weights, pretrained[layer.name].weights):
+      np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f'decoder: {a.name}')
+  assert sorted(fresh) == ['coarser_6', 'norm_6']
 
 
 def test_a_decoder_width_set_otherwise_is_refused_and_an_unset_one_is_the_exports(

@@ -1,11 +1,11 @@
 """The transfer table's rescale (benchmarks/rescale.py): every backbone kernel at its random-init
 norm, with its BN statistics, keeps the network's function; a DeCon export keeps its FPN."""
 
-import json
 import os
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
@@ -20,7 +20,8 @@ def test_rescaling_keeps_the_function_and_sets_random_init_norms(tiny_decon_run,
   export = os.path.join(tiny_decon_run.model_dir, 'export')
   out = str(tmp_path / 'rescaled')
   # Grow the kernels first, as SGD pretraining does (a function-preserving scale by hand).
-  _, backbone, decoder = rescale.restored(export)
+  metadata, backbone, decoder = rescale.restored(export)
+  before_growth = rescale.norm_ratios(backbone, rescale.fresh_backbone(metadata))
   grown = str(tmp_path / 'grown')
   variables = dict(resnet.targets(backbone))
   for name, kernel in resnet.targets(backbone):
@@ -29,13 +30,12 @@ def test_rescaling_keeps_the_function_and_sets_random_init_norms(tiny_decon_run,
       bn = rescale._norm_of(name)  # pylint: disable=protected-access
       variables[f'{bn}/mean'].assign(variables[f'{bn}/mean'] * 3.0)
       variables[f'{bn}/var'].assign(variables[f'{bn}/var'] * 9.0)
-  with open(os.path.join(export, 'metadata.json')) as f:
-    metadata = json.load(f)
   from tf_detcon.training import export as export_lib  # pylint: disable=g-import-not-at-top
   export_lib.write(grown, {'backbone': backbone, 'decoder': decoder}, metadata)
 
   record = rescale.rescale(grown, out)
-  assert all(abs(ratio - 3.0) < 0.2 for ratio in record['norms'].values()), record['norms']
+  assert record['norms'] == pytest.approx({k: 3 * v for k, v in before_growth.items()},
+                                          rel=1e-5)
   before, after = frozen.from_export(export), frozen.from_export(out)
   images = tf.cast(tf.random.stateless_uniform([2, 64, 64, 3], seed=[3, 4]) * 255, tf.uint8)
   old, new = before(images), after(images)

@@ -414,18 +414,19 @@ def test_launcher_imports_then_reruns_quietly_and_keeps_another_import_out(haiku
 
 def test_model_gardens_mask_rcnn_loads_every_imported_tensor_by_value(haiku_release, tmp_path):
   """The same check as for our own exports (test_transfer.py): Model Garden's task, pointed at
-  the import by launch/finetune.py's resolution, restores every backbone variable."""
+  the import by launch/finetune.py's resolution, restores every backbone variable and, with the
+  source's BN epsilon (haiku's 1e-5, not Mask R-CNN's 1e-4), computes the imported function."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from official.core import task_factory  # pylint: disable=g-import-not-at-top
-  from tests.test_transfer import maskrcnn_params  # pylint: disable=g-import-not-at-top
   from tf_detcon import transfer  # pylint: disable=g-import-not-at-top
   from tf_detcon.modeling.blocks import encoders  # pylint: disable=g-import-not-at-top
   path, params_tree, _, _ = haiku_release
   out = importer.run('haiku', path, str(tmp_path / 'detcon_b'), allow_pickle=True)
-  params = maskrcnn_params(backbone={'type': 'resnet', 'resnet': {'model_id': 50,
-                                                                  'depth_multiplier': 1.0}})
+  from tests.test_transfer import _function_params  # pylint: disable=g-import-not-at-top
+  params = _function_params('maskrcnn_resnetfpn_coco')  # Model Garden's ResNet-50, epsilon 1e-4
   transfer.resolve_init_checkpoint(params, out)
   assert params.task.init_checkpoint_modules == 'backbone'
+  assert params.task.model.norm_activation.norm_epsilon == 1e-5
   task = task_factory.get_task(params.task)
   model = task.build_model()
   task.initialize(model)
@@ -437,3 +438,8 @@ def test_model_gardens_mask_rcnn_loads_every_imported_tensor_by_value(haiku_rele
     np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=loaded.name)
   stem = params_tree['res_net50/~/initial_conv']['w']
   np.testing.assert_array_equal(model.backbone.weights[0].numpy(), stem)
+  images = tf.random.stateless_uniform([1, 64, 64, 3], seed=[1, 2])
+  mine, theirs = model.backbone(images, training=False), imported(images, training=False)
+  for level in theirs:
+    np.testing.assert_allclose(mine[level].numpy(), theirs[level].numpy(), rtol=1e-5,
+                               atol=1e-5, err_msg=level)

@@ -1,9 +1,12 @@
 """What the absl launchers share: one-line errors for bad flags, configs and inputs."""
 
+import dataclasses
+import difflib
 import os
 import re
+import signal
 import sys
-from typing import Any, Callable, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from official.core import exp_factory
 from official.modeling.hyperparams import params_dict
@@ -72,9 +75,37 @@ def guarded(main: Callable[[Sequence[str]], None],
   return wrapped
 
 
+HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '-helpshort')
+
+
+def launcher_help() -> str:
+  """The launcher's usage: its module docstring, then its own flags and the Model Garden ones it
+  shares (`define_flags`), each with its default; absl's and TF's others only in --helpfull."""
+  main = sys.modules['__main__']
+  by_module = flags.FLAGS.flags_by_module_dict()
+  own = by_module.get(sys.argv[0], []) or by_module.get(getattr(main, '__file__', ''), [])
+  shared = by_module.get(__name__, []) or by_module.get(__file__, [])
+  lines = [(main.__doc__ or '').strip(), '']
+  for title, group in (('flags', own), ("Model Garden's launcher flags", shared)):
+    if not group:
+      continue
+    lines.append(f'{title}:')
+    for flag in sorted(group, key=lambda f: f.name):
+      default = '' if flag.default in (None, '', []) else f' (default: {flag.default_as_str})'
+      lines.append(f'  --{flag.name}: {" ".join(flag.help.split())}{default}')
+    lines.append('')
+  lines.append('--helpfull lists every flag, absl\'s and TensorFlow\'s too.')
+  return '\n'.join(lines)
+
+
 def run(main: Callable[[Sequence[str]], None], info_logs: bool = False) -> None:
   """absl `app.run(main)`, turning user errors into `prog: error: message` and exit status 1.
-  `info_logs`: keep absl's INFO log by default (fine-tuning: Model Garden's progress is in it)."""
+  `info_logs`: keep absl's INFO log by default (fine-tuning: Model Garden's progress is in it).
+  --help prints `launcher_help` and exits 0."""
+  if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+    print(launcher_help())
+    sys.exit(0)
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # `console.start_launcher` had it
   app.run(guarded(main, info_logs))
 
 
@@ -129,6 +160,80 @@ def check_flags(flags_obj, argv: Sequence[str], modes: Sequence[str], example: s
   if flags_obj.params_override:
     check_params_override(flags_obj.params_override)
   return mode
+
+
+def _leaf_keys(mapping: Any, prefix: str = '') -> List[str]:
+  if not isinstance(mapping, dict) or not mapping:
+    return [prefix] if prefix else []
+  out = []
+  for key, value in mapping.items():
+    out += _leaf_keys(value, f'{prefix}.{key}' if prefix else str(key))
+  return out
+
+
+def _children(node: Any) -> Optional[Dict[str, Any]]:
+  """A config node's settings by name: every field of a Model Garden config dataclass (a one-of
+  has a field per choice, set or not), or a dict's keys; None for a leaf or an unset value,
+  below which anything may be set."""
+  if dataclasses.is_dataclass(node) and not isinstance(node, type):
+    return {f.name: getattr(node, f.name, None) for f in dataclasses.fields(node)}
+  if hasattr(node, 'as_dict') and callable(node.as_dict):
+    return {key: getattr(node, key, None) for key in node.as_dict()}
+  if isinstance(node, dict):
+    return node
+  return None
+
+
+def unknown_setting(config: Any, keys: Sequence[str]) -> Optional[str]:
+  """One line naming the first dotted key of `keys` that `config` (an experiment config, or a
+  dict) lacks, with the closest existing keys at that place; None if every key exists."""
+  for key in sorted(keys):
+    node, path = config, []
+    for part in key.split('.'):
+      children = _children(node)
+      if children is None:
+        break
+      if part not in children:
+        place = '.'.join(path)
+        near = [f'{place}.{k}' if place else k
+                for k in difflib.get_close_matches(part, list(children), n=3, cutoff=0.6)]
+        return (f'unknown setting {".".join(path + [part])!r}' + (
+            f'; did you mean {", ".join(repr(n) for n in near)}?' if near else
+            f'; {place or "the config"} has {", ".join(sorted(children)[:12])}'))
+      node = children[part]
+      path.append(part)
+  return None
+
+
+def parse_configuration(flags_obj, experiment_config: Any = None) -> Any:
+  """Model Garden's `train_utils.parse_configuration`, with an unknown key in a config file or
+  --params_override named in one line by its full dotted path and the closest existing keys,
+  instead of Model Garden's advice to call `override(..., is_strict=False)` in Python."""
+  from official.core import train_utils  # pylint: disable=g-import-not-at-top
+  default = experiment_config or exp_factory.get_exp_config(flags_obj.experiment)
+  problem = unknown_setting(default, _leaf_keys(_user_settings(flags_obj)))
+  if problem:
+    raise ValueError(problem)
+  return train_utils.parse_configuration(flags_obj, lock_return=False, print_return=False)
+
+
+def _user_settings(flags_obj) -> Dict[str, Any]:
+  """The settings of --config_file files and --params_override, merged in order."""
+  merged: Dict[str, Any] = {}
+
+  def merge(into: Dict[str, Any], update: Any) -> None:
+    for key, value in (update or {}).items():
+      if isinstance(value, dict) and isinstance(into.get(key), dict):
+        merge(into[key], value)
+      else:
+        into[key] = value
+
+  for path in flags_obj.config_file or ():
+    with tf.io.gfile.GFile(path) as f:
+      merge(merged, yaml.safe_load(f.read()))
+  if flags_obj.params_override:
+    merge(merged, _override_mapping(flags_obj.params_override))
+  return merged
 
 
 def _yaml(text: str, what: str) -> object:

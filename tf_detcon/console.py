@@ -9,6 +9,7 @@ TensorFlow: `quiet_native_logs` must run before TF is first imported.
 import glob
 import logging as python_logging
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -55,3 +56,24 @@ def say(message: str) -> None:
 def warn(message: str) -> None:
   """A warning a user running a launcher must see: one line on stdout, and in the log at DEBUG."""
   say(f'warning: {message}')
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+  del frame
+  print('interrupted while starting; nothing was written', file=sys.stderr, flush=True)
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def start_launcher(argv: Optional[Sequence[str]] = None) -> None:
+  """What a launcher does before importing TensorFlow: `quiet_native_logs`, and Ctrl-C during
+  the imports (several seconds) ends the process in one line instead of a long traceback
+  through them. `cli.run` gives Ctrl-C back to Python (KeyboardInterrupt) before the launcher's
+  work starts, where a run checkpoints on it."""
+  quiet_native_logs(argv)
+  if threading_is_main():
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def threading_is_main() -> bool:
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()

@@ -48,6 +48,19 @@ def _alive(owner: Dict[str, Any]) -> bool:
   return ticks is None or _start_ticks(pid) in (None, ticks)
 
 
+def held_by_live_process(path: str) -> bool:
+  """Whether the lock file at `path` is held by a process alive on this host (a lock of another
+  host counts as held: it cannot be checked from here)."""
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      owner = json.loads(f.read() or '{}')
+  except (tf.errors.OpError, ValueError):
+    return False
+  if not owner:
+    return False
+  return owner.get('host') != socket.gethostname() or _alive(owner)
+
+
 def describe(owner: Dict[str, Any]) -> str:
   return (f"pid {owner.get('pid')} on host {owner.get('host')} since {owner.get('started')}"
           + (f" ({owner['command']})" if owner.get('command') else ''))

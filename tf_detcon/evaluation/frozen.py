@@ -33,11 +33,21 @@ class FrozenEncoder:
 
   def __init__(self, name: str, levels: List[str],
                features_fn: Callable[[tf.Tensor], Dict[str, tf.Tensor]],
-               model_dir: Optional[str] = None):
+               model_dir: Optional[str] = None, size_multiple: int = 1):
     self.name = name
     self.levels = levels
     self.model_dir = model_dir  # the run's directory, if the encoder came from one
+    # Image sides it takes: any, or for an FPN (DeCon) multiples of the top level's stride, at
+    # which its top-down path adds each level to the one above upsampled 2×.
+    self.size_multiple = size_multiple
     self._features = tf.function(features_fn, reduce_retracing=True)
+
+  def check_image_size(self, size: int, flag: str = '--image_size') -> None:
+    """One line naming `flag` unless images of side `size` fit this encoder."""
+    if size % self.size_multiple:
+      raise ValueError(f'{flag} {size}: {self.name} has an FPN (DeCon), which takes images '
+                       f'whose side is a multiple of {self.size_multiple}, e.g. '
+                       f'{max(self.size_multiple, size - size % self.size_multiple)}')
 
   def __call__(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     return self._features(tf.cast(images, tf.float32) / 255.0)
@@ -45,6 +55,7 @@ class FrozenEncoder:
 
 def _keras_features(backbone: tf_keras.Model, decoder: Optional[tf_keras.Model] = None):
 
+  @tf.autograph.experimental.do_not_convert  # plain TF ops; autograph only warns on the closure
   def features(images: tf.Tensor) -> Dict[str, tf.Tensor]:
     out = backbone(color.normalize(images), training=False)
     levels = {level: tf.cast(value, tf.float32) for level, value in out.items()}
@@ -66,8 +77,9 @@ def _levels(backbone: tf_keras.Model, decoder: Optional[tf_keras.Model] = None) 
 def from_keras(name: str, backbone: tf_keras.Model, decoder: Optional[tf_keras.Model] = None,
                model_dir: Optional[str] = None) -> FrozenEncoder:
   """A live Keras backbone (and decoder), e.g. the online encoder during pretraining."""
+  multiple = 2 ** max(int(level) for level in backbone.output_specs) if decoder else 1
   return FrozenEncoder(name, _levels(backbone, decoder), _keras_features(backbone, decoder),
-                       model_dir)
+                       model_dir, multiple)
 
 
 def from_experiment(experiment: str, seed: int = 0) -> FrozenEncoder:

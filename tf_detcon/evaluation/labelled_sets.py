@@ -15,6 +15,7 @@ from typing import Iterator, List, Optional, Tuple
 from absl import logging
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 import tensorflow as tf
 
 from tf_detcon.data.offline import scenes
@@ -52,8 +53,9 @@ def _stack(name: str, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], size: int,
 
 
 def _read_image(path: str) -> np.ndarray:
+  """An image file as a viewer shows it (its EXIF orientation applied), RGB."""
   with Image.open(path) as pil:
-    return np.asarray(pil.convert('RGB'))
+    return np.asarray(ImageOps.exif_transpose(pil).convert('RGB'))
 
 
 def from_folders(image_dir: str, label_dir: str, size: int,
@@ -74,7 +76,7 @@ def from_folders(image_dir: str, label_dir: str, size: int,
         raise ValueError(f'image {name!r} has no label {stem}.png in {label_dir!r}')
       image = _read_image(os.path.join(image_dir, name))
       with Image.open(label_path) as pil:
-        label = np.asarray(pil)
+        label = np.asarray(ImageOps.exif_transpose(pil))
       if label.ndim != 2:
         raise ValueError(f'label {label_path!r} is not a single-channel class map '
                          f'(shape {label.shape})')

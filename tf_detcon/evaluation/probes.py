@@ -9,13 +9,27 @@ predictions) and pixel accuracy, ignoring `ignore_label`.
 """
 
 import time
-from typing import Dict
+from typing import Dict, Sequence
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from tf_detcon.evaluation import frozen
+
+
+def check_settings(encoder: frozen.FrozenEncoder, image_size: int, stride: int,
+                   levels: Sequence[str]) -> None:
+  """One line naming the flag (evaluate.py's) unless the probes can run on `encoder` with
+  images of side `image_size`, a probe grid of 1/`stride` and these `levels`."""
+  missing = [level for level in levels if level not in encoder.levels]
+  if missing:
+    raise ValueError(f'--level {",".join(missing)}: {encoder.name} has levels '
+                     f'{",".join(encoder.levels)}')
+  encoder.check_image_size(image_size)
+  if stride > image_size:
+    raise ValueError(f'--probe_stride {stride} is larger than --image_size {image_size}: the '
+                     'probes would have no cell to classify')
 
 
 def pixel_features(encoder: frozen.FrozenEncoder, images: np.ndarray, level: str,
@@ -39,8 +53,11 @@ def pixel_features(encoder: frozen.FrozenEncoder, images: np.ndarray, level: str
 
 
 def pixel_labels(labels: np.ndarray, stride: int = 4) -> np.ndarray:
-  """int32 [N, S/stride, S/stride]: the label at each probe cell's centre pixel."""
-  return labels[:, stride // 2::stride, stride // 2::stride]
+  """int32 [N, S//stride, S//stride]: the label at each probe cell's centre pixel, on the same
+  grid as `pixel_features` (a stride that does not divide S leaves the last pixels out)."""
+  grid = labels.shape[1] // stride
+  end = stride // 2 + grid * stride
+  return labels[:, stride // 2:end:stride, stride // 2:end:stride]
 
 
 def _valid(features: np.ndarray, labels: np.ndarray, ignore_label: int):

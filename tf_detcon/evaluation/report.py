@@ -27,6 +27,26 @@ def final_lines(results: Dict[str, Dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
+def check_same_measurement(path: str, info: Dict[str, Any],
+                           results: Dict[str, Dict[str, Any]]) -> None:
+  """A result file is replaced only by a rerun of the same measurement (the same settings and
+  probes × levels); another one stops in one line naming what differs."""
+  if not tf.io.gfile.exists(path):
+    return
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      before = json.load(f)
+  except (ValueError, tf.errors.OpError):
+    return  # unreadable (torn): nothing of value to keep
+  earlier = dict(before, results=sorted(before.get('results') or {}))
+  now = dict(info, results=sorted(results))
+  changed = sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
+  if changed:
+    shown = '; '.join(f'{k} {earlier.get(k)!r} there, {now.get(k)!r} now' for k in changed[:3])
+    raise ValueError(f'{path} holds a result measured otherwise ({shown}): give this one '
+                     'another --name (or --output_dir)')
+
+
 def save(output_dir: str, name: str, results: Dict[str, Dict[str, Any]],
          info: Dict[str, Any], step: Optional[int] = None) -> str:
   """Writes `<output_dir>/eval/<name>.json` (atomically) and TensorBoard scalars under
@@ -34,6 +54,7 @@ def save(output_dir: str, name: str, results: Dict[str, Dict[str, Any]],
   directory = os.path.join(output_dir, EVAL_DIR)
   tf.io.gfile.makedirs(directory)
   path = os.path.join(directory, f'{name}.json')
+  check_same_measurement(path, info, results)
   with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
     json.dump(dict(info, results=results), f, indent=2, sort_keys=True)
   tf.io.gfile.rename(path + '.tmp', path, overwrite=True)

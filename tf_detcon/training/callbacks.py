@@ -2,6 +2,7 @@
 Garden's loss recovery and its on-demand checkpoint on preemption."""
 
 import math
+import os
 import time
 from typing import Callable, Dict, Optional
 
@@ -31,6 +32,11 @@ class CheckpointEvery(tf_keras.callbacks.Callback):
     try:
       path = self.manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as e:  # disk full, permissions, a vanished bucket
+      for debris in tf.io.gfile.glob(os.path.join(self.manager.directory, '*_temp*')):
+        try:  # the saver's half-written files
+          (tf.io.gfile.rmtree if tf.io.gfile.isdir(debris) else tf.io.gfile.remove)(debris)
+        except (OSError, tf.errors.OpError):
+          pass
       reason = ' '.join((getattr(e, 'message', None) or str(e)).split())[:200]
       raise ValueError(f'cannot write the checkpoint of step {step} to {self.manager.directory} '
                        f'({reason}); free space or use another --model_dir, then rerun to '

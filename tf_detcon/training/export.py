@@ -147,23 +147,44 @@ def export(model_dir: str, modules: Dict[str, tf_keras.Model], metadata: Dict[st
 
 def write(final: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, Any]) -> str:
   """Writes an export into the directory `final` (replacing what is there): pretraining's and
-  launch/import_weights.py's. Returns `final`."""
+  launch/import_weights.py's. Returns `final`.
+
+  It is written beside `final` and renamed into place, the previous export kept until then, so
+  `final` is always a whole export. A write that fails (a full disk, no permission) removes what
+  it wrote and stops in one line."""
   staging = f'{final}.tmp-{os.getpid()}'
-  if tf.io.gfile.exists(staging):
-    tf.io.gfile.rmtree(staging)
-  tf.io.gfile.makedirs(staging)
-  encoder = modules['backbone']
-  model = reusable_encoder(encoder)
-  tf.saved_model.save(model, os.path.join(staging, 'saved_model'), signatures=_signatures(model))
-  tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
-  metadata = dict(metadata, init_checkpoint_modules=sorted(modules),
-                  levels={k: int(v[-1]) for k, v in encoder.output_specs.items()})
-  if 'config' in metadata:
-    metadata['network'] = network_fields(metadata)
-  with tf.io.gfile.GFile(os.path.join(staging, METADATA), 'w') as f:
-    json.dump(metadata, f, indent=2, sort_keys=True, default=str)
-  if tf.io.gfile.exists(final):
-    tf.io.gfile.rmtree(final)
-  tf.io.gfile.rename(staging, final)
+  previous = f'{final}.old-{os.getpid()}'
+  try:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+    tf.io.gfile.makedirs(staging)
+    encoder = modules['backbone']
+    model = reusable_encoder(encoder)
+    tf.saved_model.save(model, os.path.join(staging, 'saved_model'),
+                        signatures=_signatures(model))
+    tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
+    metadata = dict(metadata, init_checkpoint_modules=sorted(modules),
+                    levels={k: int(v[-1]) for k, v in encoder.output_specs.items()})
+    if 'config' in metadata:
+      metadata['network'] = network_fields(metadata)
+    with tf.io.gfile.GFile(os.path.join(staging, METADATA), 'w') as f:
+      json.dump(metadata, f, indent=2, sort_keys=True, default=str)
+    if tf.io.gfile.exists(final):
+      tf.io.gfile.rename(final, previous)
+    tf.io.gfile.rename(staging, final)
+  except (OSError, tf.errors.OpError) as e:
+    for leftover in (staging,):
+      try:
+        if tf.io.gfile.exists(leftover):
+          tf.io.gfile.rmtree(leftover)
+      except (OSError, tf.errors.OpError):
+        pass
+    if tf.io.gfile.exists(previous) and not tf.io.gfile.exists(final):
+      tf.io.gfile.rename(previous, final)
+    reason = ' '.join((getattr(e, 'message', None) or str(e)).split())[:200]
+    raise ValueError(f'cannot write the export to {final} ({reason}): free space there or '
+                     'choose another place, then rerun') from e
+  if tf.io.gfile.exists(previous):
+    tf.io.gfile.rmtree(previous)
   logging.info('exported %s to %s', sorted(modules), final)
   return final

@@ -31,9 +31,10 @@ def _raise_interrupt(signum, frame):
 
 class SigtermWatch:
   """A context: SIGTERM → KeyboardInterrupt('SIGTERM') in the main thread, and a watcher that
-  saves and exits if the main thread does not get to it (call `handled()` once it does)."""
+  saves and exits if the main thread does not get to it (call `handled()` once it does).
+  `save` checkpoints and says what it did, e.g. 'checkpoint …/ckpt-7'."""
 
-  def __init__(self, step: Callable[[], int], save: Callable[[], Optional[str]],
+  def __init__(self, step: Callable[[], int], save: Callable[[], str],
                grace: float = GRACE_SECONDS):
     self.step = step
     self.save = save
@@ -81,9 +82,9 @@ class SigtermWatch:
       if step != last:
         last, since = step, time.time()
       elif time.time() - since >= self.grace:
-        path = self.save()
+        saved = self.save()
         message = (f'SIGTERM while the main thread was blocked (no step for {self.grace:.0f} s, '
-                   f'e.g. waiting for input); checkpoint {path or "already saved"} at step '
-                   f'{last}; rerun the same command to resume')
+                   f'e.g. waiting for input) at step {last}; {saved}; rerun the same command to '
+                   'resume')
         console.warn(message)
         os._exit(EXIT_STATUS)  # pylint: disable=protected-access

@@ -35,6 +35,7 @@ from tf_detcon.data import records
 from tf_detcon import seeds
 from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
+from tf_detcon.training import checkpoints
 from tf_detcon.training import distribute
 from tf_detcon.training import export as export_lib
 from tf_detcon.training import monitors
@@ -98,6 +99,7 @@ class Run:
                                       or not params.trainer.train_tf_function))
       self.model.initialize_targets()
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+      checkpoints.prepare(os.path.join(model_dir, 'checkpoints'))  # the files, not the state
       self.manager = tf.train.CheckpointManager(
           self.checkpoint, os.path.join(model_dir, 'checkpoints'),
           max_to_keep=params.trainer.max_to_keep)
@@ -124,8 +126,10 @@ class Run:
     does not fit the model is "another model".
     """
     unreadable = []
-    for path in reversed(self.manager.checkpoints):
-      problem = unreadable_reason(path)
+    # The files on disk, not the manager's list: a state file that lost an entry must never
+    # make a run start again from step 0 (training/checkpoints.py).
+    for path in reversed(checkpoints.on_disk(self.manager.directory)):
+      problem = checkpoints.unreadable_reason(path)
       if problem:
         unreadable.append(f'{os.path.basename(path)} ({problem})')
         continue
@@ -204,7 +208,8 @@ class Run:
 
   def train(self) -> None:
     if self.step >= self.total_steps:
-      logging.info('already trained to step %d', self.step)
+      console.say(f'nothing to train: the checkpoint is at step {self.step} and '
+                  f'trainer.train_steps is {self.total_steps}')
       return
     trainer = self.params.trainer
     if trainer.recovery_max_trials > 0 and self.manager.latest_checkpoint is None:
@@ -220,13 +225,16 @@ class Run:
     console.say(
         f'training {type(self.model).__name__} for {self.total_steps - self.step} steps '
         f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
-        f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} = '
-        f'{peak * 256 / self.global_batch:.4g} x {self.global_batch}/256)')
+        f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} as '
+        'trainer.optimizer_config sets it)')
+    problem = lone_batch_problem(self.params)
+    if problem:
+      console.warn(problem)
     # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns preemption;
     # elsewhere SIGTERM checkpoints and exits, even with the main thread blocked in input.
     on_sigterm = (trainer.preemption_on_demand_checkpoint and self.cluster_resolver is None
                   and threading.current_thread() is threading.main_thread())
-    watch = (preemption.SigtermWatch(lambda: self.step, self._save_now) if on_sigterm
+    watch = (preemption.SigtermWatch(lambda: self.step, self._save_and_say) if on_sigterm
              else contextlib.nullcontext())
     with watch:
       try:
@@ -246,9 +254,8 @@ class Run:
       except KeyboardInterrupt:
         if on_sigterm:
           watch.handled()
-        path = self._save_now()
-        console.say(f'interrupted at step {self.step}; checkpoint {path or "already saved"}; '
-                    'rerun the same command to resume')
+        console.say(f'interrupted at step {self.step}; {self._save_and_say()}; rerun the same '
+                    'command to resume')
         raise
 
   def _no_example_error(self) -> ValueError:
@@ -261,6 +268,17 @@ class Run:
     self.checkpointer.set_model(self.model)
     return self.checkpointer.save()
 
+  def _save_and_say(self) -> str:
+    """Checkpoints the current step if it is not saved yet, and says what holds it."""
+    path = self._save_now()
+    if path:
+      return f'checkpoint {path}'
+    on_disk = checkpoints.on_disk(self.manager.directory)
+    if on_disk and checkpoints.step_of(on_disk[-1]) == self.step:
+      return f'checkpoint {on_disk[-1]} already saved'
+    return 'no step trained, no checkpoint written'
+
+
   def export(self) -> str:
     """The model's `checkpoint_items` as float32 modules, and metadata for fine-tuning."""
     modules = {name: export_lib.float32_copy(module)
@@ -269,19 +287,6 @@ class Run:
                 'tf_detcon_version': __version__, 'config': self.params.as_dict(),
                 **self.model.export_metadata()}
     return export_lib.export(self.model_dir, modules, metadata)
-
-
-def unreadable_reason(path: str) -> str:
-  """'' if every tensor of the checkpoint at `path` reads back (sizes and checksums), else why
-  not, in one line."""
-  try:
-    reader = tf.train.load_checkpoint(path)
-    for name in reader.get_variable_to_shape_map():
-      reader.get_tensor(name)
-  except (tf.errors.OpError, IndexError, ValueError) as e:
-    text = getattr(e, 'message', None) or str(e) or type(e).__name__
-    return ' '.join(text.split())[:200]
-  return ''
 
 
 def _lock_name() -> str:
@@ -318,7 +323,7 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
       with tf.io.gfile.GFile(path) as f:
         before = _leaves(yaml.safe_load(f.read()) or {})
       changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-    except (yaml.YAMLError, AttributeError):  # not a mapping of settings
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):  # not a mapping of settings
       changed = ['(every setting: it is not readable YAML)']
     if changed:
       kept = os.path.join(model_dir, f'params-before-step{step}.yaml')
@@ -334,11 +339,53 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
   train_utils.serialize_config(params, model_dir)
 
 
+def lone_batch_problem(params: pretrain_config.PretrainExperiment) -> Optional[str]:
+  """A warning when a contrastive loss that takes its negatives from other images (DetCon's,
+  SimCLR's) runs on a global batch of one image: it may then learn nothing."""
+  inner = params.task.method.inner()
+  if (params.task.train_data.global_batch_size == 1 and inner.type == 'detcon'
+      and inner.detcon.loss == 'contrastive'):
+    return ('global batch 1: the contrastive loss has no other image to take negatives from '
+            '(only other masks of the same image, if any), so it may learn nothing; set '
+            'task.train_data.global_batch_size to 2 or more')
+  return None
+
+
+def method_identity(method: Dict[str, Any]) -> str:
+  """'detcon/b', 'decon/sl/detcon/s', …: the method a `task.method` config trains."""
+  kind = method.get('type')
+  inner = method.get(kind) or {}
+  parts = [str(kind)] + ([str(inner['variant'])] if 'variant' in inner else [])
+  if isinstance(inner.get('base'), dict):
+    parts.append(method_identity(inner['base']))
+  return '/'.join(parts)
+
+
+def check_same_method(params: pretrain_config.PretrainExperiment, model_dir: str) -> None:
+  """A run with checkpoints resumes only as the method it trained (its params.yaml): restoring
+  DetCon_B's checkpoint into DetCon_S would train a hybrid of the two."""
+  path = os.path.join(model_dir, 'params.yaml')
+  if not checkpoints.on_disk(os.path.join(model_dir, 'checkpoints')):
+    return
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      recorded = yaml.safe_load(f.read())
+    before = method_identity(recorded['task']['method'])
+  except (tf.errors.OpError, yaml.YAMLError, TypeError, KeyError, AttributeError,
+          UnicodeDecodeError):
+    return  # unreadable: record_config says so; the checkpoint's own check remains
+  now = method_identity(params.task.method.as_dict())
+  if before != now:
+    raise ValueError(f'{model_dir} holds a run of method {before} (its params.yaml) and this '
+                     f'experiment trains {now}: use a new --model_dir')
+
+
 def train_and_export(params: pretrain_config.PretrainExperiment, model_dir: str,
                      strategy: Optional[tf.distribute.Strategy] = None) -> Run:
   """Validates, takes model_dir, restores, records params.yaml, trains and exports. Nothing is
   written into model_dir before the config is valid and its checkpoint (if any) fits."""
   with _owning(model_dir, 'train'):
+    check_same_method(params, model_dir)
     run = Run(params, model_dir, strategy)
     record_config(params, model_dir, run.step)
     run.train()

@@ -2,10 +2,10 @@
 which `launch/finetune.py --init_checkpoint`, `launch/evaluate.py --export` and
 `launch/visualize.py` take as they take a pretraining's export.
 
-BN: the moving mean and variance are imported with gamma and beta. Momentum and epsilon are not
-weights: fine-tuning takes them from Model Garden's config (`task.model.norm_activation`); the
-export's own config records the sources' epsilon, 1e-5, under which the imported network
-computes what the source network computes.
+BN: the moving mean and variance are imported with gamma and beta. Epsilon is not a weight but
+decides the function: the export records the sources' epsilon, 1e-5 (haiku's and torchvision's),
+under which the imported network computes what the source network computes, and fine-tuning
+takes it from there (`tf_detcon.transfer.carry_network`) rather than Model Garden's 1e-3/1e-4.
 """
 
 import json

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 from PIL import UnidentifiedImageError
 import tensorflow as tf
 
@@ -74,6 +75,8 @@ class Policy:
       raise ValueError(f"on_bad_example must be 'error' or 'skip', got {self.on_bad_example!r}")
 
 
+EXIF_ORIENTATION = 0x0112
+
 # PIL modes of one deep channel (16-bit PNG/TIFF, 32-bit int, float), which `convert('RGB')`
 # clips at 255 instead of rescaling.
 DEEP_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
@@ -100,14 +103,19 @@ def decode_image(raw: sources.RawExample,
   JPEG/PNG images in RGB or grayscale are stored as received and decoded by TF, so the masks are
   computed on exactly the pixels training sees (JPEG decoders differ slightly); anything else
   (CMYK, RGBA, palette, other formats) is converted to RGB by PIL and stored as PNG, and deep
-  images (16-bit, 32-bit, float) are rescaled to 8 bits first. The conversion is '' (none),
-  'converted_to_rgb' or 'rescaled_to_8bit', the statistic it is counted under.
+  images (16-bit, 32-bit, float) are rescaled to 8 bits first. An image whose EXIF orientation
+  is not the identity (a phone photo held sideways) is turned as a viewer shows it and stored
+  as PNG: TF's decoders ignore EXIF, so its bytes as received would train sideways and a mask
+  drawn on it as seen would not fit. The conversion is '' (none), 'converted_to_rgb',
+  'rescaled_to_8bit' or 'exif_rotated', the statistic it is counted under.
   """
   if raw.image is not None:
     image = np.asarray(raw.image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
       raise BadExampleError(raw.key, 'not a uint8 RGB array', f'{image.dtype} {image.shape}')
     return image, shards.encode_png(image), ''
+  if raw.read_error:
+    raise BadExampleError(raw.key, 'unreadable file', raw.read_error)
   if not raw.image_bytes:
     raise BadExampleError(raw.key, 'empty image file')
   try:
@@ -116,7 +124,10 @@ def decode_image(raw: sources.RawExample,
       if size[0] * size[1] <= max_pixels:
         pil.load()  # raises on truncated data
         image_format, mode = pil.format, pil.mode
-        rgb = _deep_to_uint8(pil) if mode in DEEP_MODES else np.asarray(pil.convert('RGB'))
+        orientation = exif_orientation(pil)
+        upright = ImageOps.exif_transpose(pil) if orientation != 1 else pil
+        rgb = (_deep_to_uint8(upright) if mode in DEEP_MODES
+               else np.asarray(upright.convert('RGB')))
   except Image.DecompressionBombError as e:
     raise BadExampleError(raw.key, 'image too large', str(e)) from e
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -124,12 +135,24 @@ def decode_image(raw: sources.RawExample,
   if size[0] * size[1] > max_pixels:
     raise BadExampleError(raw.key, 'image too large',
                           f'{size[0]}x{size[1]} > {max_pixels} pixels')
-  if image_format in ('JPEG', 'PNG') and mode in ('RGB', 'L'):
+  if image_format in ('JPEG', 'PNG') and mode in ('RGB', 'L') and orientation == 1:
     image = tf.io.decode_image(raw.image_bytes, channels=3, expand_animations=False).numpy()
     return image, raw.image_bytes, ''
   image = np.asarray(rgb, dtype=np.uint8)
-  conversion = 'rescaled_to_8bit' if mode in DEEP_MODES else 'converted_to_rgb'
+  if orientation != 1:
+    conversion = 'exif_rotated'
+  else:
+    conversion = 'rescaled_to_8bit' if mode in DEEP_MODES else 'converted_to_rgb'
   return image, shards.encode_png(image), conversion
+
+
+def exif_orientation(pil: Image.Image) -> int:
+  """The image's EXIF orientation tag (1–8; 1, the identity, when absent or unreadable)."""
+  try:
+    value = pil.getexif().get(EXIF_ORIENTATION, 1)
+  except (OSError, ValueError, SyntaxError):
+    return 1
+  return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _decode_mask_file(raw: sources.RawExample) -> np.ndarray:
@@ -195,7 +218,7 @@ def process_example(raw: sources.RawExample, spec: MaskSpec, policy: Policy,
   segments = max(int(m.max()) + 1 for m in maps)
   if segments < policy.min_segments:
     raise BadExampleError(raw.key, 'too few segments', f'{segments} < {policy.min_segments}')
-  for name in ('converted_to_rgb', 'rescaled_to_8bit'):
+  for name in ('converted_to_rgb', 'rescaled_to_8bit', 'exif_rotated'):
     stats[name] += int(conversion == name)
   stats['single_segment'] += int(segments == 1)
   stats['uint16_masks'] += sum(int(m.dtype == np.uint16) for m in maps)
@@ -285,13 +308,23 @@ class Job:
     manifest_path = os.path.join(self.out_dir, records.MANIFEST_NAME)
     present = [os.path.basename(p)
                for p in tf.io.gfile.glob(os.path.join(self.out_dir, '*.tfrecord'))]
-    # A request whose run wrote no shard yet (it stopped on a bad flag or example) binds nothing.
-    started = bool(present)
+    # A request binds once a shard exists or while another worker of the folder runs; one whose
+    # run wrote no shard and stopped (a bad flag or example) binds nothing.
+    started = bool(present) or self._other_workers_running()
     before = None
     for path in (job_path, manifest_path) if started else ():
       if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-          before = json.load(f)
+        try:
+          with tf.io.gfile.GFile(path) as f:
+            before = json.load(f)
+          if not isinstance(before, dict):
+            raise ValueError(f'it holds a {type(before).__name__}')
+        except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
+          if path == manifest_path:  # written again from the shards at the end
+            continue
+          raise ValueError(f'{path} is unreadable ({" ".join(str(e).split())[:120]}), so the '
+                           'settings its shards were made with are unknown: delete it to resume '
+                           'with these settings, or use another --output_dir') from e
         break
     if before is not None:
       changed = [f'{key} {before[key]!r} there, {value!r} now' for key, value in request.items()
@@ -307,8 +340,21 @@ class Job:
       raise ValueError(f'--output_dir {self.out_dir} holds record files this job does not write '
                        f'({", ".join(foreign[:3])}{" ..." if len(foreign) > 3 else ""}): use '
                        'another --output_dir, or move them away')
-    if not started or not tf.io.gfile.exists(job_path):
-      shards.atomic_write_text(job_path, json.dumps(request, indent=2, sort_keys=True))
+    text = json.dumps(request, indent=2, sort_keys=True)
+    if not started:
+      shards.atomic_write_text(job_path, text)
+    elif before is None and not shards.create_exclusive(job_path, text):
+      # Another worker wrote the request between our look and now: it must be ours.
+      self.check_output_dir()
+
+  def _other_workers_running(self) -> bool:
+    """Whether a live process of another worker holds its lock in the output folder."""
+    from tf_detcon import locks  # pylint: disable=g-import-not-at-top
+    mine = f'.lock-worker-{self.worker_index}'
+    for path in tf.io.gfile.glob(os.path.join(self.out_dir, '.lock-worker-*')):
+      if os.path.basename(path) != mine and locks.held_by_live_process(path):
+        return True
+    return False
 
   def run(self) -> Optional[Dict[str, Any]]:
     """Writes the pending shards of this worker; returns the manifest once every shard exists."""

@@ -73,6 +73,24 @@ def atomic_write_text(path: str, text: str) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def create_exclusive(path: str, text: str) -> bool:
+  """Writes `path` unless it exists (atomically on a local disk: O_EXCL; on an object store,
+  written and read back); False if it existed."""
+  if '://' in path:
+    if tf.io.gfile.exists(path):
+      return False
+    atomic_write_text(path, text)
+    with tf.io.gfile.GFile(path) as f:
+      return f.read() == text
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, 'w') as f:
+    f.write(text)
+  return True
+
+
 class ShardWriter:
   """Writes one shard under a temporary name and renames it into place when complete.
 
@@ -99,16 +117,38 @@ class ShardWriter:
     if exc_type is not None:
       tf.io.gfile.remove(self._tmp)
       return
-    atomic_write_text(stats_path(self.path), json.dumps(self.stats, sort_keys=True))
+    # The shard's size, to tell a finished shard from a torn one (not a statistic: not summed).
+    stats = dict(self.stats, **{SIZE_KEY: tf.io.gfile.stat(self._tmp).length})
+    atomic_write_text(stats_path(self.path), json.dumps(stats, sort_keys=True))
     tf.io.gfile.rename(self._tmp, self.path, overwrite=True)
+
+
+SIZE_KEY = '_bytes'
 
 
 def stats_path(shard_path: str) -> str:
   return shard_path + '.json'
 
 
+def read_stats(shard_path: str) -> Optional[Dict[str, Any]]:
+  """A shard's statistics; None if its file is missing or unreadable."""
+  try:
+    with tf.io.gfile.GFile(stats_path(shard_path)) as f:
+      stats = json.load(f)
+  except (tf.errors.OpError, ValueError, UnicodeDecodeError):
+    return None
+  return stats if isinstance(stats, dict) else None
+
+
 def is_finished(shard_path: str) -> bool:
-  return tf.io.gfile.exists(shard_path) and tf.io.gfile.exists(stats_path(shard_path))
+  """Whether the shard and its statistics are whole: both readable, and the shard of the size
+  it was written with (a truncated or replaced shard is written again)."""
+  if not tf.io.gfile.exists(shard_path):
+    return False
+  stats = read_stats(shard_path)
+  if stats is None:
+    return False
+  return SIZE_KEY not in stats or tf.io.gfile.stat(shard_path).length == stats[SIZE_KEY]
 
 
 def write_manifest(out_dir: str, shard_paths: Iterable[str],
@@ -117,8 +157,8 @@ def write_manifest(out_dir: str, shard_paths: Iterable[str],
   totals: Dict[str, int] = {}
   files: List[str] = []
   for path in shard_paths:
-    with tf.io.gfile.GFile(stats_path(path)) as f:
-      for name, value in json.load(f).items():
+    for name, value in read_stats(path).items():
+      if not name.startswith('_'):
         totals[name] = totals.get(name, 0) + value
     files.append(os.path.basename(path))
   manifest = dict(info, files=files, totals=totals)

@@ -23,6 +23,7 @@ class RawExample:
   instance_masks: Optional[List[np.ndarray]] = None  # ground truth, for 'gt' masks
   mask_bytes: Optional[bytes] = None  # a precomputed id map, for 'file' masks
   mask_missing: bool = False
+  read_error: str = ''  # why the file could not be read (a dangling link, no permission)
 
 
 class Source:
@@ -37,8 +38,25 @@ class Source:
     raise NotImplementedError
 
 
+def image_files(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
+  """Every image file below `root`, sorted, as paths relative to it: searched recursively,
+  through symbolic links to folders too, each real folder once (a link back up is no loop)."""
+  files, seen = [], set()
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    real = os.path.realpath(dirpath)
+    if real in seen:
+      dirnames[:] = []
+      continue
+    seen.add(real)
+    dirnames.sort()
+    for filename in filenames:
+      if filename.lower().endswith(tuple(extensions)):
+        files.append(os.path.relpath(os.path.join(dirpath, filename), root))
+  return sorted(files)
+
+
 class ImageFolderSource(Source):
-  """Every image file below `root` (sorted, recursive); keys are paths relative to `root`.
+  """Every image file below `root` (`image_files`); keys are paths relative to `root`.
 
   With `mask_dir`, each image takes its id map from `<mask_dir>/<relative path stem>.png`.
   """
@@ -50,12 +68,7 @@ class ImageFolderSource(Source):
     self.name = f'folder:{os.path.abspath(root)}'
     self.root = root
     self.mask_dir = mask_dir
-    files = []
-    for dirpath, _, filenames in os.walk(root):
-      for filename in filenames:
-        if filename.lower().endswith(tuple(extensions)):
-          files.append(os.path.relpath(os.path.join(dirpath, filename), root))
-    self.files = sorted(files)
+    self.files = image_files(root, extensions)
     if not self.files:
       raise ValueError(f'no image files ({", ".join(extensions)}) under {root!r}')
 
@@ -64,8 +77,11 @@ class ImageFolderSource(Source):
 
   def read(self, start: int, stop: int) -> Iterator[RawExample]:
     for relpath in self.files[start:stop]:
-      with open(os.path.join(self.root, relpath), 'rb') as f:
-        example = RawExample(key=relpath, image_bytes=f.read())
+      try:
+        with open(os.path.join(self.root, relpath), 'rb') as f:
+          example = RawExample(key=relpath, image_bytes=f.read())
+      except OSError as e:  # a dangling link, a file without read permission
+        example = RawExample(key=relpath, read_error=e.strerror or str(e))
       if self.mask_dir is not None:
         mask_path = os.path.join(self.mask_dir, os.path.splitext(relpath)[0] + '.png')
         if os.path.exists(mask_path):
