@@ -216,8 +216,11 @@ def main(argv):
       manifest = job.run()
   if manifest is not None:
     logging.info('manifest: %s', manifest['totals'])
-    print(f"wrote {manifest['totals'].get('examples', 0)} examples in {FLAGS.num_shards} shards "
-          f"to {FLAGS.output_dir}")
+    totals = manifest['totals']
+    turned = totals.get('exif_rotated', 0)
+    print(f"wrote {totals.get('examples', 0)} examples in {FLAGS.num_shards} shards to "
+          f"{FLAGS.output_dir}" + (f' ({turned} turned upright by their EXIF orientation)'
+                                   if turned else ''))
     if FLAGS.report:
       mask_quality_report(manifest)
 

@@ -61,3 +61,37 @@ def test_the_settings_users_reported_are_now_one_line_or_work(tiny_decon_run, ti
   assert _check_or_run(decon, 100, 4, ['4']).startswith(
       '--image_size 100: ') and 'multiple of 32' in _check_or_run(decon, 100, 4, ['4'])
   assert _check_or_run(os.path.join(tiny_run.model_dir, 'export'), 96, 7, ['4']) == 'ran'
+
+
+PRETRAIN_METHODS = ['simclr_tiny', 'detcon_b_tiny', 'detco_tiny', 'decon_sl_detcon_s_tiny']
+
+
+@hypothesis.settings(max_examples=8, deadline=None, derandomize=True,
+                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@hypothesis.given(method=st.sampled_from(PRETRAIN_METHODS), size=st.integers(16, 112),
+                  batch=st.integers(1, 6))
+def test_pretraining_view_sizes_and_batches_train_or_stop_in_one_line_naming_the_setting(
+    embedded_files, tmp_path_factory, method, size, batch):
+  """Whatever view size and global batch a user gives a method, validation names the setting
+  in one line, or one step (eager, no tracing cost) trains to a finite loss."""
+  del embedded_files
+  from tests.conftest import tiny_params  # pylint: disable=g-import-not-at-top
+  from tf_detcon.configs import validation  # pylint: disable=g-import-not-at-top
+  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+  params = tiny_params(method, train_steps=1, steps_per_loop=1, checkpoint_interval=1)
+  params.task.train_data.override({'global_batch_size': batch, 'view1': {'output_size': size},
+                                   'view2': {'output_size': size}})
+  params.runtime.run_eagerly = True
+  params.task.allow_image_summary = False
+  try:
+    validation.validate(params)
+  except ValueError as e:
+    message = str(e)
+    assert '\n' not in message and 'task.' in message, message
+    return
+  run = trainer.Run(params, str(tmp_path_factory.mktemp('fuzz')))
+  history = []
+  fit = run.model.fit
+  run.model.fit = lambda *a, **k: history.append(fit(*a, **k).history) or history[-1]
+  run.train()
+  assert run.step == 1 and np.isfinite(history[-1]['loss'][-1]), (method, size, batch)

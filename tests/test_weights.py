@@ -440,6 +440,6 @@ def test_model_gardens_mask_rcnn_loads_every_imported_tensor_by_value(haiku_rele
   np.testing.assert_array_equal(model.backbone.weights[0].numpy(), stem)
   images = tf.random.stateless_uniform([1, 64, 64, 3], seed=[1, 2])
   mine, theirs = model.backbone(images, training=False), imported(images, training=False)
-  for level in theirs:
-    np.testing.assert_allclose(mine[level].numpy(), theirs[level].numpy(), rtol=1e-5,
-                               atol=1e-5, err_msg=level)
+  errors = {level: relative_error(mine[level].numpy(), theirs[level].numpy())
+            for level in theirs}
+  assert max(errors.values()) < 1e-5, errors  # float32 rounding of a ResNet-50
