@@ -633,11 +633,13 @@ def main():
     return
 
   results = []
+  # Row by row, each pretraining's fine-tunings together: a session that ends leaves few
+  # pretrainings whose fine-tunings are unfinished (their exports are a cache).
   for k in range(1 if args.smoke else args.passes):
     for p in pretrain_seeds:
-      for labels in chosen['labels']:
-        for task in chosen['tasks']:
-          for name in chosen['rows']:
+      for name in chosen['rows']:
+        for labels in chosen['labels']:
+          for task in chosen['tasks']:
             out = finetune(task, labels, name, p, p + PRETRAIN_SEEDS * k, setup, data, mini,
                            out_dir, results_dir, steps_for(setup, labels))
             if out is not None:
