@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT, tiny_params
 from tf_detcon import cli
+from tf_detcon.configs import validation
 from tf_detcon.training import checkpoints
 from tf_detcon.training import trainer
 
@@ -187,8 +188,9 @@ def test_resuming_a_run_with_another_method_is_refused_before_anything_is_writte
   shutil.copytree(finished_run, cell)
   before = {f: _digest(os.path.join(cell, f)) for f in _files(cell)}
   params = tiny_params('detcon_s_tiny', train_steps=6)
-  with pytest.raises(ValueError, match=r'holds a run of method detcon/b \(its params.yaml\) and '
-                                       r'this experiment trains detcon/s: use a new --model_dir'):
+  with pytest.raises(ValueError, match=r'holds a run of method detcon/b/contrastive \(its '
+                                       r'params.yaml\) and this experiment trains '
+                                       r'detcon/s/contrastive: use a new --model_dir'):
     trainer.train_and_export(params, cell)
   assert {f: _digest(os.path.join(cell, f)) for f in _files(cell)} == before
 
@@ -271,11 +273,11 @@ def test_a_contrastive_batch_of_one_image_is_warned_about():
   lone = tiny_params('detcon_s_tiny')
   lone.task.train_data.global_batch_size = 1
   assert 'global batch 1: the contrastive loss has no other image' in (
-      trainer.lone_batch_problem(lone))
-  assert trainer.lone_batch_problem(tiny_params('detcon_s_tiny')) is None
+      validation.lone_batch_problem(lone))
+  assert validation.lone_batch_problem(tiny_params('detcon_s_tiny')) is None
   queue = tiny_params('mocov2_tiny')  # MoCo's negatives are its queue's
   queue.task.train_data.global_batch_size = 1
-  assert trainer.lone_batch_problem(queue) is None
+  assert validation.lone_batch_problem(queue) is None
 
 
 def test_ctrl_c_during_the_imports_is_one_line(tmp_path):

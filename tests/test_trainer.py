@@ -332,7 +332,11 @@ def test_a_refused_config_leaves_params_yaml_and_a_changed_one_keeps_the_old(tin
   trainer.record_config(tiny_params(), model_dir, 0)
   with open(os.path.join(model_dir, 'params.yaml')) as f:
     original = f.read()
+  wider = tiny_params()
+  wider.task.method.detcon.projector.hidden_dim = 48
   with pytest.raises(ValueError, match='holds a checkpoint of another model or config'):
+    trainer.train_and_export(wider, model_dir)
+  with pytest.raises(ValueError, match='holds a run of method detcon/b/contrastive'):
     trainer.train_and_export(tiny_params('detco_tiny'), model_dir)
   with open(os.path.join(model_dir, 'params.yaml')) as f:
     assert f.read() == original
@@ -395,9 +399,11 @@ def test_a_torn_latest_checkpoint_resumes_from_the_previous_one(tiny_run, tmp_pa
   resumed = trainer.Run(tiny_params(train_steps=6), model_dir)
   assert resumed.step == 2
   out = capsys.readouterr().out
-  assert 'unreadable checkpoint ckpt-4 (' in out and 'resumed from the previous one, ckpt-2' in out
+  assert ('checkpoint ckpt-4 cannot be read (' in out and 'set aside as ckpt-4.data-' in out
+          and 'resumed from ' + os.path.join(model_dir, 'checkpoints', 'ckpt-2') in out), out
+  assert tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', 'ckpt-4.*.unreadable'))
   tear(2)
-  with pytest.raises(ValueError, match=r'no readable checkpoint in .*ckpt-4 \(.*; ckpt-2 \('):
+  with pytest.raises(ValueError, match=r'no readable checkpoint in .*: ckpt-2 \('):
     trainer.Run(tiny_params(train_steps=6), model_dir)
 
 

@@ -15,10 +15,12 @@ the input position of a checkpoint (`PretrainModel.input_positions`) says where 
 """
 
 import random
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # op determinism off: no public API
+import tf_keras
 
 from tf_detcon.configs import data as data_config
 
@@ -34,6 +36,22 @@ _PIPELINE_STRIDE = 0x2545F4914F6CDD1D  # odd: distinct pipelines give distinct k
 
 # Without task.train_data.seed, one random base per process: a restarted process draws anew.
 _PROCESS_SEED = random.randint(0, 2**31 - 1)
+
+
+def fix_randomness(seed: Optional[int], compiled: bool) -> None:
+  """With a seed, seeds Python, NumPy and TF (initial weights, queues) and makes every kernel's
+  result repeatable: TF's op determinism for a step that runs op by op; for a step compiled by
+  XLA (TPU, `runtime.enable_xla`), the compiled program, which XLA runs the same way each time.
+
+  A compiled step always runs with op determinism off (it is one switch per process, and TF
+  refuses to compile a max-pool gradient under it: "do not yet have a deterministic XLA
+  implementation")."""
+  if seed is not None:
+    tf_keras.utils.set_random_seed(seed)
+  if compiled:
+    tf_config.disable_op_determinism()
+  elif seed is not None:
+    tf.config.experimental.enable_op_determinism()
 
 
 def base_seed(cfg: data_config.DataConfig) -> int:

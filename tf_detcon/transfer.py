@@ -14,8 +14,9 @@ experiments otherwise run our ReLU, ε = 1e-5 weights at their own settings (Ret
 FPN segmenter ε = 1e-3, the segmenter with swish), which is another function.
 
 A pretrained FPN decoder (DeCon, Quetin et al. 2025 §3) loads into the task's FPN when both have
-the same width. Where their levels differ (DeCon's P2–P6 against RetinaNet's or the FPN
-segmenter's P3–P7), the levels they share load by layer name and one line says what did not.
+the same width: the levels they share (DeCon's P2–P5 against Mask R-CNN's P2–P6, or RetinaNet's
+and the FPN segmenter's P3–P7) load by layer name, and one line says which layers pretraining
+trained, which loaded untrained, and which start at the task's initialisation.
 """
 
 import json

@@ -60,12 +60,12 @@ class Run:
     self.params = params
     self.model_dir = model_dir
     self.exact_resume = seeds.exact_resume(params.task.train_data)
-    if self.exact_resume:
-      # Initial weights, queues and every kernel's result follow from the seed (seeds module).
-      tf_keras.utils.set_random_seed(params.task.train_data.seed)
-      tf.config.experimental.enable_op_determinism()
     distribute.configure_precision(params.runtime)
     self.strategy = strategy or distribute.build_strategy(params.runtime)
+    # With exact resume, initial weights, queues and every kernel's result follow from the seed.
+    seeds.fix_randomness(
+        params.task.train_data.seed if self.exact_resume else None,
+        compiled=params.runtime.enable_xla or isinstance(self.strategy, tf.distribute.TPUStrategy))
     validation.validate_replicas(params, self.strategy.num_replicas_in_sync)
     if (params.runtime.enable_xla and self.strategy.num_replicas_in_sync > 1
         and isinstance(self.strategy, tf.distribute.MirroredStrategy)):
@@ -227,7 +227,7 @@ class Run:
         f'(global batch {self.global_batch}, {self.strategy.num_replicas_in_sync} replicas; '
         f'{trainer.optimizer_config.optimizer.type} with a peak learning rate of {peak:.4g} as '
         'trainer.optimizer_config sets it)')
-    problem = lone_batch_problem(self.params)
+    problem = validation.lone_batch_problem(self.params)
     if problem:
       console.warn(problem)
     # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns preemption;
@@ -277,7 +277,6 @@ class Run:
     if on_disk and checkpoints.step_of(on_disk[-1]) == self.step:
       return f'checkpoint {on_disk[-1]} already saved'
     return 'no step trained, no checkpoint written'
-
 
   def export(self) -> str:
     """The model's `checkpoint_items` as float32 modules, and metadata for fine-tuning."""
@@ -339,23 +338,13 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
   train_utils.serialize_config(params, model_dir)
 
 
-def lone_batch_problem(params: pretrain_config.PretrainExperiment) -> Optional[str]:
-  """A warning when a contrastive loss that takes its negatives from other images (DetCon's,
-  SimCLR's) runs on a global batch of one image: it may then learn nothing."""
-  inner = params.task.method.inner()
-  if (params.task.train_data.global_batch_size == 1 and inner.type == 'detcon'
-      and inner.detcon.loss == 'contrastive'):
-    return ('global batch 1: the contrastive loss has no other image to take negatives from '
-            '(only other masks of the same image, if any), so it may learn nothing; set '
-            'task.train_data.global_batch_size to 2 or more')
-  return None
-
-
 def method_identity(method: Dict[str, Any]) -> str:
-  """'detcon/b', 'decon/sl/detcon/s', …: the method a `task.method` config trains."""
+  """The method a `task.method` config trains, as '<type>/<variant>/<loss>' followed by its
+  base's identity, if any: two configs that share a type but not a variant or loss train
+  different methods."""
   kind = method.get('type')
   inner = method.get(kind) or {}
-  parts = [str(kind)] + ([str(inner['variant'])] if 'variant' in inner else [])
+  parts = [str(kind)] + [str(inner[key]) for key in ('variant', 'loss') if key in inner]
   if isinstance(inner.get('base'), dict):
     parts.append(method_identity(inner['base']))
   return '/'.join(parts)
@@ -363,7 +352,7 @@ def method_identity(method: Dict[str, Any]) -> str:
 
 def check_same_method(params: pretrain_config.PretrainExperiment, model_dir: str) -> None:
   """A run with checkpoints resumes only as the method it trained (its params.yaml): restoring
-  DetCon_B's checkpoint into DetCon_S would train a hybrid of the two."""
+  one method's checkpoint into another would train a hybrid of the two."""
   path = os.path.join(model_dir, 'params.yaml')
   if not checkpoints.on_disk(os.path.join(model_dir, 'checkpoints')):
     return
