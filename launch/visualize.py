@@ -14,6 +14,7 @@ Writes, on the embedded sample data unless --input_path names pretraining shards
 The encoder is --export, or a random-init encoder of --experiment.
 """
 
+import json
 import os
 import sys
 from typing import List
@@ -39,6 +40,7 @@ from tf_detcon.data.offline import sources
 from tf_detcon.evaluation import labelled_sets
 from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import pictures
+from tf_detcon.evaluation import report
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -103,6 +105,14 @@ def main(argv):
   cli.check_minimums(FLAGS, (('num_examples', 1), ('image_size', 32), ('seed', 0)))
   image_paths = image_files(FLAGS.image_dir) if FLAGS.image_dir else []
   cli.ensure_writable(FLAGS.output_dir, '--output_dir')
+  # The pictures are replaced only by a rerun of the same settings (visualize.json says which).
+  settings = {name: FLAGS[name].value for name in (
+      'export', 'experiment', 'input_path', 'image_dir', 'num_examples', 'level', 'image_size',
+      'seed')}
+  record = os.path.join(FLAGS.output_dir, 'visualize.json')
+  report.check_same_settings(record, settings, 'use another --output_dir')
+  with tf.io.gfile.GFile(record, 'w') as f:  # first: an interrupted run is rerun the same way
+    json.dump(settings, f, indent=2, sort_keys=True)
   data_cfg = params.task.train_data
   if FLAGS.input_path:
     data_cfg.input_path = FLAGS.input_path

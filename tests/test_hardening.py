@@ -113,7 +113,7 @@ def test_a_result_is_replaced_only_by_the_same_measurement(tmp_path):
   report.save(str(tmp_path), 'scenes', {'linear/level4': {'miou': 0.6, 'acc': 0.9}}, info)
   with open(path) as f:
     assert json.load(f)['results']['linear/level4']['miou'] == 0.6  # a rerun replaces itself
-  with pytest.raises(ValueError, match=r"holds a result measured otherwise \(results "
+  with pytest.raises(ValueError, match=r"holds a result made otherwise \(results "
                                        r"\['linear/level4'\] there, \['linear/level3'\] now\): "
                                        r'give this one another --name'):
     report.save(str(tmp_path), 'scenes', {'linear/level3': {'miou': 0.1, 'acc': 0.2}}, info)
@@ -236,3 +236,17 @@ def test_an_unknown_override_key_stops_the_launcher_in_one_line(tmp_path):
       "pretrain.py: error: unknown setting 'trainer.train_stpes'; did you mean "
       "'trainer.train_steps'?")
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_visualize_replaces_its_pictures_only_for_the_same_settings(tmp_path):
+  first = _launch('visualize.py', f'--output_dir={tmp_path}', '--num_examples=1',
+                  '--image_size=64')
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path)) == ['retrieval.png', 'similarity.png', 'views.png',
+                                          'visualize.json']
+  other = _launch('visualize.py', f'--output_dir={tmp_path}', '--num_examples=1',
+                  '--image_size=64', '--level=4')
+  assert other.returncode == 1 and 'Traceback' not in other.stderr
+  assert other.stderr.strip().splitlines()[-1] == (
+      f"visualize.py: error: {tmp_path}/visualize.json holds a result made otherwise (level "
+      "'3' there, '4' now): use another --output_dir")

@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 
@@ -27,24 +27,33 @@ def final_lines(results: Dict[str, Dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def check_same_measurement(path: str, info: Dict[str, Any],
-                           results: Dict[str, Dict[str, Any]]) -> None:
-  """A result file is replaced only by a rerun of the same measurement (the same settings and
-  probes × levels); another one stops in one line naming what differs."""
+def check_same_settings(path: str, settings: Dict[str, Any], advice: str,
+                        stored: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda d: d
+                        ) -> None:
+  """A JSON file is replaced only by a rerun of what made it: its content, as `stored` reduces
+  it to settings, must equal `settings`; otherwise one line names what differs, then `advice`.
+  An unreadable (torn) file holds nothing to keep."""
   if not tf.io.gfile.exists(path):
     return
   try:
     with tf.io.gfile.GFile(path) as f:
       before = json.load(f)
-  except (ValueError, tf.errors.OpError):
-    return  # unreadable (torn): nothing of value to keep
-  earlier = dict(before, results=sorted(before.get('results') or {}))
-  now = dict(info, results=sorted(results))
-  changed = sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
+  except (ValueError, UnicodeDecodeError, tf.errors.OpError):
+    return
+  if not isinstance(before, dict):
+    return
+  before = stored(before)
+  changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
   if changed:
-    shown = '; '.join(f'{k} {earlier.get(k)!r} there, {now.get(k)!r} now' for k in changed[:3])
-    raise ValueError(f'{path} holds a result measured otherwise ({shown}): give this one '
-                     'another --name (or --output_dir)')
+    shown = '; '.join(f'{k} {before.get(k)!r} there, {settings.get(k)!r} now'
+                      for k in changed[:3])
+    raise ValueError(f'{path} holds a result made otherwise ({shown}): {advice}')
+
+
+def _measured(content: Dict[str, Any]) -> Dict[str, Any]:
+  """What a result file measured: its settings and its probes × levels (not their values)."""
+  results = content.get('results')
+  return dict(content, results=sorted(results) if isinstance(results, dict) else results)
 
 
 def save(output_dir: str, name: str, results: Dict[str, Dict[str, Any]],
@@ -54,7 +63,8 @@ def save(output_dir: str, name: str, results: Dict[str, Dict[str, Any]],
   directory = os.path.join(output_dir, EVAL_DIR)
   tf.io.gfile.makedirs(directory)
   path = os.path.join(directory, f'{name}.json')
-  check_same_measurement(path, info, results)
+  check_same_settings(path, dict(info, results=sorted(results)),
+                      'give this one another --name (or --output_dir)', _measured)
   with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
     json.dump(dict(info, results=results), f, indent=2, sort_keys=True)
   tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
