@@ -28,24 +28,22 @@ import mini_table
 from tf_detcon import color
 from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import labelled_sets
-from tf_detcon.training import export as export_lib
+from tf_detcon.exports import manifest
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 SETTINGS = {'retinanet': ('relu', 1e-3), 'segmenter': ('swish', 1e-3)}
 
 
-def backbone_with(metadata, activation: str, epsilon: float) -> tf_keras.Model:
-  changed = json.loads(json.dumps(metadata))
-  norm = changed['config']['task']['encoder']['norm_activation']
-  norm.update(activation=activation, norm_epsilon=epsilon)
-  changed.pop('network', None)
+def backbone_with(metadata: manifest.Manifest, activation: str,
+                  epsilon: float) -> tf_keras.Model:
+  changed = manifest.Manifest.from_dict(json.loads(json.dumps(metadata.as_dict())))
+  changed.encoder['norm_activation'].update(activation=activation, norm_epsilon=epsilon)
   return frozen.backbone_from_metadata(changed)
 
 
 def drift(export: str, images: tf.Tensor) -> dict:
   """Relative feature change per setting, and the BN statistics of the export."""
-  with open(os.path.join(export, export_lib.METADATA)) as f:
-    metadata = json.load(f)
+  metadata = manifest.read(export)
   checkpoint = tf.train.latest_checkpoint(os.path.join(export, 'checkpoint'))
   own = frozen.backbone_from_metadata(metadata)
   tf.train.Checkpoint(backbone=own).read(checkpoint).expect_partial()
@@ -81,7 +79,7 @@ def main():
         f'{"var<1e-3":>9} {"|gamma|":>8}   relative change of res2-res5 (largest level)')
   for name in mini_table.METHODS:
     export = os.path.join(runs, f'{name}-seed{args.seed}', 'export')
-    if not os.path.exists(os.path.join(export, export_lib.METADATA)):
+    if not manifest.exists(export):
       continue
     d = drift(export, images)
     print(f'{name:<14} {d["retinanet"]:10.4f} {d["segmenter"]:10.4f} {d["var_p5"]:9.2e} '

@@ -15,7 +15,6 @@ DeCon's FPN is carried over unscaled: its lateral convolutions feed no batch nor
 change its function), and LARS kept its kernels at their initial norms (0.94–1.09).
 """
 
-import json
 import os
 from typing import Dict, Optional, Tuple
 
@@ -24,6 +23,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_detcon.evaluation import frozen
+from tf_detcon.exports import manifest
 from tf_detcon.training import export as export_lib
 from tf_detcon.weights import resnet
 
@@ -42,10 +42,9 @@ def _norm_of(name: str) -> Optional[str]:
   return None
 
 
-def restored(export: str) -> Tuple[Dict, tf_keras.Model, Optional[tf_keras.Model]]:
-  """(metadata, the export's backbone, its decoder or None), restored by value."""
-  with open(os.path.join(export, export_lib.METADATA)) as f:
-    metadata = json.load(f)
+def restored(export: str) -> Tuple[manifest.Manifest, tf_keras.Model, Optional[tf_keras.Model]]:
+  """(its manifest, the export's backbone, its decoder or None), restored by value."""
+  metadata = manifest.read(export)
   backbone = frozen.backbone_from_metadata(metadata)
   decoder = frozen.decoder_from_metadata(metadata, backbone)
   modules = {'backbone': backbone, **({'decoder': decoder} if decoder is not None else {})}
@@ -54,7 +53,7 @@ def restored(export: str) -> Tuple[Dict, tf_keras.Model, Optional[tf_keras.Model
   return metadata, backbone, decoder
 
 
-def fresh_backbone(metadata: Dict) -> tf_keras.Model:
+def fresh_backbone(metadata: manifest.Manifest) -> tf_keras.Model:
   """Model Garden's random initialisation of the export's backbone (seed 0)."""
   tf_keras.utils.set_random_seed(0)
   return frozen.backbone_from_metadata(metadata)
@@ -87,7 +86,7 @@ def decoder_norm_ratios(export: str) -> Dict[str, float]:
 def rescale(export: str, out: str) -> Dict:
   """Writes `out`: the export with every backbone kernel at its random-init norm (BN statistics
   scaled to match) and its decoder, if any, as it is. Returns the record kept in its metadata
-  under 'rescaled': the ratios before (`norms`, by kernel) and the features' largest change."""
+  (`extra['rescaled']`): the ratios before (`norms`, by kernel) and the features' largest change."""
   metadata, backbone, decoder = restored(export)
   variables = dict(resnet.targets(backbone))
   ratios = norm_ratios(backbone, fresh_backbone(metadata))
@@ -104,7 +103,7 @@ def rescale(export: str, out: str) -> Dict:
                      tf.reduce_max(tf.abs(before[k]))) for k in before)
   if change > MAX_FEATURE_CHANGE:
     raise RuntimeError(f'rescaling {export} changed its features by {change:.2g}')
-  metadata['rescaled'] = {'from': export, 'norms': ratios, 'feature_change': change}
+  metadata.extra['rescaled'] = {'from': export, 'norms': ratios, 'feature_change': change}
   modules = {'backbone': backbone, **({'decoder': decoder} if decoder is not None else {})}
   export_lib.write(out, modules, metadata)
-  return metadata['rescaled']
+  return metadata.extra['rescaled']

@@ -21,6 +21,7 @@ from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import sources
 from tf_detcon.evaluation import labelled_sets
 from tf_detcon.evaluation import report
+from tf_detcon.exports import manifest
 from tf_detcon.training import export as export_lib
 
 # EXIF orientation k: how the stored pixels are turned to be shown (EXIF 2.3, tag 0x0112),
@@ -142,25 +143,29 @@ def _modules(run):
           for name, module in run.model.checkpoint_items.items()}
 
 
+def _manifest(run, step):
+  return manifest.Manifest(config=run.params.as_dict(), method='detcon', step=step)
+
+
 def test_an_export_on_a_full_disk_is_one_line_and_leaves_no_debris(tiny_run, small_disk):
   final = os.path.join(small_disk, 'export')
   with pytest.raises(ValueError, match=r'^cannot write the export to .*export \(.*\): free space '
                                        r'there or choose another place, then rerun$') as failure:
-    export_lib.write(final, _modules(tiny_run), {'method': 'detcon'})
+    export_lib.write(final, _modules(tiny_run), _manifest(tiny_run, 4))
   assert '\n' not in str(failure.value)
   assert os.listdir(small_disk) == []
 
 
 def test_a_failed_export_keeps_the_previous_one_whole(tiny_run, tmp_path, monkeypatch):
   final = str(tmp_path / 'export')
-  export_lib.write(final, _modules(tiny_run), {'method': 'detcon', 'step': 1})
+  export_lib.write(final, _modules(tiny_run), _manifest(tiny_run, 1))
 
   def no_space(*args, **kwargs):
     raise OSError(28, 'No space left on device')
 
   monkeypatch.setattr(tf.train.Checkpoint, 'save', no_space)
   with pytest.raises(ValueError, match='No space left on device'):
-    export_lib.write(final, _modules(tiny_run), {'method': 'detcon', 'step': 2})
+    export_lib.write(final, _modules(tiny_run), _manifest(tiny_run, 2))
   assert sorted(os.listdir(tmp_path)) == ['export']
   with open(os.path.join(final, 'metadata.json')) as f:
     assert json.load(f)['step'] == 1

@@ -1,5 +1,6 @@
-"""The package's layers point one way: configs → data → modeling (blocks, then methods) →
-training → launch glue. Read from the modules' own import statements."""
+"""The package's layers point one way: configs → data → modeling (blocks, then methods) and
+the export manifest → evaluation → training → launch glue. Read from the modules' own import
+statements."""
 
 import ast
 import glob
@@ -14,9 +15,13 @@ PACKAGE = os.path.join(REPO_ROOT, 'tf_detcon')
 # Lower rank = lower layer; a module may import only modules of its own rank or lower.
 RANKS = [
     ('tf_detcon.configs', 0), ('tf_detcon.replicas', 0), ('tf_detcon.schedules', 1),
-    ('tf_detcon.losses', 1), ('tf_detcon.seeds', 1), ('tf_detcon.color', 1), ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3),
-    ('tf_detcon.modeling', 4), ('tf_detcon.registry_imports', 4), ('tf_detcon.evaluation', 5), ('tf_detcon.training', 5), ('tf_detcon.transfer', 6),
-    ('tf_detcon.segmentation', 6), ('tf_detcon.weights', 6), ('tf_detcon.cli', 6), ('tf_detcon', 0),
+    ('tf_detcon.losses', 1), ('tf_detcon.seeds', 1), ('tf_detcon.color', 1),
+    ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3), ('tf_detcon.exports', 3),
+    ('tf_detcon.modeling', 4), ('tf_detcon.registry_imports', 4),
+    # Evaluation reads exports and never training; training's monitors run its probes.
+    ('tf_detcon.evaluation', 5), ('tf_detcon.training', 6),
+    ('tf_detcon.transfer', 7), ('tf_detcon.segmentation', 7), ('tf_detcon.weights', 7),
+    ('tf_detcon.cli', 7), ('tf_detcon', 0),
 ]
 
 

@@ -7,7 +7,7 @@ metadata (backbone, plus decoder for DeCon) unless the user set them, and check,
 is built, that the fine-tuning backbone is the architecture that was pretrained.
 
 The transfer carries the network, not only its variables: the fields that decide the function the
-pretrained encoder (and DeCon's FPN) computes (`export.network_fields`: the architecture, the
+pretrained encoder (and DeCon's FPN) computes (`exports/manifest.py`: the architecture, the
 activation and the batch-norm epsilon) are taken from the export where the user did not set them,
 saying so in one line, and an explicit conflicting value is refused in one line. Model Garden's
 experiments otherwise run our ReLU, ε = 1e-5 weights at their own settings (RetinaNet and the
@@ -19,7 +19,6 @@ and the FPN segmenter's P3–P7) load by layer name, and one line says which lay
 trained, which loaded untrained, and which start at the task's initialisation.
 """
 
-import json
 import math
 import os
 from typing import Any, Collection, Dict, List, Optional, Tuple
@@ -37,24 +36,21 @@ from official.modeling import performance
 from official.vision import registry_imports  # pylint: disable=unused-import
 from official.vision.modeling.decoders import factory as decoder_factory
 from tf_detcon import console
-from tf_detcon.training import export as export_lib
-from tf_detcon.training.export import METADATA
+from tf_detcon.exports import manifest
 
-ARCHITECTURE_FIELDS = export_lib.BACKBONE_FUNCTION_FIELDS
-FPN_FIELDS = export_lib.FPN_FUNCTION_FIELDS
+ARCHITECTURE_FIELDS = manifest.BACKBONE_FUNCTION_FIELDS
+FPN_FIELDS = manifest.FPN_FUNCTION_FIELDS
 
 
-def read_export_metadata(path: str) -> Optional[Dict[str, Any]]:
-  """The metadata of an export given its directory or its checkpoint/ folder, else None."""
+def read_export_metadata(path: str) -> Optional[manifest.Manifest]:
+  """The manifest of an export given its directory or its checkpoint/ folder, else None."""
   for directory in (path, os.path.dirname(path.rstrip('/'))):
-    candidate = os.path.join(directory, METADATA)
     try:
-      if tf.io.gfile.exists(candidate):
-        with tf.io.gfile.GFile(candidate) as f:
-          return json.load(f)
-    except tf.errors.OpError as e:  # e.g. a gs:// path without network or credentials
-      reason = ' '.join((e.message or str(e)).split())[:200]
-      raise ValueError(f'init_checkpoint {path!r} cannot be read ({reason})') from e
+      record = manifest.read(directory)
+    except ValueError as e:
+      raise ValueError(f'init_checkpoint {path!r}: {e}') from e
+    if record is not None:
+      return record
   return None
 
 
@@ -75,8 +71,7 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
   metadata = read_export_metadata(path)
   if metadata is None:
     _refuse_a_training_checkpoint(path)
-  if tf.io.gfile.isdir(os.path.join(path, 'checkpoint')) and tf.io.gfile.exists(
-      os.path.join(path, METADATA)):
+  if tf.io.gfile.isdir(os.path.join(path, 'checkpoint')) and manifest.exists(path):
     path = os.path.join(path, 'checkpoint')
   if tf.io.gfile.isdir(path):
     if tf.train.latest_checkpoint(path) is None:
@@ -86,14 +81,15 @@ def resolve_init_checkpoint(params: cfg.ExperimentConfig, init_checkpoint: str,
                      'checkpoint directory nor a checkpoint prefix')
   params.task.init_checkpoint = path
   if metadata is None:
-    logging.warning('%s has no %s: modules and architecture are not checked', path, METADATA)
+    logging.warning('%s has no %s: modules and architecture are not checked', path,
+                    manifest.FILE)
     return
-  if metadata.get('padding') == 'symmetric':
+  if metadata.padding == 'symmetric':
     logging.warning('%s was imported with PyTorch\'s symmetric padding; Model Garden\'s ResNet '
                     'pads as TF does, so fine-tuning starts from features shifted by a pixel at '
                     'each stride-2 layer (docs/reference.md, "Use released weights")',
                     init_checkpoint)
-  held = metadata['init_checkpoint_modules']
+  held = metadata.init_checkpoint_modules
   if modules_given:
     modules = _as_list(params.task.init_checkpoint_modules)
     missing = [m for m in modules if m not in held]
@@ -121,8 +117,7 @@ def _refuse_a_training_checkpoint(init_checkpoint: str) -> None:
   path = init_checkpoint.rstrip('/')
   for run in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
     export = os.path.join(run, 'export')
-    if tf.io.gfile.isdir(os.path.join(run, 'checkpoints')) and tf.io.gfile.exists(
-        os.path.join(export, METADATA)):
+    if tf.io.gfile.isdir(os.path.join(run, 'checkpoints')) and manifest.exists(export):
       raise ValueError(f'--init_checkpoint {init_checkpoint!r} is a pretraining run\'s training '
                        f'checkpoint: use its export, --init_checkpoint={export}')
 
@@ -156,15 +151,15 @@ def _same(a: Any, b: Any) -> bool:
   return a == b
 
 
-def carry_network(params: cfg.ExperimentConfig, metadata: Dict[str, Any],
+def carry_network(params: cfg.ExperimentConfig, metadata: manifest.Manifest,
                   explicit: Collection[str] = (), decoder: bool = False) -> List[str]:
-  """Gives the fine-tuning model the export's network fields (`export.network_fields`): each
+  """Gives the fine-tuning model the export's network fields (`Manifest.function`): each
   one the user did not set (`explicit`: dotted keys) takes the export's value, in one line; one
   the user set to another value stops with one line naming both. Returns what was taken.
 
   Model Garden's `task.model.norm_activation` serves backbone, decoder and heads alike, so the
   heads run with the pretrained activation and epsilon too."""
-  network = export_lib.network_fields(metadata)
+  network = metadata.function
   model = params.task.model
   backbone_type = model.backbone.type
   wanted = []  # (config, dotted path, field, export's value)
@@ -200,8 +195,8 @@ def carry_network(params: cfg.ExperimentConfig, metadata: Dict[str, Any],
   return taken
 
 
-def check_backbone(params: cfg.ExperimentConfig, metadata: Dict[str, Any]) -> None:
-  pretrained = _backbone_fields(metadata['config']['task']['encoder']['backbone'])
+def check_backbone(params: cfg.ExperimentConfig, metadata: manifest.Manifest) -> None:
+  pretrained = _backbone_fields(metadata.encoder['backbone'])
   finetune = _backbone_fields(params.task.model.backbone.as_dict())
   if pretrained != finetune:
     raise ValueError(f'the checkpoint holds a {pretrained} backbone but the fine-tuning model '
@@ -214,10 +209,10 @@ def _fpn_fields(decoder: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def shared_decoder_levels(params: cfg.ExperimentConfig,
-                          metadata: Dict[str, Any]) -> Tuple[int, int]:
+                          metadata: manifest.Manifest) -> Tuple[int, int]:
   """The FPN levels that the export's decoder and the fine-tuning decoder share; raises
   ValueError if their widths differ or they share none."""
-  pretrained = metadata['decoder']
+  pretrained = metadata.decoder
   model = params.task.model
   if not _fpn_decoder(params) or _fpn_fields(pretrained['decoder']) != _fpn_fields(
       model.decoder.as_dict()):
@@ -271,7 +266,7 @@ def describe_decoder_load(copied: List[str], fresh: List[str], unused: List[str]
 
 
 def initialize_with_decoder(task: base_task.Task, model: tf_keras.Model,
-                            metadata: Dict[str, Any]) -> None:
+                            metadata: manifest.Manifest) -> None:
   """`task.initialize` when the export's FPN loads: the backbone as Model Garden loads it, then
   the pretrained FPN rebuilt at its own levels by Model Garden's decoder factory, restored, and
   copied into the task's FPN layer by layer (Model Garden names them by level: lateral_L,
@@ -284,8 +279,8 @@ def initialize_with_decoder(task: base_task.Task, model: tf_keras.Model,
   tf.train.Checkpoint(backbone=model.backbone).read(path).expect_partial(
   ).assert_existing_objects_matched()
   pretrained_config = config.model.as_dict()
-  pretrained_config.update(min_level=metadata['decoder']['min_level'],
-                           max_level=metadata['decoder']['max_level'])
+  pretrained_config.update(min_level=metadata.decoder['min_level'],
+                           max_level=metadata.decoder['max_level'])
   pretrained = decoder_factory.build_decoder(
       input_specs=model.backbone.output_specs,
       model_config=type(config.model)(pretrained_config))
@@ -293,7 +288,7 @@ def initialize_with_decoder(task: base_task.Task, model: tf_keras.Model,
   ).assert_existing_objects_matched()
   copied, fresh, unused = copy_layers_by_name(pretrained, model.decoder)
   logging.info('%s', describe_decoder_load(copied, fresh, unused,
-                                           metadata['decoder'].get('trained_layers')))
+                                           metadata.decoder.get('trained_layers')))
   logging.info('Finished loading pretrained checkpoint from %s', path)
 
 

@@ -8,7 +8,6 @@ the encoder of a registered experiment with fixed-seed random weights: the floor
 method must beat. BN always runs in inference mode.
 """
 
-import json
 import os
 from typing import Callable, Dict, List, Optional
 
@@ -20,10 +19,10 @@ from official.vision.configs import decoders as decoders_config
 from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
 from tf_detcon.configs import pretrain
 from tf_detcon import color
+from tf_detcon.exports import manifest
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.modeling.blocks import padding
-from tf_detcon.training.export import METADATA
 
 RANDOM_PREFIX = 'random:'
 
@@ -95,30 +94,30 @@ def from_experiment(experiment: str, seed: int = 0) -> FrozenEncoder:
   return from_keras(f'random-{experiment}', backbone)
 
 
-def encoder_config(metadata: Dict) -> pretrain.EncoderConfig:
+def encoder_config(metadata: manifest.Manifest) -> pretrain.EncoderConfig:
   """An export's recorded encoder config, for inference (no cross-replica BN)."""
   cfg = pretrain.EncoderConfig()
-  cfg.override(metadata['config']['task']['encoder'], is_strict=True)
+  cfg.override(metadata.encoder, is_strict=True)
   cfg.norm_activation.use_sync_bn = False
   return cfg
 
 
-def backbone_from_metadata(metadata: Dict) -> tf_keras.Model:
+def backbone_from_metadata(metadata: manifest.Manifest) -> tf_keras.Model:
   """An export's backbone, built (not restored) from its metadata, with PyTorch's padding for an
   import that asked for it (weights/)."""
   backbone = encoders.build_backbone(encoder_config(metadata))
-  if metadata.get('padding') == 'symmetric':
+  if metadata.padding == 'symmetric':
     padding.symmetric(backbone)
   return backbone
 
 
-def decoder_from_metadata(metadata: Dict, backbone: tf_keras.Model
+def decoder_from_metadata(metadata: manifest.Manifest, backbone: tf_keras.Model
                           ) -> Optional[tf_keras.Model]:
   """An export's pretrained decoder (DeCon), built (not restored) on `backbone`; None if the
   export holds none."""
-  if 'decoder' not in metadata.get('init_checkpoint_modules', []):
+  if not metadata.has_decoder:
     return None
-  recorded = metadata['decoder']
+  recorded = metadata.decoder
   decoder_config = decoders_config.Decoder()
   decoder_config.override(recorded['decoder'], is_strict=True)
   return decoders.build_decoder(decoder_config, recorded['min_level'], recorded['max_level'],
@@ -135,11 +134,9 @@ def from_export(path: str) -> FrozenEncoder:
     raise ValueError(f'--export {path!r} does not exist')
   model_dir = os.path.dirname(path)
   name = os.path.basename(model_dir) or 'export'
-  metadata_path = os.path.join(path, METADATA)
   checkpoint = tf.train.latest_checkpoint(os.path.join(path, 'checkpoint'))
-  if tf.io.gfile.exists(metadata_path) and checkpoint:
-    with tf.io.gfile.GFile(metadata_path) as f:
-      metadata = json.load(f)
+  metadata = manifest.read(path) if checkpoint else None
+  if metadata is not None:
     backbone = backbone_from_metadata(metadata)
     modules = {'backbone': backbone}
     decoder = decoder_from_metadata(metadata, backbone)
@@ -151,7 +148,7 @@ def from_export(path: str) -> FrozenEncoder:
     return from_keras(name, backbone, decoder, model_dir)
   saved_model = os.path.join(path, 'saved_model')
   if not tf.io.gfile.exists(os.path.join(saved_model, 'saved_model.pb')):
-    raise ValueError(f'--export {path!r} holds neither a checkpoint with {METADATA} nor a '
+    raise ValueError(f'--export {path!r} holds neither a checkpoint with {manifest.FILE} nor a '
                      'SavedModel')
   loaded = tf.saved_model.load(saved_model)
   serve = loaded.signatures['serve_float']

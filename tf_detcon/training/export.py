@@ -10,14 +10,14 @@ Layout under `<model_dir>/export/`:
                  float32 features; ImageNet normalisation happens inside.
   checkpoint/    tf.train.Checkpoint(backbone=ResNet[, decoder=FPN]) with its `checkpoint` state
                  file: Model Garden's Mask R-CNN task loads it with init_checkpoint_modules.
-  metadata.json  method, step, levels and channels, the full experiment config, and `network`:
-                 the fields that decide the function the exported network computes
-                 (`network_fields`), which fine-tuning carries over (tf_detcon/transfer.py).
+  metadata.json  its manifest (tf_detcon/exports/manifest.py): method, step, levels, the full
+                 experiment config, and `network`, the fields that decide the function the
+                 exported network computes, which fine-tuning carries over (transfer.py).
 The export is written beside its final place and renamed into it, so it is whole or absent.
 """
 
 import contextlib
-import json
+import dataclasses
 import os
 from typing import Any, Dict, Iterator
 
@@ -26,45 +26,9 @@ import tensorflow as tf
 import tf_keras
 
 from tf_detcon import color
+from tf_detcon.exports import manifest
 
 EXPORT_DIR = 'export'
-METADATA = 'metadata.json'
-
-# The fields of Model Garden's ResNet config that decide the function it computes (its variables
-# and their use), besides `task.model.norm_activation`'s NORM_FUNCTION_FIELDS. The others
-# (use_sync_bn, norm_momentum, bn_trainable, stochastic_depth_drop_rate) change only how it
-# trains. Activation and epsilon are applied by every block of the ResNet.
-BACKBONE_FUNCTION_FIELDS = ('model_id', 'depth_multiplier', 'stem_type', 'resnetd_shortcut',
-                            'replace_stem_max_pool', 'se_ratio', 'scale_stem')
-NORM_FUNCTION_FIELDS = ('activation', 'norm_epsilon')
-# Model Garden's FPN: besides its levels and NORM_FUNCTION_FIELDS (epsilon in its norms, the
-# activation between its coarser levels); `use_keras_layer` only picks an equal upsampling op.
-FPN_FUNCTION_FIELDS = ('num_filters', 'fusion_type', 'use_separable_conv')
-
-
-def network_fields(metadata: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-  """{'backbone': {type, BACKBONE_FUNCTION_FIELDS}, 'norm_activation': {NORM_FUNCTION_FIELDS},
-  and for an export with a decoder 'decoder': {type, FPN_FUNCTION_FIELDS}}: what decides the
-  function of an export's network, from its `network` record or, for exports written before
-  it, from the recorded encoder config (imports record their source's: ReLU, ε = 1e-5)."""
-  if metadata.get('network'):
-    return metadata['network']
-  encoder = metadata['config']['task']['encoder']
-  kind = encoder['backbone']['type']
-  inner = encoder['backbone'].get(kind) or {}
-  norm = encoder.get('norm_activation') or {}
-  out = {'backbone': {'type': kind, **{k: inner[k] for k in BACKBONE_FUNCTION_FIELDS
-                                       if k in inner}},
-         'norm_activation': {'activation': norm.get('activation', 'relu'),
-                             'norm_epsilon': norm.get('norm_epsilon', 1e-5)}}
-  if metadata.get('decoder'):
-    decoder = metadata['decoder']['decoder']
-    inner = decoder.get(decoder['type']) or {}
-    out['decoder'] = {'type': decoder['type'],
-                      **{k: inner[k] for k in FPN_FUNCTION_FIELDS if k in inner}}
-  return out
-
-
 # A float image whose largest value exceeds this is taken to be in [0, 255], not [0, 1].
 MAX_UNIT_VALUE = 2.0
 
@@ -139,13 +103,14 @@ def float32_copy(module: tf_keras.Model) -> tf_keras.Model:
   return copy
 
 
-def export(model_dir: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, Any]) -> str:
+def export(model_dir: str, modules: Dict[str, tf_keras.Model],
+           record: manifest.Manifest) -> str:
   """Writes `<model_dir>/export/` (replacing an older export) from the float32 modules by their
   checkpoint names (`backbone`, and e.g. `decoder`); returns its path."""
-  return write(os.path.join(model_dir, EXPORT_DIR), modules, metadata)
+  return write(os.path.join(model_dir, EXPORT_DIR), modules, record)
 
 
-def write(final: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, Any]) -> str:
+def write(final: str, modules: Dict[str, tf_keras.Model], record: manifest.Manifest) -> str:
   """Writes an export into the directory `final` (replacing what is there): pretraining's and
   launch/import_weights.py's. Returns `final`.
 
@@ -163,12 +128,10 @@ def write(final: str, modules: Dict[str, tf_keras.Model], metadata: Dict[str, An
     tf.saved_model.save(model, os.path.join(staging, 'saved_model'),
                         signatures=_signatures(model))
     tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
-    metadata = dict(metadata, init_checkpoint_modules=sorted(modules),
-                    levels={k: int(v[-1]) for k, v in encoder.output_specs.items()})
-    if 'config' in metadata:
-      metadata['network'] = network_fields(metadata)
-    with tf.io.gfile.GFile(os.path.join(staging, METADATA), 'w') as f:
-      json.dump(metadata, f, indent=2, sort_keys=True, default=str)
+    manifest.write(staging, dataclasses.replace(
+        record, init_checkpoint_modules=sorted(modules),
+        levels={k: int(v[-1]) for k, v in encoder.output_specs.items()},
+        network=manifest.network_fields(record.encoder, record.decoder)))
     if tf.io.gfile.exists(final):
       tf.io.gfile.rename(final, previous)
     tf.io.gfile.rename(staging, final)

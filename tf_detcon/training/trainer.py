@@ -15,7 +15,6 @@ import os
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
-from absl import logging
 from official.core import train_utils
 from official.modeling import optimization as mg_optimization
 from orbit.actions import save_checkpoint_if_preempted
@@ -37,6 +36,7 @@ from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
 from tf_detcon.training import checkpoints
 from tf_detcon.training import distribute
+from tf_detcon.exports import manifest
 from tf_detcon.training import export as export_lib
 from tf_detcon.training import monitors
 from tf_detcon.training import preemption
@@ -282,10 +282,11 @@ class Run:
     """The model's `checkpoint_items` as float32 modules, and metadata for fine-tuning."""
     modules = {name: export_lib.float32_copy(module)
                for name, module in self.model.checkpoint_items.items()}
-    metadata = {'method': self.params.task.method.type, 'step': self.step,
-                'tf_detcon_version': __version__, 'config': self.params.as_dict(),
-                **self.model.export_metadata()}
-    return export_lib.export(self.model_dir, modules, metadata)
+    record = manifest.Manifest.from_dict(
+        {'method': self.params.task.method.type, 'step': self.step,
+         'tf_detcon_version': __version__, 'config': self.params.as_dict(),
+         **self.model.export_metadata()})
+    return export_lib.export(self.model_dir, modules, record)
 
 
 def _lock_name() -> str:

@@ -8,9 +8,8 @@ under which the imported network computes what the source network computes, and 
 takes it from there (`tf_detcon.transfer.carry_network`) rather than Model Garden's 1e-3/1e-4.
 """
 
-import json
 import os
-from typing import Any, Dict, Optional
+from typing import Optional
 
 from absl import logging
 import tensorflow as tf
@@ -18,6 +17,7 @@ import tensorflow as tf
 from tf_detcon import __version__
 from tf_detcon.configs import pretrain
 from tf_detcon.modeling.blocks import encoders
+from tf_detcon.exports import manifest
 from tf_detcon.modeling.blocks import padding as padding_lib
 from tf_detcon.training import export as export_lib
 from tf_detcon.weights import haiku_npy
@@ -57,8 +57,8 @@ def encoder_config(model_id: int, epsilon: float) -> pretrain.EncoderConfig:
   return cfg
 
 
-def existing_import(output_dir: str) -> Optional[Dict[str, Any]]:
-  """The metadata of an import already in `output_dir`; None if it is absent or empty;
+def existing_import(output_dir: str) -> Optional[manifest.Manifest]:
+  """The manifest of an import already in `output_dir`; None if it is absent or empty;
   ValueError if it holds something else."""
   if not tf.io.gfile.exists(output_dir):
     return None
@@ -66,12 +66,12 @@ def existing_import(output_dir: str) -> Optional[Dict[str, Any]]:
     raise ValueError(f'--output_dir {output_dir!r} is a file')
   if not tf.io.gfile.listdir(output_dir):
     return None
-  metadata_path = os.path.join(output_dir, export_lib.METADATA)
-  if tf.io.gfile.exists(metadata_path):
-    with tf.io.gfile.GFile(metadata_path) as f:
-      metadata = json.load(f)
-    if metadata.get('source'):
-      return metadata
+  try:
+    record = manifest.read(output_dir)
+  except ValueError:
+    record = None
+  if record is not None and record.source:
+    return record
   raise ValueError(f'--output_dir {output_dir!r} is not empty and holds no import: choose '
                    'another directory')
 
@@ -89,10 +89,10 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   previous = existing_import(output_dir)
   checksum = source_files.sha256(path) if os.path.isfile(path) else ''
   if previous is not None:
-    source = previous['source']
+    source = previous.source
     same = (source.get('sha256') == checksum and source.get('format') == fmt and
             (model_id is None or source.get('model_id') == model_id) and
-            source.get('scope_given', '') == scope and previous.get('padding') == padding)
+            source.get('scope_given', '') == scope and previous.padding == padding)
     if same:
       print(f'{output_dir} already holds this import of {path}; nothing to do', flush=True)
       return output_dir
@@ -108,15 +108,13 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   count = resnet.assign(backbone, source)  # names a misfit of model_id
   if padding == 'symmetric':
     padding_lib.symmetric(backbone)
-  metadata = {
-      'method': 'imported', 'step': None, 'tf_detcon_version': __version__,
-      'source': {'file': os.path.abspath(path), 'format': fmt, 'sha256': checksum,
-                 'model_id': model_id, 'scope': source.scope, 'scope_given': scope,
-                 'not_imported': source.skipped, 'identity_shortcuts': identity},
-      'config': {'task': {'encoder': cfg.as_dict()}},
-      'padding': padding,
-  }
-  export_lib.write(output_dir, {'backbone': backbone}, metadata)
+  record = manifest.Manifest(
+      method='imported', step=None, extra={'tf_detcon_version': __version__},
+      source={'file': os.path.abspath(path), 'format': fmt, 'sha256': checksum,
+              'model_id': model_id, 'scope': source.scope, 'scope_given': scope,
+              'not_imported': source.skipped, 'identity_shortcuts': identity},
+      config={'task': {'encoder': cfg.as_dict()}}, padding=padding)
+  export_lib.write(output_dir, {'backbone': backbone}, record)
   scope_text = f' at {source.scope!r}' if source.scope else ''
   print(f'imported the ResNet-{model_id}{scope_text} of {path} ({count} tensors) into '
         f'{output_dir}', flush=True)
@@ -125,5 +123,5 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   if identity:
     print('identity shortcut (the source has none, Model Garden projects): '
           + ', '.join(identity), flush=True)
-  logging.info('import of %s: %s', path, metadata['source'])
+  logging.info('import of %s: %s', path, record.source)
   return output_dir
