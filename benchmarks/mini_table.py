@@ -60,6 +60,7 @@ from tf_detcon.data.offline import scenes
 from tf_detcon.evaluation import labelled_sets
 from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import probes
+from tf_detcon.exports import manifest
 from tf_detcon.modeling.blocks import encoders as blocks
 from tf_detcon.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -263,7 +264,7 @@ def pretrain(name: str, seed: int, data: Dict[str, str], setup: Setup, work_dir:
   it; None while another process pretrains it."""
   model_dir = os.path.join(work_dir, f'runs-v{RESULTS_VERSION}', f'{name}-seed{seed}')
   export = os.path.join(model_dir, 'export')
-  if os.path.exists(os.path.join(export, 'metadata.json')):
+  if manifest.exists(export):
     return export
   os.makedirs(os.path.dirname(model_dir), exist_ok=True)
   with claimed(model_dir + '.run') as mine:
@@ -465,6 +466,8 @@ def main():
   parser.add_argument('--steps', type=int, default=None)
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 3 steps')
+  parser.add_argument('--kept', action='store_true',
+                      help='print the table of the results kept so far; compute nothing')
   parser.add_argument('--plot', default='',
                       help='also write the learning curves as a PNG to this path')
   parser.add_argument('--params_override', default='',
@@ -481,27 +484,20 @@ def main():
     parser.error(f'unknown methods {unknown}; known: {", ".join(METHODS)}')
   if args.plot:
     check_plot_path(parser, args.plot)
-  work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
-  results_dir = args.results_dir or (args.work_dir if args.smoke else RESULTS_DIR)
-  data = scene_data(work_dir, setup)
-  if args.params_override:
-    digest = hashlib.sha1(args.params_override.encode()).hexdigest()[:8]
-    work_dir = os.path.join(work_dir, f'override-{digest}')
-    os.makedirs(work_dir, exist_ok=True)
-    with open(os.path.join(work_dir, 'override.txt'), 'w') as f:
-      f.write(args.params_override)
-  print(f'FH masks: ABO {fh_quality(setup):.3f} against the ground truth', flush=True)
-  probe_sets = (labelled_sets.synthetic('train', setup.probe_train, setup.probe_size),
-                labelled_sets.synthetic('eval', setup.probe_eval, setup.probe_size))
-  results: Dict[str, List[Dict]] = {}
   if seeds < 1 or args.first_seed < 0:
     parser.error(f'--seeds must be >= 1 and --first_seed >= 0, got {seeds} and {args.first_seed}')
-  for seed in range(args.first_seed, args.first_seed + seeds):
-    for name in names:
-      out = run_one(name, seed, data, probe_sets, setup, work_dir, args.params_override,
-                    results_dir)
-      if out is not None:
-        results.setdefault(name, []).append(out)
+  work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
+  results_dir = args.results_dir or (args.work_dir if args.smoke else RESULTS_DIR)
+  seed_range = range(args.first_seed, args.first_seed + seeds)
+  if args.kept:
+    kept = {name: [r for r in (read_result(result_path(name, seed, setup, results_dir,
+                                                       args.params_override))
+                               for seed in seed_range) if r is not None] for name in names}
+    results = {name: found for name, found in kept.items() if found}
+    missing = sum(len(seed_range) - len(found) for found in kept.values())
+    print(f'kept in {results_dir}: {sum(map(len, results.values()))} results, {missing} to run')
+  else:
+    results = compute(names, seed_range, setup, work_dir, results_dir, args.params_override)
   print()
   print(f'{setup.steps} steps of batch {setup.batch} per method, {setup.view_size} px views, '
         f'probes on {setup.probe_eval} held-out scenes at {setup.probe_size} px'
@@ -514,6 +510,28 @@ def main():
   if args.plot:
     plot_curves(results, setup, args.plot)
     print(f'learning curves written to {args.plot}')
+
+
+def compute(names: List[str], seed_range: range, setup: Setup, work_dir: str, results_dir: str,
+            params_override: str) -> Dict[str, List[Dict]]:
+  """Every (method, seed) result, computing those not kept that no other run is computing."""
+  data = scene_data(work_dir, setup)
+  if params_override:
+    digest = hashlib.sha1(params_override.encode()).hexdigest()[:8]
+    work_dir = os.path.join(work_dir, f'override-{digest}')
+    os.makedirs(work_dir, exist_ok=True)
+    with open(os.path.join(work_dir, 'override.txt'), 'w') as f:
+      f.write(params_override)
+  print(f'FH masks: ABO {fh_quality(setup):.3f} against the ground truth', flush=True)
+  probe_sets = (labelled_sets.synthetic('train', setup.probe_train, setup.probe_size),
+                labelled_sets.synthetic('eval', setup.probe_eval, setup.probe_size))
+  results: Dict[str, List[Dict]] = {}
+  for seed in seed_range:
+    for name in names:
+      out = run_one(name, seed, data, probe_sets, setup, work_dir, params_override, results_dir)
+      if out is not None:
+        results.setdefault(name, []).append(out)
+  return results
 
 
 if __name__ == '__main__':

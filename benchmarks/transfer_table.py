@@ -57,6 +57,7 @@ import numpy as np
 import mini_table
 import paired
 from tf_detcon.data.offline import scenes
+from tf_detcon.exports import manifest
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -316,7 +317,7 @@ class Pretrainings:
     if export is None:
       return None
     rescaled = export + '-rescaled'
-    if not os.path.exists(os.path.join(rescaled, 'metadata.json')):
+    if not manifest.exists(rescaled):
       with mini_table.claimed(rescaled) as mine:
         if not mine:
           return None
@@ -335,8 +336,7 @@ def norm_summary(export: Optional[str]) -> Optional[Dict[str, float]]:
   its rescale; None for random init."""
   if export is None:
     return None
-  with open(os.path.join(export, 'metadata.json')) as f:
-    record = json.load(f).get('rescaled')
+  record = manifest.read(export).extra.get('rescaled')
   if not record:
     return None
   import rescale  # pylint: disable=g-import-not-at-top  (beside this script)
@@ -536,6 +536,23 @@ def budget_rule(values: Dict[tuple, float], tasks: List[str]) -> tuple:
   return chosen or BUDGET_CANDIDATES[-1], lines
 
 
+def kept_results(results_dir: str, chosen: Dict[str, List[str]], pretrain_seeds: List[int],
+                 passes: int, setup: Setup) -> List[Dict]:
+  """The kept results of the fine-tunings that `main` would run, computing none."""
+  found = {}
+  for k in range(passes):
+    for p in pretrain_seeds:
+      for name in chosen['rows']:
+        for labels in chosen['labels']:
+          for task in chosen['tasks']:
+            pretrain_seed = None if ROWS[name].pretraining is None else p
+            key = result_key(task, labels, name, pretrain_seed, p + PRETRAIN_SEEDS * k)
+            kept = mini_table.read_result(os.path.join(results_dir, f'{key}.json'))
+            if kept is not None and kept['steps'] == steps_for(setup, labels):
+              found[key] = kept
+  return list(found.values())
+
+
 def choose(parser: argparse.ArgumentParser, flag: str, value: str, known) -> List[str]:
   """The names of a comma-separated flag, or a one-line parser error naming the unknown ones."""
   names = [n.strip() for n in value.split(',') if n.strip()]
@@ -578,6 +595,8 @@ def main():
                       help='apply the budget rule: fine-tune random init at each candidate '
                            'budget and the reference, and print the budget it chooses')
   parser.add_argument('--smoke', action='store_true', help='tiny, for CI: one seed, 2 steps')
+  parser.add_argument('--kept', action='store_true',
+                      help='print the table of the results kept so far; compute nothing')
   parser.add_argument('--plot', default='', help='also write the table as a PNG to this path')
   args = parser.parse_args()
   setup = dataclasses.replace(SMOKE if args.smoke else Setup())
@@ -608,6 +627,14 @@ def main():
   out_dir = os.path.join(mini_dir, f'transfer-v{VERSION}')
   results_dir = os.path.join(results_root, f'transfer-v{VERSION}',
                              f'pretrain{mini_setup.steps}-finetune{setup.steps}')
+  if args.kept and not args.budget:
+    results = kept_results(results_dir, chosen, pretrain_seeds, args.passes, setup)
+    planned = len(chosen['labels']) * len(chosen['tasks']) * args.passes * (
+        len(pretrain_seeds) * sum(ROWS[n].pretraining is not None for n in chosen['rows'])
+        + len(pretrain_seeds) * ('random' in chosen['rows']))
+    print(f'kept in {results_dir}: {len(results)} of {planned} fine-tunings')
+    print(table(results, chosen['rows']))
+    return
   data = labelled_data(args.work_dir, setup)
 
   if args.budget:

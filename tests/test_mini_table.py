@@ -83,6 +83,15 @@ def test_mini_table_smoke_produces_a_table_of_finite_numbers(tmp_path):
       timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert again.returncode == 0, again.stderr[-3000:]
   assert not re.search(r'^training ', again.stdout, re.M) and 'SimCLR' in again.stdout
+  # --kept prints what is kept, computing nothing: SimCLR's row as computed, BYOL's to run.
+  kept_only = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'benchmarks', 'mini_table.py'), '--smoke',
+       f'--work_dir={tmp_path}', '--methods=simclr,byol', '--kept'], capture_output=True,
+      text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert kept_only.returncode == 0, kept_only.stderr[-3000:]
+  assert f'kept in {tmp_path}: 1 results, 1 to run' in kept_only.stdout, kept_only.stdout
+  assert rows[1] in kept_only.stdout and 'BYOL' not in kept_only.stdout
+  assert not re.search(r'^(training|FH masks)', kept_only.stdout, re.M)
   # An override is applied and cached apart: the same method trains again under it.
   override = 'task.train_data.shuffle_buffer_size=10'
   changed = subprocess.run(

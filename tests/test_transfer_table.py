@@ -4,6 +4,7 @@ scenes' ground truth, its verdicts, and its smoke version through launch/finetun
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -111,3 +112,11 @@ def test_smoke_fine_tunes_decon_with_its_fpn_for_detection_and_segmentation(tmp_
   again = subprocess.run(command[:-1], capture_output=True, text=True, timeout=600, env=env)
   assert again.returncode == 0, again.stderr[-3000:]
   assert row in again.stdout and ' min)' not in again.stdout
+  # --kept prints the kept results' table and computes nothing, not even the labelled data.
+  for labelled in tmp_path.glob('labelled-*'):
+    shutil.rmtree(labelled)
+  kept_only = subprocess.run(command[:-1] + ['--kept'], capture_output=True, text=True,
+                             timeout=600, env=env)
+  assert kept_only.returncode == 0, kept_only.stderr[-3000:]
+  assert f'kept in {kept}: 2 of 2 fine-tunings' in kept_only.stdout and row in kept_only.stdout
+  assert not list(tmp_path.glob('labelled-*'))
