@@ -2,7 +2,7 @@ r"""Benchmark (run by hand): the colour ops of one view, against another revisio
 
   .venv/bin/python benchmarks/bench_color.py --against=ed79f4a
 
-Loads `tf_detcon/color.py` as it is in the work tree and as it was at `--against` (by
+Loads `tf_detcon/primitives/color.py` as it is in the work tree and as it was at `--against` (by
 `git show`), runs `color_augment` of both on the same batch with the same seed under
 tf.function, taking them in turn, and prints the median time of each, their paired ratio and
 the largest difference between their outputs (0 if the change kept the result).
@@ -21,20 +21,20 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
-from tf_detcon import color  # pylint: disable=wrong-import-position
+from tf_detcon.primitives import color  # pylint: disable=wrong-import-position
 
 
 _SOURCES = tempfile.TemporaryDirectory()
 
 
 def module_at(revision: str):
-  source = subprocess.run(['git', 'show', f'{revision}:tf_detcon/color.py'], cwd=ROOT,
+  source = subprocess.run(['git', 'show', f'{revision}:tf_detcon/primitives/color.py'], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout
   path = os.path.join(_SOURCES.name, f'color_{revision}.py')  # kept: autograph reads it
   with open(path, 'w') as f:

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -29,7 +29,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 from benchmarks import table  # pylint: disable=wrong-import-position
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
 from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
-from tf_detcon import seeds  # pylint: disable=wrong-import-position
+from tf_detcon.primitives import seeds  # pylint: disable=wrong-import-position
 
 STEPS, WARMUP, PAIRS = 60, 10, 5
 DETERMINISTIC = {'task.train_data.seed': 1, 'task.train_data.deterministic': 'true'}

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -29,7 +29,7 @@ import time
 from typing import Callable, Dict, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -107,7 +107,7 @@ class Step:
 
 def color_share(step: Step, steps: int) -> Tuple[float, float]:
   """Seconds of the colour ops (two views) and of the encoder's forward+backward on a batch."""
-  from tf_detcon import color  # pylint: disable=g-import-not-at-top
+  from tf_detcon.primitives import color  # pylint: disable=g-import-not-at-top
   cfg = step.run.params.task.train_data
   views = [tf.random.uniform(step.batch['view1'].shape) for _ in range(2)]
   seed = tf.constant([1, 2], tf.int64)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from typing import Dict, List
 
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -18,14 +18,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tensorflow as tf
 import tf_keras
 import mini_table
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import labelled_sets
 from tf_detcon.exports import manifest

@@ -20,7 +20,7 @@ decoder transferred as well, and on small fine-tuning sets. In miniature:
 
 The protocol (benchmarks/README.md says why each part):
 - every row runs the same network: ReLU and BN ε = 1e-5, the pretrained encoders' own (set for
-  random init too; `tf_detcon.transfer` carries them from an export);
+  random init too; `tf_detcon.finetuning.transfer` carries them from an export);
 - every export fine-tunes from its kernels at random-init norms (`rescale.py`), so that no row
   starts with smaller effective SGD steps than another;
 - DetCon A.3's COCO recipe: SGD, 0.3 per 256 images, ÷10 at 2/3 and 8/9, weight decay 4e-5;
@@ -50,7 +50,7 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np

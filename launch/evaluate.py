@@ -20,11 +20,11 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon import cli
+from tf_detcon.support import cli
 from tf_detcon.evaluation import labelled_sets
 from tf_detcon.evaluation import frozen
 from tf_detcon.evaluation import probes

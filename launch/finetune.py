@@ -26,16 +26,16 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import exp_factory
 from official.core import train_utils
-from tf_detcon import cli
-from tf_detcon import locks
-from tf_detcon import segmentation  # pylint: disable=unused-import  (registers its experiment)
-from tf_detcon import transfer
+from tf_detcon import registry_imports  # pylint: disable=unused-import  (experiments, VOC task)
+from tf_detcon.finetuning import transfer
+from tf_detcon.support import cli
+from tf_detcon.support import locks
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS

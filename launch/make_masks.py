@@ -32,13 +32,13 @@ from absl import flags
 from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon import cli
-from tf_detcon import locks
+from tf_detcon.support import cli
+from tf_detcon.support import locks
 from tf_detcon.data import records
 from tf_detcon.data.offline import beam_runner
 from tf_detcon.data.offline import mask_report

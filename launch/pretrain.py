@@ -20,12 +20,12 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from official.core import train_utils
-from tf_detcon import cli
+from tf_detcon.support import cli
 from tf_detcon import registry_imports  # pylint: disable=unused-import
 from tf_detcon.configs import fields
 from tf_detcon.configs import pretrain

@@ -23,13 +23,13 @@ from absl import flags
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_detcon import console  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 from official.core import exp_factory
-from tf_detcon import cli
+from tf_detcon.support import cli
 from tf_detcon import registry_imports  # pylint: disable=unused-import
 from tf_detcon.configs import pretrain
 from tf_detcon.data import datasets

@@ -22,7 +22,7 @@ from absl import flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from tf_detcon import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def load(launcher: str):

@@ -205,7 +205,7 @@ def test_train_steps_beyond_the_schedule_are_warned_about(tmp_path, capsys, embe
 def test_config_files_and_overrides_that_are_not_settings_are_one_line(
     setting, message, tmp_path, monkeypatch):
   import types  # pylint: disable=g-import-not-at-top
-  from tf_detcon import cli  # pylint: disable=g-import-not-at-top
+  from tf_detcon.support import cli  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
   (tmp_path / 'bad.yaml').write_text('task: {model: [1\n')
   (tmp_path / 'list.yaml').write_text('- 1\n- 2\n')

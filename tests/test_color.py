@@ -1,4 +1,5 @@
-"""Tests for tf_detcon.color: batch colour ops against references, patches, normalisation."""
+"""Tests for tf_detcon.primitives.color: batch colour ops against references, patches,
+normalisation."""
 
 import colorsys
 import itertools
@@ -9,7 +10,7 @@ from scipy import ndimage
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
-from tf_detcon import color
+from tf_detcon.primitives import color
 
 SEED = tf.constant([7, 8], tf.int64)
 

@@ -1,11 +1,12 @@
-"""Tests for tf_detcon.console: what a launcher prints by default and when asked for more."""
+"""Tests for tf_detcon.support.console: what a launcher prints by default and when asked for
+more."""
 
 import logging as python_logging
 
 from absl import logging
 import pytest
 
-from tf_detcon import console
+from tf_detcon.support import console
 
 
 @pytest.mark.parametrize('argv, verbose', [

@@ -13,7 +13,7 @@ from tests.conftest import REPO_ROOT, blocky_ids, palette, tiny_params
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 from tf_detcon.data import records
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 from tf_detcon.data.offline import shards
 from tf_detcon.training import trainer
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 from official.core import task_factory
 from tests.conftest import batch_origin, tiny_params
 from tests.test_transfer import maskrcnn_params
-from tf_detcon import transfer
-from tf_detcon import seeds
+from tf_detcon.finetuning import transfer
+from tf_detcon.primitives import seeds
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.methods import decon
 from tf_detcon.training import trainer

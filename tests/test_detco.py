@@ -9,8 +9,8 @@ import tensorflow as tf
 import tf_keras
 
 from tests.conftest import batch_origin, tiny_params
-from tf_detcon import losses
-from tf_detcon import replicas
+from tf_detcon.modeling import losses
+from tf_detcon.primitives import replicas
 from tf_detcon.configs import validation
 from tf_detcon.modeling import base
 from tf_detcon.modeling.blocks import queues

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import batch_origin, blocky_ids
-from tf_detcon import schedules
+from tf_detcon.modeling import schedules
 from tests.conftest import tiny_params
 from tf_detcon.configs import experiments
 from tf_detcon.modeling import base

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from official.vision.data import tf_example_builder
 from tests.conftest import REPO_ROOT
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.data.offline import scenes
 from tf_detcon.evaluation import labelled_sets
 from tf_detcon.evaluation import frozen

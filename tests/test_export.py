@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tf_detcon import color
+from tf_detcon.primitives import color
 
 # Run in a fresh process, as a user would: load, compare, fine-tune, misuse.
 USER_SCRIPT = r'''

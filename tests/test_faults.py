@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT, tiny_params
-from tf_detcon import cli
+from tf_detcon.support import cli
 from tf_detcon.configs import validation
 from tf_detcon.training import checkpoints
 from tf_detcon.training import trainer

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT, blocky_ids, palette
-from tf_detcon import cli
+from tf_detcon.support import cli
 from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import sources
 from tf_detcon.evaluation import labelled_sets
@@ -182,7 +182,7 @@ def test_a_worker_with_other_job_settings_than_a_running_one_is_refused(tmp_path
   source = sources.ImageFolderSource(str(folder))
   first = precompute.Job(source, out, num_shards=4, spec=spec, worker_index=0, num_workers=2)
   first.prepare()  # writes job.json; its shards are not written yet
-  from tf_detcon import locks  # pylint: disable=g-import-not-at-top
+  from tf_detcon.support import locks  # pylint: disable=g-import-not-at-top
   with locks.DirectoryLock(out, '--output_dir', '.lock-worker-0'):  # worker 0 runs
     other = precompute.Job(source, out, num_shards=2, spec=spec, worker_index=1, num_workers=2)
     with pytest.raises(ValueError, match=r'holds shards made with other settings \(num_shards 4 '

@@ -14,14 +14,14 @@ PACKAGE = os.path.join(REPO_ROOT, 'tf_detcon')
 
 # Lower rank = lower layer; a module may import only modules of its own rank or lower.
 RANKS = [
-    ('tf_detcon.configs', 0), ('tf_detcon.replicas', 0), ('tf_detcon.schedules', 1),
-    ('tf_detcon.losses', 1), ('tf_detcon.seeds', 1), ('tf_detcon.color', 1),
-    ('tf_detcon.data', 2), ('tf_detcon.modeling.blocks', 3), ('tf_detcon.exports', 3),
-    ('tf_detcon.modeling', 4), ('tf_detcon.registry_imports', 4),
+    ('tf_detcon.configs', 0), ('tf_detcon.support', 0), ('tf_detcon.primitives.replicas', 0),
+    ('tf_detcon.primitives', 1), ('tf_detcon.modeling.losses', 1),
+    ('tf_detcon.modeling.schedules', 1), ('tf_detcon.data', 2),
+    ('tf_detcon.modeling.blocks', 3), ('tf_detcon.exports', 3),
+    ('tf_detcon.modeling', 4), ('tf_detcon.finetuning', 4), ('tf_detcon.registry_imports', 4),
     # Evaluation reads exports and never training; training's monitors run its probes.
-    ('tf_detcon.evaluation', 5), ('tf_detcon.training', 6),
-    ('tf_detcon.transfer', 7), ('tf_detcon.segmentation', 7), ('tf_detcon.weights', 7),
-    ('tf_detcon.cli', 7), ('tf_detcon', 0),
+    ('tf_detcon.evaluation', 5), ('tf_detcon.training', 6), ('tf_detcon.weights', 7),
+    ('tf_detcon', 0),
 ]
 
 
@@ -59,7 +59,7 @@ IMPORTS = package_imports()
 
 
 def test_every_module_imports_only_its_layer_or_lower():
-  assert 'tf_detcon.replicas' in IMPORTS['tf_detcon.modeling.base']  # the reading works
+  assert 'tf_detcon.primitives.replicas' in IMPORTS['tf_detcon.modeling.base']  # the reading works
   assert 'tf_detcon.modeling.registry' in IMPORTS['tf_detcon.training.trainer']
   upward = [f'{module} → {target}' for module, targets in IMPORTS.items()
             for target in targets if rank(target) > rank(module)]
@@ -123,9 +123,9 @@ def test_methods_are_registered_explicitly():
 
 def test_the_train_step_does_not_climb_back_into_the_host_pipeline():
   """The model gets host batches and imports nothing of `data/`: the step's device-side input
-  preparation (colour, seeds) lives below it (`tf_detcon/color.py`, `tf_detcon/seeds.py`), so a
-  batch's walk runs data → modeling → blocks → losses, one way."""
-  assert 'tf_detcon.color' in IMPORTS['tf_detcon.modeling.base']
+  preparation (colour, seeds) lives below it (`tf_detcon/primitives/color.py`, `seeds.py`), so
+  a batch's walk runs data → modeling → blocks → losses, one way."""
+  assert 'tf_detcon.primitives.color' in IMPORTS['tf_detcon.modeling.base']
   assert not [f'{m} → {t}' for m, targets in IMPORTS.items() if m.startswith('tf_detcon.modeling')
               for t in targets if t.startswith('tf_detcon.data')]
 

@@ -10,11 +10,11 @@ import textwrap
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tf_detcon import locks
+from tf_detcon.support import locks
 
 HOLDER = textwrap.dedent('''
     import sys, time
-    from tf_detcon import locks
+    from tf_detcon.support import locks
     with locks.DirectoryLock(sys.argv[1], '--model_dir', command='holder'):
       print('held', flush=True)
       time.sleep(120)

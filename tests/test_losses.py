@@ -1,11 +1,12 @@
-"""Tests for tf_detcon.losses: detcon_loss against a NumPy reference, and across replicas."""
+"""Tests for tf_detcon.modeling.losses: detcon_loss against a NumPy reference, and across
+replicas."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_detcon import losses
-from tf_detcon import replicas
+from tf_detcon.modeling import losses
+from tf_detcon.primitives import replicas
 
 
 def _normalize(x):

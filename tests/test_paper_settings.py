@@ -18,7 +18,7 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision import registry_imports  # pylint: disable=unused-import
 from tests.conftest import REPO_ROOT
-from tf_detcon import segmentation  # pylint: disable=unused-import
+from tf_detcon.finetuning import segmentation  # pylint: disable=unused-import
 from tf_detcon.configs import experiments  # pylint: disable=unused-import
 from tf_detcon.configs import pretrain
 

@@ -17,7 +17,7 @@ from official.core import exp_factory
 from tests.conftest import REPO_ROOT
 from tests.conftest import tiny_params
 from tf_detcon import registry_imports
-from tf_detcon import losses
+from tf_detcon.modeling import losses
 from tf_detcon.configs import checks
 from tf_detcon.configs import experiments
 from tf_detcon.configs import methods

@@ -1,8 +1,8 @@
-"""Tests for tf_detcon.schedules: BYOL's EMA τ."""
+"""Tests for tf_detcon.modeling.schedules: BYOL's EMA τ."""
 
 import numpy as np
 
-from tf_detcon import schedules
+from tf_detcon.modeling import schedules
 
 
 def test_ema_tau_follows_the_cosine_schedule():

@@ -1,4 +1,4 @@
-"""Tests for tf_detcon.seeds: positions, derived seeds, and the resume of several input
+"""Tests for tf_detcon.primitives.seeds: positions, derived seeds, and the resume of several input
 pipelines under one strategy (the kill -9 tests are in test_trainer.py)."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tests.conftest import tiny_params
 from tf_detcon.data import datasets
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 from tf_detcon.modeling import registry
 from tf_detcon.training import trainer
 

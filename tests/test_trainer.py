@@ -17,7 +17,7 @@ import tf_keras
 from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
                             tiny_params, until_line)
 from tf_detcon.configs import validation
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.training import callbacks
 from tf_detcon.training import trainer

@@ -1,4 +1,5 @@
-"""Tests for tf_detcon.transfer and launch/finetune.py: Model Garden loads our exports."""
+"""Tests for tf_detcon.finetuning.transfer and launch/finetune.py: Model Garden loads our
+exports."""
 
 import gc
 import json
@@ -18,8 +19,8 @@ from official.core import task_factory
 from official.modeling import hyperparams
 from official.vision import registry_imports  # pylint: disable=unused-import
 from tests.conftest import REPO_ROOT
-from tf_detcon import segmentation
-from tf_detcon import transfer
+from tf_detcon.finetuning import segmentation
+from tf_detcon.finetuning import transfer
 
 FINETUNE = os.path.join(REPO_ROOT, 'official_configs', 'finetune')
 TINY_BACKBONE = {'type': 'resnet', 'resnet': {'model_id': 10, 'depth_multiplier': 0.25}}

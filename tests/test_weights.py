@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.evaluation import frozen
 from tf_detcon.weights import importer
 
@@ -297,7 +297,7 @@ def test_symmetric_padding_gives_the_pytorch_networks_own_features(torchvision_r
                                                                    tmp_path, caplog):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tests.test_transfer import maskrcnn_params  # pylint: disable=g-import-not-at-top
-  from tf_detcon import transfer  # pylint: disable=g-import-not-at-top
+  from tf_detcon.finetuning import transfer  # pylint: disable=g-import-not-at-top
   path, own, _ = torchvision_release
   out = importer.run('torchvision', path, str(tmp_path / 'sym'), padding='symmetric')
   ours = imported_features(out, images())  # evaluate.py's and visualize.py's path
@@ -418,7 +418,7 @@ def test_model_gardens_mask_rcnn_loads_every_imported_tensor_by_value(haiku_rele
   source's BN epsilon (haiku's 1e-5, not Mask R-CNN's 1e-4), computes the imported function."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from official.core import task_factory  # pylint: disable=g-import-not-at-top
-  from tf_detcon import transfer  # pylint: disable=g-import-not-at-top
+  from tf_detcon.finetuning import transfer  # pylint: disable=g-import-not-at-top
   from tf_detcon.modeling.blocks import encoders  # pylint: disable=g-import-not-at-top
   path, params_tree, _, _ = haiku_release
   out = importer.run('haiku', path, str(tmp_path / 'detcon_b'), allow_pickle=True)

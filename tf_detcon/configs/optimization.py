@@ -12,7 +12,7 @@ unchanged. What Model Garden lacks is ours, here:
 - `reschedule`: the same optimiser and schedule over another length and batch (CPU miniatures).
 
 MoCo's coupled L2 weight decay for SGD is `task.losses.l2_weight_decay`, as in Model Garden's
-vision tasks; the EMA τ schedule of target networks is `tf_detcon.schedules.ema_tau`.
+vision tasks; the EMA τ schedule of target networks is `tf_detcon.modeling.schedules.ema_tau`.
 """
 
 from typing import List

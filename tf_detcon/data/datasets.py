@@ -15,11 +15,11 @@ import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
 from tf_detcon.configs import validation
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.data import decode
 from tf_detcon.data import embedded
 from tf_detcon.data import geometry
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 
 # One suffix per process, as Model Garden's InputReader does, so a restarted job (a preempted
 # TPU host) does not attach to the tf.data service state of its previous life.

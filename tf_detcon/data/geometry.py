@@ -3,7 +3,7 @@ and its id map (DetCon §3.1, A.1; docs/design.md §2), and DetCo's local views.
 
 The same window and flip go to the image (bicubic, clipped to [0, 1]) and to its id map (nearest
 neighbour), so masks stay aligned with the pixels. Colour is not applied here: it runs on whole
-batches (`tf_detcon.color`), on the accelerator by default.
+batches (`tf_detcon.primitives.color`), on the accelerator by default.
 """
 
 import math
@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 
 CROP_ATTEMPTS = 10
 # Uniforms one crop window takes: area and aspect per attempt, then y and x.

@@ -18,7 +18,7 @@ from official.core import exp_factory
 from official.vision.configs import decoders as decoders_config
 from tf_detcon.configs import experiments  # pylint: disable=unused-import  (registers them)
 from tf_detcon.configs import pretrain
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.exports import manifest
 from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.blocks import encoders

@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.data import decode
 from tf_detcon.data import geometry
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 
 PAD = 2
 

@@ -1,10 +1,10 @@
 """The manifest of an export (`metadata.json`): what it holds and the function its network
 computes, in one typed record (docs/reference.md, "Fine-tuning with Model Garden").
 
-Pretraining's export and the weight importer write it; fine-tuning (`transfer.py`), evaluation,
-visualisation and the benchmarks read it. It is plain JSON, so that a user (or Model Garden's
-side of a pipeline) can read it without this package, and an export written by an older version
-reads back: its function record is then derived from the recorded encoder config.
+Pretraining's export and the weight importer write it; fine-tuning (`finetuning/transfer.py`),
+evaluation, visualisation and the benchmarks read it. It is plain JSON, so that a user (or Model
+Garden's side of a pipeline) can read it without this package, and an export written by an older
+version reads back: its function record is then derived from the recorded encoder config.
 """
 
 import dataclasses

@@ -32,10 +32,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon import replicas
+from tf_detcon.primitives import replicas
 from tf_detcon.configs import pretrain as pretrain_config
-from tf_detcon import color
-from tf_detcon import seeds
+from tf_detcon.primitives import color
+from tf_detcon.primitives import seeds
 
 LevelFeatures = Dict[str, tf.Tensor]  # {'2': [B, h, w, C], ..., '5': ...}
 VariablePair = Tuple[tf.Variable, tf.Variable]

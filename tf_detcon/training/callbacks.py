@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon import console
+from tf_detcon.support import console
 
 
 def _step(model: tf_keras.Model) -> int:

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
-from tf_detcon import console
+from tf_detcon.support import console
 
 STATE = 'checkpoint'
 PREFIX = 'ckpt'

@@ -12,7 +12,8 @@ Layout under `<model_dir>/export/`:
                  file: Model Garden's Mask R-CNN task loads it with init_checkpoint_modules.
   metadata.json  its manifest (tf_detcon/exports/manifest.py): method, step, levels, the full
                  experiment config, and `network`, the fields that decide the function the
-                 exported network computes, which fine-tuning carries over (transfer.py).
+                 exported network computes, which fine-tuning carries over
+                 (finetuning/transfer.py).
 The export is written beside its final place and renamed into it, so it is whole or absent.
 """
 
@@ -25,7 +26,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon import color
+from tf_detcon.primitives import color
 from tf_detcon.exports import manifest
 
 EXPORT_DIR = 'export'

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon import console
+from tf_detcon.support import console
 from tf_detcon.configs import data as data_config
 from tf_detcon.data import datasets
 from tf_detcon.evaluation import labelled_sets

@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional
 
 
-from tf_detcon import console
+from tf_detcon.support import console
 
 GRACE_SECONDS = 10.0
 EXIT_STATUS = 128 + signal.SIGTERM

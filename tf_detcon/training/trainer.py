@@ -23,15 +23,15 @@ import tf_keras
 import yaml
 
 from tf_detcon import __version__
-from tf_detcon import console
-from tf_detcon import locks
+from tf_detcon.support import console
+from tf_detcon.support import locks
 from tf_detcon import registry_imports  # pylint: disable=unused-import  (methods, experiments)
 from tf_detcon.configs import optimization as optimization_config
 from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.configs import validation
 from tf_detcon.data import datasets
 from tf_detcon.data import records
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 from tf_detcon.modeling import registry
 from tf_detcon.training import callbacks as callbacks_lib
 from tf_detcon.training import checkpoints

@@ -5,7 +5,8 @@ which `launch/finetune.py --init_checkpoint`, `launch/evaluate.py --export` and
 BN: the moving mean and variance are imported with gamma and beta. Epsilon is not a weight but
 decides the function: the export records the sources' epsilon, 1e-5 (haiku's and torchvision's),
 under which the imported network computes what the source network computes, and fine-tuning
-takes it from there (`tf_detcon.transfer.carry_network`) rather than Model Garden's 1e-3/1e-4.
+takes it from there (`tf_detcon.finetuning.transfer.carry_network`) rather than Model
+Garden's 1e-3/1e-4.
 """
 
 import os

@@ -349,7 +349,7 @@ class Job:
 
   def _other_workers_running(self) -> bool:
     """Whether a live process of another worker holds its lock in the output folder."""
-    from tf_detcon import locks  # pylint: disable=g-import-not-at-top
+    from tf_detcon.support import locks  # pylint: disable=g-import-not-at-top
     mine = f'.lock-worker-{self.worker_index}'
     for path in tf.io.gfile.glob(os.path.join(self.out_dir, '.lock-worker-*')):
       if os.path.basename(path) != mine and locks.held_by_live_process(path):

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tf_detcon import replicas
+from tf_detcon.primitives import replicas
 
 
 class KeyQueue(tf.Module):

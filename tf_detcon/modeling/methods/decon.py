@@ -17,7 +17,7 @@ import tf_keras
 
 from tf_detcon.configs import methods as methods_config
 from tf_detcon.configs import pretrain as pretrain_config
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import decoders
@@ -87,7 +87,7 @@ class DeConModel(base.PretrainModel):
             'decoder': {'decoder': cfg.decoder.as_dict(), 'min_level': cfg.min_level,
                         'max_level': cfg.max_level,
                         # What pretraining trained; the rest keeps its initialisation and is
-                        # never called pretrained when it loads (tf_detcon/transfer.py).
+                        # never called pretrained when it loads (tf_detcon/finetuning/transfer.py).
                         'trained_layers': decoders.trained_layers(self.decoder, self.levels)}}
 
   def ema_pairs(self):

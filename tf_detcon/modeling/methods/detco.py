@@ -16,10 +16,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon import losses
-from tf_detcon import replicas
+from tf_detcon.modeling import losses
+from tf_detcon.primitives import replicas
 from tf_detcon.configs import pretrain as pretrain_config
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import encoders

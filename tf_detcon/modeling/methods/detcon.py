@@ -13,10 +13,10 @@ import zlib
 import tensorflow as tf
 import tf_keras
 
-from tf_detcon import losses
-from tf_detcon import schedules
+from tf_detcon.modeling import losses
+from tf_detcon.modeling import schedules
 from tf_detcon.configs import pretrain as pretrain_config
-from tf_detcon import seeds as seeds_lib
+from tf_detcon.primitives import seeds as seeds_lib
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import encoders

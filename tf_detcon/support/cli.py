@@ -16,7 +16,7 @@ from absl import flags
 import tensorflow as tf
 import yaml
 
-from tf_detcon import console
+from tf_detcon.support import console
 
 # Errors that mean "the user's flags, config or data are wrong": reported in one line. Anything
 # else is a bug and keeps its traceback. TF_DETCON_TRACEBACK=1 shows tracebacks for all.

@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 
 import tensorflow as tf
 
-from tf_detcon import replicas
+from tf_detcon.primitives import replicas
 
 LARGE_NUM = 1e9  # stands in for infinity in masked logits
 

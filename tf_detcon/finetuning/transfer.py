@@ -35,7 +35,7 @@ from official.core import train_lib
 from official.modeling import performance
 from official.vision import registry_imports  # pylint: disable=unused-import
 from official.vision.modeling.decoders import factory as decoder_factory
-from tf_detcon import console
+from tf_detcon.support import console
 from tf_detcon.exports import manifest
 
 ARCHITECTURE_FIELDS = manifest.BACKBONE_FUNCTION_FIELDS

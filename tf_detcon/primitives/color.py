@@ -12,7 +12,7 @@ from typing import Dict
 import tensorflow as tf
 
 from tf_detcon.configs import data as data_config
-from tf_detcon import seeds
+from tf_detcon.primitives import seeds
 
 # Blur settings are those of a 224 px view (BYOL/SimCLR/DetCon A.1); smaller or larger views
 # scale the kernel and σ with their size, so the blur removes the same share of the image.

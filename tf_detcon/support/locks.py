@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 from absl import logging
 import tensorflow as tf
 
-from tf_detcon import console
+from tf_detcon.support import console
 
 
 def _start_ticks(pid: int) -> Optional[int]:

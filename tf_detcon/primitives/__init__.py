@@ -1,0 +1,2 @@
+"""Primitives shared by the host pipeline and the train step: colour ops, stateless seeds and
+cross-replica helpers."""
