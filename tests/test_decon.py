@@ -316,6 +316,8 @@ def test_decon_on_detco_decodes_keys_inside_the_key_shuffle():
   np.testing.assert_allclose(got, expected, atol=1e-4)
   unshuffled = model.target_decoder(model.target_encoder(view, training=True), training=True)
   assert np.abs(got - unshuffled['2'].numpy()).max() > 1e-3
-  # The encoder objective sees the encoder levels only.
-  assert sorted(decon.encoder_only(model.features(inputs, training=False)).target.views[0]) == [
-      '2', '3', '4', '5']
+  # The encoder objective sees the encoder levels only; the decoded ones are the target tail.
+  encoded = model.features(inputs, training=False)
+  assert sorted(encoded.target.views[0]) == ['2', '3', '4', '5']
+  assert sorted(encoded.target_tail.views[0]) == ['2', '3', '4', '5']
+  assert model.decode(encoded, inputs, training=False).target is encoded.target_tail

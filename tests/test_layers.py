@@ -145,3 +145,13 @@ def test_no_two_modules_share_a_name_across_layers():
     if module != 'tf_detcon' and not module.startswith('tf_detcon.configs'):
       names.setdefault(module.rsplit('.', 1)[-1], []).append(module)
   assert not {leaf: modules for leaf, modules in names.items() if len(modules) > 1}
+
+
+def test_decon_wraps_its_base_through_the_contract_alone():
+  """DeCon builds any base through the registry and reaches its target side through the base
+  contract's `encode` hook, never by importing a sibling method."""
+  methods = [t for t in IMPORTS['tf_detcon.modeling.methods.decon']
+             if t.startswith('tf_detcon.modeling.methods.')]
+  assert 'tf_detcon.modeling.registry' in IMPORTS['tf_detcon.modeling.methods.decon']
+  assert not methods, methods
+

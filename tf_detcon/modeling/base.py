@@ -39,6 +39,8 @@ from tf_detcon.primitives import seeds
 
 LevelFeatures = Dict[str, tf.Tensor]  # {'2': [B, h, w, C], ..., '5': ...}
 VariablePair = Tuple[tf.Variable, tf.Variable]
+# A module run on each target-side features dict (DeCon's target decoder: `encode`).
+TargetTail = Callable[[LevelFeatures], LevelFeatures]
 
 
 @dataclasses.dataclass
@@ -82,9 +84,11 @@ class Branch:
 @dataclasses.dataclass
 class Encoded:
   """What `features` returns: the online network's branch and the target network's (None for
-  methods without one, DetCon_S and SimCLR)."""
+  methods without one, DetCon_S and SimCLR); from `encode` with a target tail, also the target
+  branch through that tail."""
   online: Branch
   target: Optional[Branch] = None
+  target_tail: Optional[Branch] = None
 
 
 @dataclasses.dataclass
@@ -153,7 +157,7 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
   """Base of the pretraining methods; `model.fit` drives `train_step` (see the module doc)."""
 
   # Whether the target side runs on a cross-replica shuffle in per-replica BN groups (MoCo's
-  # shuffling BN): a method wrapping this one (DeCon) then runs its target modules inside it.
+  # shuffling BN): a target tail (`encode`) then runs inside them, so its BN is per group too.
   shuffles_keys: bool = False
 
   def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
@@ -179,6 +183,17 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
   @abc.abstractmethod
   def features(self, inputs: Inputs, training: bool) -> Encoded:
     """Encodes the inputs: which network sees which view (and patches)."""
+
+  def encode(self, inputs: Inputs, training: bool,
+             target_tail: Optional[TargetTail] = None) -> Encoded:
+    """`features`, and with `target_tail` (a wrapping method's module on the target side, e.g.
+    DeCon's target decoder) that tail applied to every target-side features dict, in
+    `Encoded.target_tail`. A method whose target side runs on a shuffle in BN groups
+    (`shuffles_keys`) overrides this to run the tail inside them."""
+    encoded = self.features(inputs, training)
+    if target_tail is None or encoded.target is None:
+      return encoded
+    return dataclasses.replace(encoded, target_tail=encoded.target.map(target_tail))
 
   def ema_decay(self, step: tf.Tensor) -> tf.Tensor:
     """τ at `step` for the EMA of `ema_pairs()`; a method with a target network defines it."""

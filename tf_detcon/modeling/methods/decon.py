@@ -12,7 +12,6 @@ import itertools
 from typing import Any, Dict
 import zlib
 
-import tensorflow as tf
 import tf_keras
 
 from tf_detcon.configs import methods as methods_config
@@ -21,7 +20,6 @@ from tf_detcon.primitives import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import decoders
-from tf_detcon.modeling.methods import detco
 
 
 def base_task(task: pretrain_config.PretrainTask) -> pretrain_config.PretrainTask:
@@ -31,14 +29,6 @@ def base_task(task: pretrain_config.PretrainTask) -> pretrain_config.PretrainTas
   inner.method = methods_config.MethodConfig(type=wrapped.type,
                                              **{wrapped.type: wrapped.get()})
   return inner
-
-
-def encoder_only(encoded: base.Encoded) -> base.Encoded:
-  """The encoder levels alone, without the key side's decoded ones (`detco.DECODED`)."""
-  if encoded.target is None:
-    return encoded
-  return base.Encoded(online=encoded.online,
-                      target=encoded.target.map(lambda f: detco.split_decoded(f)[0]))
 
 
 @registry.register_method('decon')
@@ -56,8 +46,8 @@ class DeConModel(base.PretrainModel):
     decoder = functools.partial(decoders.build_decoder, cfg.decoder, cfg.min_level,
                                 cfg.max_level, input_specs=self.encoder.output_specs)
     self.decoder = decoder(norm)
-    # DetCo's shuffling BN: the target decoder runs inside the key encoder's shuffle, in its
-    # per-replica BN groups, so that its BN does not see the queries' sub-batch either.
+    # A base whose target side runs on a shuffle in per-replica BN groups (MoCo's shuffling BN)
+    # runs the target decoder inside them (`encode`), so its BN is per group too.
     self.decodes_in_shuffle = self.base_model.shuffles_keys
     self.target_decoder = None
     if self.target_encoder is not None:
@@ -100,17 +90,17 @@ class DeConModel(base.PretrainModel):
     return self.base_model.ema_decay(step)
 
   def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
-    """The base method's features; on DetCo with shuffling BN its key side also carries the
-    target decoder's outputs (under `detco.DECODED`), decoded inside the shuffle."""
-    if not self.decodes_in_shuffle:
-      return self.base_model.features(inputs, training)
-    return self.base_model.features(
-        inputs, training, key_decoder=lambda f: self.target_decoder(f, training=training))
+    """The base method's features, and its target side through the EMA target decoder
+    (`Encoded.target_tail`), run where the base runs its target network (`encode`)."""
+    tail = None
+    if self.target_decoder is not None:
+      tail = lambda features: self.target_decoder(features, training=training)  # pylint: disable=unnecessary-lambda-assignment
+    return self.base_model.encode(inputs, training, target_tail=tail)
 
   def decode(self, encoded: base.Encoded, inputs: base.Inputs, training: bool) -> base.Encoded:
-    """Every features dict through the decoder: online ones with channel dropout on the FPN's
-    skip laterals in training (`decoders.SkipLateralFPN`, drawn from the inputs' seed), target
-    ones through the EMA target decoder as they are."""
+    """Every online features dict through the decoder, with channel dropout on the FPN's skip
+    laterals in training (`decoders.SkipLateralFPN`, drawn from the inputs' seed); the target
+    side is `features`' target tail, decoded by the EMA target decoder as it is."""
     calls = itertools.count()  # one dropout seed per features dict
     rate = self.cfg.channel_dropout
     decoder = self._skip_lateral_decoder
@@ -124,17 +114,11 @@ class DeConModel(base.PretrainModel):
                      for level in decoder.skip_levels}
       return decoder(features, rate, level_seeds, training=training)
 
-    def target(features: base.LevelFeatures) -> base.LevelFeatures:
-      if self.decodes_in_shuffle:  # decoded with the key encoder (`features`)
-        return detco.split_decoded(features)[1]
-      return self.target_decoder(features, training=training)
-
-    return base.Encoded(online=encoded.online.map(online),
-                        target=None if encoded.target is None else encoded.target.map(target))
+    return base.Encoded(online=encoded.online.map(online), target=encoded.target_tail)
 
   def compute_objective(self, inputs: base.Inputs, training: bool) -> base.ObjectiveOutput:
     encoded = self.features(inputs, training)
-    encoder_result = self.objective(encoder_only(encoded), inputs, training=training)
+    encoder_result = self.objective(encoded, inputs, training=training)
     decoder_result = self.decoder_objective(self.decode(encoded, inputs, training), inputs,
                                             training=training)
     alpha = self.cfg.alpha

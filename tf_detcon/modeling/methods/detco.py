@@ -26,21 +26,19 @@ from tf_detcon.modeling.blocks import encoders
 from tf_detcon.modeling.blocks import queues
 
 
-# Key-side features of DeCon's target decoder carry this prefix before their level.
-DECODED = 'decoded/'
-KeyDecoder = Callable[[base.LevelFeatures], base.LevelFeatures]
+# Inside `encode`, key-side features of a target tail carry this prefix before their level.
+_TAIL = 'tail/'
 
 
-def split_decoded(features: base.LevelFeatures) -> Tuple[base.LevelFeatures,
-                                                          base.LevelFeatures]:
-  """(encoder levels, decoder levels without the `DECODED` prefix) of a key-side dict."""
-  encoded, decoded = {}, {}
+def _split_tail(features: base.LevelFeatures) -> Tuple[base.LevelFeatures, base.LevelFeatures]:
+  """(encoder levels, tail levels without the prefix) of a key-side dict."""
+  encoded, tail = {}, {}
   for level, value in features.items():
-    if level.startswith(DECODED):
-      decoded[level[len(DECODED):]] = value
+    if level.startswith(_TAIL):
+      tail[level[len(_TAIL):]] = value
     else:
       encoded[level] = value
-  return encoded, decoded
+  return encoded, tail
 
 
 class ProjectionHead(tf_keras.layers.Layer):
@@ -199,16 +197,29 @@ class DetCoModel(base.PretrainModel):
     del step
     return tf.constant(self.momentum)
 
-  def features(self, inputs: base.Inputs, training: bool,
-               key_decoder: Optional[KeyDecoder] = None) -> base.Encoded:
+  def features(self, inputs: base.Inputs, training: bool) -> base.Encoded:
     """The query side (view 1 and its patches) through the encoder, the key side (view 2 and its
     patches) through the momentum encoder, on a cross-replica shuffle with `key_bn: shuffle`.
 
     Without sync BN the query side runs in `bn_splits` BN groups per replica, as MoCo's query
-    encoder has per-GPU BN (only the keys are shuffled). `key_decoder` (DeCon's target decoder)
-    runs on the key encoder's features inside the same shuffle and BN groups; its outputs join
-    the key side's features under `DECODED` + level.
+    encoder has per-GPU BN (only the keys are shuffled).
     """
+    return self._features(inputs, training)
+
+  def encode(self, inputs: base.Inputs, training: bool,
+             target_tail: Optional[base.TargetTail] = None) -> base.Encoded:
+    """With shuffling BN, a target tail (DeCon's target decoder) runs on the key encoder's
+    features inside the same shuffle and BN groups (`base.PretrainModel.encode`)."""
+    if target_tail is None or not self.shuffles_keys:
+      return super().encode(inputs, training, target_tail)
+    encoded = self._features(inputs, training, target_tail)
+    target = encoded.target.map(lambda f: _split_tail(f)[0])
+    tail = encoded.target.map(lambda f: _split_tail(f)[1])
+    return base.Encoded(online=encoded.online, target=target, target_tail=tail)
+
+  def _features(self, inputs: base.Inputs, training: bool,
+                key_tail: Optional[base.TargetTail] = None) -> base.Encoded:
+    """`features`; `key_tail`'s outputs join the key side's features under `_TAIL` + level."""
     size = self.patch_size
 
     def side(network: Callable[[tf.Tensor], base.LevelFeatures]):
@@ -221,10 +232,10 @@ class DetCoModel(base.PretrainModel):
 
     def key_network(images: tf.Tensor) -> base.LevelFeatures:
       features = self.target_encoder(images, training=training)
-      if key_decoder is None:
+      if key_tail is None:
         return features
-      decoded = key_decoder(features)
-      return dict(features, **{DECODED + level: value for level, value in decoded.items()})
+      tail = key_tail(features)
+      return dict(features, **{_TAIL + level: value for level, value in tail.items()})
 
     patches = inputs.patches if self.local else (None, None)
     query_side = side(lambda images: self.encoder(images, training=training))
