@@ -111,17 +111,12 @@ def main(argv):
       'seed')}
   record = os.path.join(FLAGS.output_dir, 'visualize.json')
   report.check_same_settings(record, settings, 'use another --output_dir')
-  with tf.io.gfile.GFile(record, 'w') as f:  # first: an interrupted run is rerun the same way
-    json.dump(settings, f, indent=2, sort_keys=True)
   data_cfg = params.task.train_data
   if FLAGS.input_path:
     data_cfg.input_path = FLAGS.input_path
   else:
     build_embedded.ensure()
   files = datasets.resolve_files(data_cfg.input_path)
-  records = [r.numpy() for r in tf.data.TFRecordDataset(files).take(FLAGS.num_examples)]
-  save('views.png', pictures.view_panels(records, data_cfg, seed=FLAGS.seed))
-
   encoder = (frozen.load(FLAGS.export) if FLAGS.export else
              frozen.from_experiment(FLAGS.experiment, FLAGS.seed))
   if FLAGS.level not in encoder.levels:
@@ -129,6 +124,12 @@ def main(argv):
                      f'{",".join(encoder.levels)}')
   size = FLAGS.image_size
   encoder.check_image_size(size)
+  # Every setting checked, before any picture: an interrupted run is rerun the same way.
+  with tf.io.gfile.GFile(record, 'w') as f:
+    json.dump(settings, f, indent=2, sort_keys=True)
+
+  records = [r.numpy() for r in tf.data.TFRecordDataset(files).take(FLAGS.num_examples)]
+  save('views.png', pictures.view_panels(records, data_cfg, seed=FLAGS.seed))
   if image_paths:
     images = np.stack([read_image(path, size) for path in image_paths])
   else:
