@@ -29,7 +29,7 @@ class HeadConfig(hyperparams.Config):
 class MethodBlock(hyperparams.Config):
   """What every method's block knows of itself, so that nothing outside it switches on its type:
   its checks (against the task, and against the number of replicas once the strategy is known),
-  its CPU miniature, and the method it wraps, if any."""
+  its warnings, its CPU miniature, and the method it wraps, if any."""
 
   def check(self, task: Any, path: str) -> None:
     """One-line `ConfigError`s for settings that cannot work with `task`; `path` names this
@@ -37,6 +37,10 @@ class MethodBlock(hyperparams.Config):
 
   def check_replicas(self, task: Any, path: str, num_replicas: int) -> None:
     """The checks that depend on the number of replicas (run once the strategy is built)."""
+
+  def warning(self, task: Any) -> Optional[str]:
+    """A setting that works but may defeat the method with `task`, in one line; None if none."""
+    return None
 
   def tiny(self, task: Any) -> None:
     """Shrinks this block (and what it needs of `task`) to the CPU miniature
@@ -69,6 +73,15 @@ class DetConConfig(MethodBlock):
   projector: HeadConfig = dataclasses.field(default_factory=HeadConfig)
   predictor: HeadConfig = dataclasses.field(default_factory=HeadConfig)
   ema_tau_base: float = 0.996
+
+  def warning(self, task: Any) -> Optional[str]:
+    """A contrastive loss takes its negatives from other images (DetCon's, SimCLR's): with a
+    global batch of one image it may learn nothing."""
+    if task.train_data.global_batch_size == 1 and self.loss == 'contrastive':
+      return ('global batch 1: the contrastive loss has no other image to take negatives from '
+              '(only other masks of the same image, if any), so it may learn nothing; set '
+              'task.train_data.global_batch_size to 2 or more')
+    return None
 
   def check(self, task: Any, path: str) -> None:
     checks.one_of(self.variant, ('b', 's'), f'{path}.variant')

@@ -200,12 +200,6 @@ def validate_replicas(params: pretrain.PretrainExperiment, num_replicas: int) ->
 
 
 def lone_batch_problem(params: pretrain.PretrainExperiment) -> Optional[str]:
-  """A warning when a contrastive loss that takes its negatives from other images (DetCon's,
-  SimCLR's) runs on a global batch of one image: it may then learn nothing."""
-  inner = params.task.method.inner()
-  if (params.task.train_data.global_batch_size == 1 and inner.type == 'detcon'
-      and inner.detcon.loss == 'contrastive'):
-    return ('global batch 1: the contrastive loss has no other image to take negatives from '
-            '(only other masks of the same image, if any), so it may learn nothing; set '
-            'task.train_data.global_batch_size to 2 or more')
-  return None
+  """The trained method's warning for this task (`MethodBlock.warning`), e.g. DetCon's
+  contrastive loss on a global batch of one image."""
+  return params.task.method.inner().get().warning(params.task)
