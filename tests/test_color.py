@@ -190,3 +190,26 @@ def test_shift_brightness_can_wash_a_view_out():
   images = tf.fill([1, 2, 2, 3], 0.55)
   np.testing.assert_array_equal(color.shift_brightness(images, tf.constant([0.75])), 1.0)
   assert np.all(color.adjust_brightness(images, tf.constant([1.8])).numpy() < 1.0)
+
+
+def test_finalize_batch_passes_on_what_it_does_not_transform():
+  """Views are coloured, local crops become patches, and every other key (boxes, flips, masks,
+  a method's own) passes on unchanged, so a new method's inputs are not dropped on the way."""
+  cfg = data_config.DataConfig(local_views={'enabled': True, 'output_size': 64,
+                                            'patch_size': 16})
+  rng = np.random.default_rng(0)
+  batch = {f'view{i}': tf.constant(rng.uniform(size=(2, 32, 32, 3)), tf.float32)
+           for i in (1, 2)}
+  batch.update({f'local{i}': tf.constant(rng.uniform(size=(2, 64, 64, 3)), tf.float32)
+                for i in (1, 2)})
+  batch.update({f'offsets{i}': tf.zeros([2, 9, 2], tf.int32) for i in (1, 2)})
+  passed = {'mask1': tf.ones([2, 32, 32], tf.int32), 'box2': tf.constant([[0., 0., 1., 1.]] * 2),
+            'flip1': tf.constant([True, False]), 'my_method_points': tf.range(6),
+            'position': tf.constant([3, 4], tf.int64), 'pipeline': tf.constant([0, 0])}
+  batch.update(passed)
+  out = color.finalize_batch(batch, cfg)
+  assert set(out) == set(passed) | {'view1', 'view2', 'patches1', 'patches2'}
+  for key, value in passed.items():
+    np.testing.assert_array_equal(out[key].numpy(), value.numpy())
+  assert out['patches1'].shape == (2, 9, 16, 16, 3)
+  assert float(tf.reduce_min(out['view1'])) < 0  # normalised

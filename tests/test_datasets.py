@@ -30,13 +30,16 @@ def test_embedded_batches_have_views_masks_and_patches(embedded_files):
   batch = next(iter(datasets.build_dataset(cfg)))
   assert batch['view1'].shape == (4, 32, 32, 3) and batch['mask2'].shape == (4, 32, 32)
   assert batch['patches1'].shape == (4, 9, 64, 64, 3)
+  assert not {'local1', 'offsets1', 'local2', 'offsets2'} & set(batch)  # became the patches
+  assert batch['box1'].shape == (4, 4) and batch['flip2'].dtype == tf.bool
   assert batch['mask1'].dtype == tf.int32 and int(tf.reduce_min(batch['mask1'])) >= 0
   assert float(tf.reduce_min(batch['view1'])) < 0  # normalised
 
 
 def test_color_on_device_leaves_views_in_unit_range(embedded_files):
   batch = next(iter(datasets.build_dataset(_config(color_on_device=True))))
-  assert set(batch) == {'view1', 'mask1', 'view2', 'mask2', 'position', 'pipeline'}
+  assert set(batch) == {'view1', 'mask1', 'box1', 'flip1', 'view2', 'mask2', 'box2', 'flip2',
+                        'position', 'pipeline'}
   assert 0 <= float(tf.reduce_min(batch['view1'])) and float(tf.reduce_max(batch['view1'])) <= 1
 
 

@@ -67,14 +67,16 @@ def test_flip_is_applied_to_both_with_probability_one_half():
                                                        seed))
   flips = []
   for draw in range(400):
-    view, mask = make(tf.constant([draw, 2], tf.int64))
+    out = make(tf.constant([draw, 2], tf.int64))
+    view, mask = out['view'], out['mask']
     row_ids, row_colours = mask.numpy()[16], _ids_from_colours(view.numpy())[16]
     trend_ids = row_ids[-8:].mean() - row_ids[:8].mean()
     if trend_ids == 0:
       continue  # crop inside one column band: flip not observable
     flipped = trend_ids < 0
-    # The image was flipped with its mask.
+    # The image was flipped with its mask, and the view says so.
     assert (row_colours[-8:].mean() - row_colours[:8].mean() < 0) == flipped
+    assert bool(out['flip']) == flipped
     flips.append(flipped)
   assert len(flips) > 300
   assert abs(np.mean(flips) - 0.5) < 0.08

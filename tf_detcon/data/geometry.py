@@ -2,8 +2,10 @@
 and its id map (DetCon §3.1, A.1; docs/design.md §2), and DetCo's local views.
 
 The same window and flip go to the image (bicubic, clipped to [0, 1]) and to its id map (nearest
-neighbour), so masks stay aligned with the pixels. Colour is not applied here: it runs on whole
-batches (`tf_detcon.primitives.color`), on the accelerator by default.
+neighbour), so masks stay aligned with the pixels. Each view's window (as a box in the source
+image) and flip go along in the batch, so that a method can relate a view's pixels to the
+source's and to the other view's (`tf_detcon.primitives.boxes`). Colour is not applied here: it
+runs on whole batches (`tf_detcon.primitives.color`), on the accelerator by default.
 """
 
 import math
@@ -87,12 +89,24 @@ def _window_and_flip(image: tf.Tensor, area_range: Tuple[float, float],
   return window, draws[WINDOW_DRAWS] < view_cfg.flip_prob
 
 
+def window_box(window: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+  """A window [y, x, h, w] in pixels as a box [y0, x0, y1, x1] (float32) in fractions of the
+  source image's height and width."""
+  y, x, h, w = tf.unstack(tf.cast(window, tf.float32))
+  height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  return tf.stack([y / height, x / width, (y + h) / height, (x + w) / width])
+
+
 def global_view(image: tf.Tensor, mask: tf.Tensor, cfg: data_config.ViewConfig,
-                seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-  """A view and its aligned id map, drawn from the stateless `seed` [2]."""
+                seed: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """A view, its aligned id map, and where it came from, drawn from the stateless `seed` [2]:
+  {'view': [S, S, 3], 'mask': [S, S], 'box': its window as `window_box`, 'flip': bool}."""
   draws = tf.random.stateless_uniform([WINDOW_DRAWS + 1], seed)
   window, flip = _window_and_flip(image, (cfg.crop_area_min, cfg.crop_area_max), cfg, draws)
-  return crop_resize_flip(image, mask, window, flip, cfg.output_size)
+  view, view_mask = crop_resize_flip(image, mask, window, flip, cfg.output_size)
+  shape = tf.shape(image)
+  return {'view': view, 'mask': view_mask, 'box': window_box(window, shape[0], shape[1]),
+          'flip': flip}
 
 
 def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
@@ -119,9 +133,9 @@ def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
 
 def host_views(example: Dict[str, tf.Tensor],
                cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
-  """The per-example host part: two global views with masks, and DetCo's local views, drawn
-  from seeds keyed by the example's `pipeline` and `position`, which go along
-  (`seeds.batch_seed`)."""
+  """The per-example host part: two global views with masks (view1/2, mask1/2), their boxes in
+  the source image and flips (box1/2, flip1/2), and DetCo's local views, drawn from seeds keyed
+  by the example's `pipeline` and `position`, which go along (`seeds.batch_seed`)."""
   out = {'position': example['position'], 'pipeline': example['pipeline']}
   base = seeds.base_seed(cfg)
 
@@ -129,8 +143,9 @@ def host_views(example: Dict[str, tf.Tensor],
     return seeds.record_seed(base, example['pipeline'], example['position'], purpose)
 
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
-    out[f'view{i}'], out[f'mask{i}'] = global_view(
-        example['image'], example['mask'], view_cfg, seed(seeds.VIEW1 if i == 1 else seeds.VIEW2))
+    view = global_view(example['image'], example['mask'], view_cfg,
+                       seed(seeds.VIEW1 if i == 1 else seeds.VIEW2))
+    out.update({f'{key}{i}': value for key, value in view.items()})
     if cfg.local_views.enabled:
       out[f'local{i}'], out[f'offsets{i}'] = local_view(
           example['image'], view_cfg, cfg.local_views,

@@ -52,17 +52,32 @@ class Inputs:
   seed:    this replica's batch seed [2] (`seeds.batch_seed`): the step's draws (mask ids,
            channel dropout, DetCo's shuffle) derive from it (`seed_for`).
   patches: DetCo's jigsaw patches of each view's local crop, [B, N, p, p, 3] each, or None.
+  boxes:   where each view was cut from its source image, [B, 4] (y0, x0, y1, x1) in fractions
+           of the source's height and width (`geometry.window_box`).
+  flips:   whether each view was flipped left-right after the cut, [B] bool.
+  extras:  every other key of the batch, by name: what a method's own input recipe adds.
   """
   views: Tuple[tf.Tensor, tf.Tensor]
   masks: Tuple[tf.Tensor, tf.Tensor]
   seed: tf.Tensor
   patches: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+  boxes: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+  flips: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+  extras: Dict[str, tf.Tensor] = dataclasses.field(default_factory=dict)
+
+  # Keys of the batch that have a field of their own (the rest are `extras`).
+  FIELD_KEYS = ('view', 'mask', 'patches', 'box', 'flip')
+  BOOKKEEPING_KEYS = ('position', 'pipeline')
 
   @classmethod
   def from_batch(cls, batch: Dict[str, tf.Tensor], seed: tf.Tensor) -> 'Inputs':
-    patches = (batch['patches1'], batch['patches2']) if 'patches1' in batch else None
-    return cls(views=(batch['view1'], batch['view2']), masks=(batch['mask1'], batch['mask2']),
-               seed=seed, patches=patches)
+    def pair(key):
+      return (batch[f'{key}1'], batch[f'{key}2']) if f'{key}1' in batch else None
+
+    own = {f'{key}{i}' for key in cls.FIELD_KEYS for i in (1, 2)} | set(cls.BOOKKEEPING_KEYS)
+    return cls(views=pair('view'), masks=pair('mask'), seed=seed, patches=pair('patches'),
+               boxes=pair('box'), flips=pair('flip'),
+               extras={key: value for key, value in batch.items() if key not in own})
 
   def seed_for(self, *keys) -> tf.Tensor:
     """The stateless seed of one draw of the step, keyed by what it is for."""

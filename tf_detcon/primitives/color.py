@@ -237,17 +237,18 @@ def finalize_batch(batch: Dict[str, tf.Tensor],
                    cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
   """Colour + normalisation of a batch of host views; DetCo local views become patches.
 
-  The colour draws derive from the batch's seed (`seeds.batch_seed`). Returns view1/2
-  [B, S, S, 3], mask1/2 [B, S, S], the examples' position and pipeline and, with local views,
-  patches1/2 [B, grid², p, p, 3].
+  The colour draws derive from the batch's seed (`seeds.batch_seed`). view1/2 [B, S, S, 3] come
+  back coloured and normalised and, with local views, local1/2 and offsets1/2 come back as
+  patches1/2 [B, grid², p, p, 3]; every other key (masks, boxes, flips, position, pipeline, a
+  method's own) passes on unchanged.
   """
-  out = {'position': batch['position'], 'pipeline': batch['pipeline']}
+  consumed = {f'{key}{i}' for key in ('local', 'offsets') for i in (1, 2)}
+  out = {key: value for key, value in batch.items() if key not in consumed}
   view_seeds = tf.unstack(tf.random.experimental.stateless_split(
       seeds.batch_seed(seeds.base_seed(cfg), batch, seeds.COLOR), 4))
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
     out[f'view{i}'] = normalize(color_augment(batch[f'view{i}'], view_cfg.color,
                                               view_seeds[i - 1]))
-    out[f'mask{i}'] = batch[f'mask{i}']
     if cfg.local_views.enabled:
       local = color_augment(batch[f'local{i}'], view_cfg.color, view_seeds[i + 1])
       out[f'patches{i}'] = normalize(
