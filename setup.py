@@ -25,11 +25,21 @@ BEAM = 'apache-beam==2.77.0'
 IMPORT = ['torch==2.14.1', 'torchvision==0.29.1', 'jax==0.10.2', 'dm-haiku==0.0.17',
           'setuptools>=77.0.3,<81']
 
+# The absl front ends in launch/, each a command `tf-detcon-<name>` (underscores as dashes).
+LAUNCHERS = ('pretrain', 'finetune', 'evaluate', 'visualize', 'make_masks', 'import_weights')
+
 setuptools.setup(
     name='tf_detcon',
     version='0.1.0',
     description='Dense self-supervised pretraining (DetCon, DetCo, DeCon) for TF2 and Model Garden',
-    packages=setuptools.find_packages(include=['tf_detcon', 'tf_detcon.*']),
+    # launch/ installs as the package tf_detcon_launch, so that its absl front ends are also
+    # commands (`tf-detcon-pretrain --experiment=...`) and `python launch/<name>.py` finds
+    # tf_detcon from the install, without touching sys.path.
+    packages=setuptools.find_packages(include=['tf_detcon', 'tf_detcon.*']) + ['tf_detcon_launch'],
+    package_dir={'tf_detcon_launch': 'launch'},
+    entry_points={'console_scripts': [
+        f'tf-detcon-{name.replace("_", "-")} = tf_detcon_launch.{name}:run'
+        for name in LAUNCHERS]},
     python_requires='>=3.10,<3.13',
     install_requires=INSTALL_REQUIRES,
     extras_require={

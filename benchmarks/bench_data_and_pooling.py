@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 

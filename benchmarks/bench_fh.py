@@ -23,12 +23,9 @@ JPEG at quality 85 against full-resolution FH on the originals (FH is sensitive 
 import argparse
 import collections
 import io
-import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 

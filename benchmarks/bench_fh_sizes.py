@@ -15,11 +15,9 @@ ABO falls more than `--tolerance` below full resolution's; the table marks it.
 
 import argparse
 import io
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 

@@ -35,12 +35,11 @@ OVERRIDES = ('task.train_data.seed=0,task.train_data.deterministic=true,'
 
 def tiny_experiments(repo: str) -> List[str]:
   """The `*_tiny` experiments `repo` registers (asked of that checkout, in a subprocess)."""
-  code = ('import sys; sys.path.insert(0, sys.argv[1]);'
-          'from official.core import exp_factory;'
+  code = ('from official.core import exp_factory;'
           'from tf_detcon.configs import experiments;'
           'print(" ".join(sorted(n for n in exp_factory._REGISTERED_CONFIGS '
           'if n.endswith("_tiny"))))')
-  out = subprocess.run([sys.executable, '-c', code, repo], check=True, capture_output=True,
+  out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
                        text=True, env=_env(repo)).stdout
   return out.split()
 

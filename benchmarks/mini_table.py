@@ -33,11 +33,9 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -14,10 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -48,8 +48,6 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -136,7 +134,9 @@ def _run(command: List[str], log_path: str, timeout: Optional[float] = None) -> 
   """Runs `command` quietly, its output in `log_path`; raises with the log's tail on failure."""
   with open(log_path, 'w') as log:
     result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), check=False)
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
+                                     PYTHONPATH=REPO),  # this checkout's code, not the install's
+                            check=False)
   if result.returncode:
     with open(log_path) as f:
       tail = f.read()[-3000:]

@@ -15,11 +15,9 @@ under the run's model_dir (or --output_dir); the last lines are
 """
 
 import os
-import sys
 
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
@@ -144,5 +142,10 @@ def main(argv):
   print(report.final_lines(results), flush=True)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `tf-detcon-evaluate` command (setup.py's entry point) and `python launch/evaluate.py`."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

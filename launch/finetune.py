@@ -20,12 +20,8 @@ task.train_data.seed. Two runs with one seed end with the same weights and metri
 machine); Model Garden's own launcher seeds nothing.
 """
 
-import os
-import sys
-
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
@@ -85,6 +81,11 @@ def main(argv):
     transfer.run(params, FLAGS.model_dir, mode, seed=FLAGS.seed)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `tf-detcon-finetune` command (setup.py's entry point) and `python launch/finetune.py`."""
   cli.define_flags(MODES)
   cli.run(main, info_logs=True)  # Model Garden's trainer reports progress in its INFO log
+
+
+if __name__ == '__main__':
+  run()

@@ -15,12 +15,8 @@ given, must agree. --output_dir gets saved_model/, checkpoint/ and metadata.json
 file, its format and sha256).
 """
 
-import os
-import sys
-
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
@@ -61,5 +57,10 @@ def main(argv):
                padding=FLAGS.padding)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `tf-detcon-import-weights` command (setup.py's entry point) and `python launch/import_weights.py`."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -26,12 +26,10 @@ whichever worker finishes last.
 
 import json
 import os
-import sys
 
 from absl import flags
 from absl import logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
@@ -225,5 +223,10 @@ def main(argv):
       mask_quality_report(manifest)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `tf-detcon-make-masks` command (setup.py's entry point) and `python launch/make_masks.py`."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -14,12 +14,8 @@ trainer.train_steps and exports; --mode=export exports the latest checkpoint.
 (task.train_data.enable_tf_data_service and tf_data_service_address).
 """
 
-import os
-import sys
-
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
@@ -66,6 +62,11 @@ def main(argv):
     trainer.export_only(params, FLAGS.model_dir)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `tf-detcon-pretrain` command (setup.py's entry point) and `python launch/pretrain.py`."""
   cli.define_flags(MODES)
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -16,13 +16,11 @@ The encoder is --export, or a random-init encoder of --experiment.
 
 import json
 import os
-import sys
 from typing import List
 
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 console.start_launcher()  # before TensorFlow is imported
@@ -145,5 +143,10 @@ def main(argv):
       queries=min(FLAGS.num_examples, 4)))
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `tf-detcon-visualize` command (setup.py's entry point) and `python launch/visualize.py`."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

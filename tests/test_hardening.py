@@ -6,6 +6,7 @@ own words (help, unknown settings)."""
 import collections
 import io
 import json
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -231,6 +232,34 @@ def test_help_lists_the_launchers_own_flags_and_exits_0(launcher, own):
   for flag in own:
     assert any(line.startswith(f'  {flag}: ') for line in lines), (flag, result.stdout)
   assert len(lines) < 120 and '--helpfull' in result.stdout
+
+
+def _commands():
+  """{launcher file name: its setup.py command} of the installed package."""
+  return {entry.value.split(':')[0].split('.')[-1] + '.py': entry.name
+          for entry in importlib.metadata.entry_points(group='console_scripts')
+          if entry.value.startswith('tf_detcon_launch.')}
+
+
+def test_every_launcher_is_a_command():
+  scripts = {name for name in os.listdir(os.path.join(REPO_ROOT, 'launch'))
+             if name.endswith('.py') and name != '__init__.py'}
+  assert sorted(_commands()) == sorted(scripts)
+  assert all(command == 'tf-detcon-' + script[:-3].replace('_', '-')
+             for script, command in _commands().items())
+
+
+@pytest.mark.parametrize('launcher', ['pretrain.py', 'make_masks.py'])
+def test_a_command_prints_its_launchers_help(launcher):
+  """Run as a command, `__main__` is setup.py's wrapper: the help is still the launcher's own
+  (its docstring and flags), word for word as `python launch/<name>.py --help` prints it."""
+  command = os.path.join(os.path.dirname(sys.executable), _commands()[launcher])
+  result = subprocess.run([command, '--help'], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout == _launch(launcher, '--help').stdout
+  own_flag = '--output_dir' if launcher == 'make_masks.py' else '--experiment'
+  assert f'  {own_flag}: ' in result.stdout
 
 
 def test_an_unknown_override_key_stops_the_launcher_in_one_line(tmp_path):

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from official.core import exp_factory
@@ -78,14 +79,18 @@ def guarded(main: Callable[[Sequence[str]], None],
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '-helpshort')
 
 
-def launcher_help() -> str:
+def launcher_help(launcher: Optional[types.ModuleType] = None) -> str:
   """The launcher's usage: its module docstring, then its own flags and the Model Garden ones it
-  shares (`define_flags`), each with its default; absl's and TF's others only in --helpfull."""
-  main = sys.modules['__main__']
+  shares (`define_flags`), each with its default; absl's and TF's others only in --helpfull.
+  `launcher`: the launcher's module (default `__main__`); run as a setup.py command, `__main__`
+  is the command's wrapper and the launcher is the module that defines `main`."""
+  launcher = launcher or sys.modules['__main__']
   by_module = flags.FLAGS.flags_by_module_dict()
-  own = by_module.get(sys.argv[0], []) or by_module.get(getattr(main, '__file__', ''), [])
+  # absl files a script's flags under sys.argv[0], an imported module's under its name.
+  own = (by_module.get(launcher.__name__, []) or by_module.get(sys.argv[0], []) or
+         by_module.get(getattr(launcher, '__file__', ''), []))
   shared = by_module.get(__name__, []) or by_module.get(__file__, [])
-  lines = [(main.__doc__ or '').strip(), '']
+  lines = [(launcher.__doc__ or '').strip(), '']
   for title, group in (('flags', own), ("Model Garden's launcher flags", shared)):
     if not group:
       continue
@@ -103,7 +108,7 @@ def run(main: Callable[[Sequence[str]], None], info_logs: bool = False) -> None:
   `info_logs`: keep absl's INFO log by default (fine-tuning: Model Garden's progress is in it).
   --help prints `launcher_help` and exits 0."""
   if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
-    print(launcher_help())
+    print(launcher_help(sys.modules.get(main.__module__)))
     sys.exit(0)
   signal.signal(signal.SIGINT, signal.default_int_handler)  # `console.start_launcher` had it
   app.run(guarded(main, info_logs))
