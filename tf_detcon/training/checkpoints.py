@@ -13,7 +13,7 @@ newest readable one, so that a later save of the same step cannot replace them.
 
 import os
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -108,13 +108,14 @@ def repair_state(directory: str) -> None:
                f'on disk, {", ".join(os.path.basename(p) for p in present)}')
 
 
-def prepare(directory: str) -> None:
+def prepare(directory: str) -> Optional[str]:
   """Makes `directory`'s checkpoints safe to resume from before a manager is built: data files
   whose index is gone, and the newest checkpoints that cannot be read while an older one can,
   are set aside (one line each); then the state file is made to list what is left. If no
-  checkpoint on disk can be read, stops in one line rather than start again from step 0."""
+  checkpoint on disk can be read, stops in one line rather than start again from step 0.
+  Returns the newest checkpoint, now known to read back, or None if there is none."""
   if not tf.io.gfile.isdir(directory):
-    return
+    return None
   indexed = {os.path.basename(p) for p in on_disk(directory)}
   orphans = sorted({name.split('.data-')[0] for name in tf.io.gfile.listdir(directory)
                     if '.data-' in name and not name.endswith(UNREADABLE) and
@@ -123,22 +124,31 @@ def prepare(directory: str) -> None:
     moved = set_aside(os.path.join(directory, prefix))
     console.warn(f'{prefix} in {directory} has data but no index (a torn checkpoint): set aside '
                  f'as {", ".join(moved)}')
-  present = on_disk(directory)
-  problems = []
-  for path in reversed(present):
-    problem = unreadable_reason(path)
-    if not problem:
-      break
-    problems.append((path, problem))
-  if problems and len(problems) == len(present):
-    raise ValueError(f'no readable checkpoint in {directory}: ' + '; '.join(
-        f'{os.path.basename(p)} ({why})' for p, why in problems) +
-        '; move them away to start afresh')
+  newest, problems = newest_readable(directory)
   for path, problem in problems:
     moved = set_aside(path)
     console.warn(f'checkpoint {os.path.basename(path)} cannot be read ({problem}): set aside as '
                  f'{", ".join(moved)}; resuming from the newest readable one')
   repair_state(directory)
+  return newest
+
+
+def newest_readable(directory: str) -> Tuple[Optional[str], List[Tuple[str, str]]]:
+  """(the newest checkpoint on disk whose every tensor reads back, or None if there is none;
+  the newer ones that do not, newest first, each with why). The files on disk, not the state
+  file's list: a state file that lost an entry must never make a run start again from step 0.
+  Stops in one line if there are checkpoints and none reads back."""
+  problems = []
+  for path in reversed(on_disk(directory)):
+    problem = unreadable_reason(path)
+    if not problem:
+      return path, problems
+    problems.append((path, problem))
+  if problems:
+    raise ValueError(f'no readable checkpoint in {directory}: ' + '; '.join(
+        f'{os.path.basename(p)} ({why})' for p, why in problems) +
+        '; move them away to start afresh')
+  return None, problems
 
 
 def unreadable_reason(path: str) -> str:

@@ -1,7 +1,6 @@
 """What pretraining shows while it runs, beside the loss: a periodic frozen linear probe (so a
 collapsing run is visible early) and pictures of the views it trains on."""
 
-import os
 import time
 from typing import Optional
 

@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 
 from tf_detcon.support import console

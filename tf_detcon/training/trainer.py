@@ -99,11 +99,12 @@ class Run:
                                       or not params.trainer.train_tf_function))
       self.model.initialize_targets()
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-      checkpoints.prepare(os.path.join(model_dir, 'checkpoints'))  # the files, not the state
+      # The files, not the state file; the newest readable checkpoint, read once.
+      newest = checkpoints.prepare(os.path.join(model_dir, 'checkpoints'))
       self.manager = tf.train.CheckpointManager(
           self.checkpoint, os.path.join(model_dir, 'checkpoints'),
           max_to_keep=params.trainer.max_to_keep)
-      restored = self.restore_latest()
+      restored = self.restore_latest(newest)
     if restored:
       console.say(f'resumed from {restored} at step {self.step}')
 
@@ -118,31 +119,26 @@ class Run:
       raise ValueError(f'{self.model_dir} holds a checkpoint of another model or config '
                        f'({first_line}); use a new --model_dir') from e
 
-  def restore_latest(self) -> Optional[str]:
-    """Restores the newest readable checkpoint (at start, and as the loss recovery's action).
+  def restore_latest(self, readable: Optional[str] = None) -> Optional[str]:
+    """Restores the newest readable checkpoint (at start, and as the loss recovery's action);
+    `readable`: the newest checkpoint when it is already known to read back
+    (`checkpoints.prepare` checked it), which spares a second full read.
 
     A newer checkpoint that cannot be read (a torn write: a truncated or missing file) is
     skipped with a warning naming it and the one resumed from; only a readable checkpoint that
     does not fit the model is "another model".
     """
-    unreadable = []
-    # The files on disk, not the manager's list: a state file that lost an entry must never
-    # make a run start again from step 0 (training/checkpoints.py).
-    for path in reversed(checkpoints.on_disk(self.manager.directory)):
-      problem = checkpoints.unreadable_reason(path)
-      if problem:
-        unreadable.append(f'{os.path.basename(path)} ({problem})')
-        continue
-      self._restore(path)
-      if unreadable:
-        console.warn(f'unreadable checkpoint {"; ".join(unreadable)} in '
-                     f'{self.manager.directory}: resumed from the previous one, '
-                     f'{os.path.basename(path)}')
-      return path
-    if unreadable:
-      raise ValueError(f'no readable checkpoint in {self.manager.directory}: '
-                       f'{"; ".join(unreadable)}; move them away to start afresh')
-    return None
+    path, problems = readable, []
+    if path is None:
+      path, problems = checkpoints.newest_readable(self.manager.directory)
+    if path is None:
+      return None
+    self._restore(path)
+    if problems:
+      named = '; '.join(f'{os.path.basename(p)} ({why})' for p, why in problems)
+      console.warn(f'unreadable checkpoint {named} in {self.manager.directory}: resumed from '
+                   f'the previous one, {os.path.basename(path)}')
+    return path
 
   @property
   def cluster_resolver(self) -> Optional[tf.distribute.cluster_resolver.ClusterResolver]:
