@@ -62,9 +62,7 @@ def build_params(method: str, scale: str, batch: int):
   data.override(dict(input_path='', global_batch_size=batch, shuffle_buffer_size=8,
                      cycle_length=1), is_strict=True)
   params.runtime.override(dict(distribution_strategy='off', mixed_precision_dtype='float32'))
-  inner = params.task.method.inner()
-  if inner.type == 'detco':
-    inner.detco.bn_splits = 2  # shuffling BN on one device (the tiny configs' setting)
+  params.task.method.get().one_device(params.task)
   return params
 
 

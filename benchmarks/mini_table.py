@@ -156,20 +156,7 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
                             'view1': {'output_size': setup.view_size},
                             'view2': {'output_size': setup.view_size}})
   task.encoder.backbone.resnet.depth_multiplier = setup.width
-  inner = task.method.inner()
-  if inner.type == 'detcon':
-    inner.detcon.override({'feature_level': setup.level,
-                           'projector': {'hidden_dim': 256, 'output_dim': 64},
-                           'predictor': {'hidden_dim': 256, 'output_dim': 64}})
-    if inner.detcon.num_samples > 1:
-      inner.detcon.num_samples = 16  # DetCon §3.1
-  else:
-    # The papers' levels and weights: DetCo res2–res5 at (0.1, 0.4, 0.7, 1) (DetCo §6.5), MoCo v2
-    # res5; their global heads pool each level, so res5's 3×3 grid at 96 px serves.
-    inner.detco.override({'queue_size': setup.batch * 32, 'head_hidden_dim': 256,
-                          'output_dim': 64})
-    if task.train_data.local_views.enabled:
-      task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
+  task.method.get().miniature(task, setup.level)  # the method's own heads and sizes
   # The papers' schedule over `steps` (10% warmup where it has one) at the peak learning rate
   # of their batch-256 setting (see the module doc).
   config = params.trainer.optimizer_config

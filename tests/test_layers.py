@@ -96,10 +96,12 @@ def test_the_trainer_and_export_name_no_method():
 
 
 def test_only_a_method_switches_on_its_own_type():
-  """A method's block knows its miniature, its checks (with replicas) and the method it wraps
-  (`configs/methods.py`), so no other module reaches into DeCon's base or branches on
-  `task.method.type`; DeCon's own modules may."""
-  switch = re.compile(r"\.decon\.base\b|method\.type\s*[!=]=|type\s*[!=]=\s*'decon'")
+  """A method's block knows its miniatures (`tiny`, and the tables' `miniature`), what it needs
+  on one device, its checks (with replicas) and the method it wraps (`configs/methods.py`), so
+  no other module, benchmarks included, reaches into DeCon's base or branches on a method's
+  type; DeCon's own modules may."""
+  switch = re.compile(r"\.decon\.base\b|method\.type\s*[!=]=|"
+                      r"type\s*[!=]=\s*'(?:decon|detcon|detco)'")
   own = {'tf_detcon/configs/methods.py', 'tf_detcon/modeling/methods/decon.py'}
   found = []
   for path in sorted(glob.glob(os.path.join(REPO_ROOT, '*', '**', '*.py'), recursive=True)):

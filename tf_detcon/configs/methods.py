@@ -50,6 +50,15 @@ class MethodBlock(hyperparams.Config):
     """The one-of of the method this one is built around (DeCon's base), or None."""
     return None
 
+  def miniature(self, task: Any, feature_level: str) -> None:
+    """Scales this block (and what it needs of `task`) to the miniature tables' CPU setting
+    (benchmarks/mini_table.py): 256 → 64 heads, and `feature_level` where the method contrasts
+    one level of the encoder."""
+
+  def one_device(self, task: Any) -> None:
+    """Makes a full-size block runnable on one replica (benchmarks/bench_step.py), where a
+    setting needs more than one."""
+
 
 @dataclasses.dataclass
 class DetConConfig(MethodBlock):
@@ -116,6 +125,14 @@ class DetConConfig(MethodBlock):
                        projector=dict(hidden_dim=64, output_dim=32),
                        predictor=dict(hidden_dim=64, output_dim=32)))
 
+  def miniature(self, task: Any, feature_level: str) -> None:
+    del task
+    self.override({'feature_level': feature_level,
+                   'projector': {'hidden_dim': 256, 'output_dim': 64},
+                   'predictor': {'hidden_dim': 256, 'output_dim': 64}})
+    if self.num_samples > 1:
+      self.num_samples = 16  # DetCon §3.1
+
 
 @dataclasses.dataclass
 class DetCoConfig(MethodBlock):
@@ -179,6 +196,19 @@ class DetCoConfig(MethodBlock):
     # Two BN groups for the shuffled keys: on one device there is nothing else to shuffle across.
     del task
     self.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32, bn_splits=2))
+
+  def miniature(self, task: Any, feature_level: str) -> None:
+    # The papers' levels and weights: DetCo res2–res5 at (0.1, 0.4, 0.7, 1) (DetCo §6.5), MoCo v2
+    # res5; their global heads pool each level, so res5's 3×3 grid at 96 px serves.
+    del feature_level
+    self.override({'queue_size': task.train_data.global_batch_size * 32,
+                   'head_hidden_dim': 256, 'output_dim': 64})
+    if task.train_data.local_views.enabled:
+      task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
+
+  def one_device(self, task: Any) -> None:
+    del task
+    self.bn_splits = 2  # shuffling BN on one device (the tiny configs' setting)
 
 
 @dataclasses.dataclass
@@ -254,6 +284,12 @@ class DeConConfig(MethodBlock):
 
   def wrapped(self) -> BaseMethodConfig:
     return self.base
+
+  def miniature(self, task: Any, feature_level: str) -> None:
+    self.base.get().miniature(task, feature_level)  # the decoder keeps its tiny size
+
+  def one_device(self, task: Any) -> None:
+    self.base.get().one_device(task)
 
 
 @dataclasses.dataclass
