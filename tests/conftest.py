@@ -1,5 +1,6 @@
 """Shared fixtures: two logical CPU devices (for MirroredStrategy), a per-run cache, tiny data."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -104,6 +105,29 @@ def tiny_params(name: str = 'detcon_b_tiny', **trainer):
   params.override({'trainer': dict(dict(train_steps=4, steps_per_loop=2,
                                         checkpoint_interval=2), **trainer)}, is_strict=True)
   return params
+
+
+def method_types() -> list:
+  """The package's methods: the blocks of the `task.method` one-of."""
+  from tf_detcon.configs import methods  # pylint: disable=g-import-not-at-top
+  return sorted(field.name for field in dataclasses.fields(methods.MethodConfig)
+                if field.name != 'type')
+
+
+def one_tiny_per_method() -> list:
+  """For each method, its shortest-named `_tiny` experiment, one named after the method first
+  (detcon_b_tiny, detco_tiny, decon_ml_detco_tiny): what a per-method check runs."""
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
+  tiny = sorted((n for n in exp_factory._REGISTERED_CONFIGS if n.endswith('_tiny')),  # pylint: disable=protected-access
+                key=lambda n: (len(n), n))
+  chosen = {}
+  for name in tiny:
+    kind = exp_factory.get_exp_config(name).task.method.type
+    own = name.startswith(kind)
+    if kind not in chosen or (own and not chosen[kind][1]):
+      chosen[kind] = (name, own)
+  return [chosen[kind][0] for kind in method_types()]
 
 
 @pytest.fixture(scope='session')

@@ -10,11 +10,14 @@ import yaml
 from official.core import exp_factory
 from official.modeling import hyperparams
 from tests.conftest import REPO_ROOT
+from tests.conftest import method_types
 from tf_detcon.configs import data as data_config
 from tf_detcon.configs import experiments
 from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
 from tf_detcon.configs import validation
+from tf_detcon import registry_imports  # pylint: disable=unused-import  (the models register)
+from tf_detcon.modeling import registry
 
 YAMLS = sorted(glob.glob(os.path.join(REPO_ROOT, 'official_configs', 'pretrain', '*.yaml')))
 
@@ -40,7 +43,29 @@ def test_experiments_are_registered_and_valid(name):
 
 
 def test_the_expected_experiments_are_all_there():
-  assert set(EXPECTED) <= set(EXPERIMENTS) and len(EXPERIMENTS) == 42
+  assert set(EXPECTED) <= set(EXPERIMENTS)
+
+
+def test_every_method_has_a_model_and_a_tiny_twin():
+  """Every block of the `task.method` one-of has a registered model and a CPU experiment."""
+  tiny_methods = {exp_factory.get_exp_config(name).task.method.type
+                  for name in EXPERIMENTS if name.endswith('_tiny')}
+  for kind in method_types():
+    registry.lookup(kind)
+    assert kind in tiny_methods, kind
+
+
+def test_every_tiny_experiment_is_the_miniature_of_a_full_size_one():
+  """`<name>_tiny` is `experiments.tiny` of a registered `<name>_...` experiment: the miniature
+  changes size, never the method."""
+  for name in EXPERIMENTS:
+    if not name.endswith('_tiny'):
+      continue
+    tiny = exp_factory.get_exp_config(name).as_dict()
+    sources = [full for full in EXPERIMENTS
+               if full.startswith(name[:-len('tiny')]) and not full.endswith('_tiny')]
+    assert any(experiments.tiny(exp_factory.get_exp_config(full)).as_dict() == tiny
+               for full in sources), (name, sources)
 
 
 def test_each_experiment_is_one_factory_named_as_it():

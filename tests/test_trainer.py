@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
-                            tiny_params, until_line)
+from tests.conftest import (ENDLESS_RUN, one_tiny_per_method, run_pretrain, sigterm_at_line,
+                            start_pretrain, tiny_params, until_line)
 from tf_detcon.configs import validation
 from tf_detcon.primitives import color
 from tf_detcon.modeling.blocks import encoders
@@ -434,8 +434,7 @@ def _mirrored_copies_differ(strategy, variables):
   return differ
 
 
-@pytest.mark.parametrize('name', ['detcon_b_tiny', 'detco_tiny', 'decon_sl_detcon_b_tiny',
-                                  'decon_ml_detco_tiny'])
+@pytest.mark.parametrize('name', one_tiny_per_method() + ['decon_sl_detcon_b_tiny'])
 def test_two_replicas_keep_every_mirrored_variable_bit_identical(name, two_replicas, tmp_path,
                                                                  embedded_files):
   """LARS sees each replica's component variable ('.../gamma/replica_1:0'): its exclusions must

@@ -1,16 +1,16 @@
 """Every method's train step compiles under XLA (`jit_compile=True`), the CPU proxy for TPU
-compilability: one tiny config per method, and BYOL for its regression loss."""
+compilability: one tiny config per method of the registry, and BYOL for its regression loss."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import one_tiny_per_method
 from tests.conftest import tiny_params
 from tf_detcon.training import trainer
 
 
-@pytest.mark.parametrize('name', ['detcon_b_tiny', 'byol_tiny', 'detco_tiny',
-                                  'decon_ml_detcon_b_tiny'])
+@pytest.mark.parametrize('name', one_tiny_per_method() + ['byol_tiny'])
 def test_the_train_step_compiles_with_xla_and_trains(name, tmp_path, embedded_files):
   """Also when the process runs under op determinism (another seeded run before it), and, for
   BYOL, seeded for exact resume: a compiled step runs without op determinism, and two
