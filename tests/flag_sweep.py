@@ -20,9 +20,9 @@ from typing import Any, Dict, List
 
 from absl import flags
 
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-from tf_detcon.support import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_detcon.support import cli
 
 
 def load(launcher: str):

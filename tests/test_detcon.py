@@ -1,7 +1,6 @@
 """Tests for tf_detcon.modeling.detcon and the shared train step (base.PretrainModel)."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from tests.conftest import batch_origin, blocky_ids

@@ -2,16 +2,11 @@
 
 import hashlib
 import json
-import os
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
-import fingerprint  # pylint: disable=g-import-not-at-top,wrong-import-position
+import fingerprint
 
 
 def _write(path, runs):

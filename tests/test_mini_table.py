@@ -12,8 +12,7 @@ import sys
 from tests.conftest import REPO_ROOT
 from tf_detcon.configs import validation
 
-sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
-import mini_table  # pylint: disable=g-import-not-at-top,wrong-import-position
+import mini_table
 
 
 def test_detco_and_mocov2_keep_their_papers_levels_and_weights():

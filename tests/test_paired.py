@@ -1,16 +1,10 @@
 """The paired statistic of the miniature tables (benchmarks/paired.py) against SciPy."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 from scipy import stats
 
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
-import paired  # pylint: disable=g-import-not-at-top,wrong-import-position
+import paired
 
 
 @pytest.mark.parametrize('df', [1, 2, 3, 4, 5, 8, 11, 17, 29, 60])

@@ -2,18 +2,14 @@
 norm, with its BN statistics, keeps the network's function; a DeCon export keeps its FPN."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
-import rescale  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.evaluation import frozen  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_detcon.weights import resnet  # pylint: disable=g-import-not-at-top,wrong-import-position
+import rescale
+from tf_detcon.evaluation import frozen
+from tf_detcon.weights import resnet
 
 
 def test_rescaling_keeps_the_function_and_sets_random_init_norms(tiny_decon_run, tmp_path):

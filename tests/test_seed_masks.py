@@ -1,15 +1,9 @@
 """The per-seed mask statistics (benchmarks/seed_masks.py), against a count by hand."""
 
-import os
-import sys
-
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
-import seed_masks  # pylint: disable=g-import-not-at-top,wrong-import-position
+import seed_masks
 
 
 def test_mask_statistics_counts_masks_shared_masks_and_the_largest_share():

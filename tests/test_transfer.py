@@ -413,7 +413,6 @@ def _seeded_finetune(tiny_run, tiny_coco, model_dir, seed):
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
   weights = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(model_dir)) if name != '_CHECKPOINTABLE_OBJECT_GRAPH'}
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
   import mini_table  # pylint: disable=g-import-not-at-top
   losses = mini_table.read_curve(os.path.join(model_dir, 'train'), 'total_loss')
   with open(os.path.join(model_dir, 'params.yaml')) as f:

@@ -14,8 +14,7 @@ from pycocotools import mask as coco_mask
 from tests.conftest import REPO_ROOT
 from tf_detcon.data.offline import scenes
 
-sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
-import transfer_table  # pylint: disable=g-import-not-at-top,wrong-import-position
+import transfer_table
 
 
 def test_coco_annotations_are_the_scenes_objects(tmp_path):
