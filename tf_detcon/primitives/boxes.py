@@ -48,3 +48,27 @@ def pairwise_distances(points_a: tf.Tensor, points_b: tf.Tensor) -> tf.Tensor:
   """[B, N, 2] and [B, M, 2] → [B, N, M] Euclidean distances."""
   difference = points_a[:, :, None, :] - points_b[:, None, :, :]
   return tf.sqrt(tf.reduce_sum(tf.square(difference), axis=-1))
+
+
+def in_frame(points: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
+  """[B, N, 2] source coordinates → the same points as fractions of each image's box [B, 4]
+  (a frame: another crop of the same source, e.g. the one a segmentation was computed on)."""
+  boxes = tf.cast(boxes, tf.float32)[:, None, :]
+  origin, extent = boxes[..., :2], boxes[..., 2:] - boxes[..., :2]
+  return (points - origin) / extent
+
+
+def lookup_ids(id_maps: tf.Tensor, points: tf.Tensor, outside_id: int) -> tf.Tensor:
+  """The id of the cell of each [B, h, w] id map that holds each point, given as fractions of
+  that map's frame ([B, N, 2], from `in_frame`); `outside_id` for a point outside the frame.
+
+  Transports a segmentation computed on one crop to another crop's cells (`cell_centres` of
+  its grid, `in_frame` of the first crop's box): [B, N] int32."""
+  height, width = id_maps.shape[1], id_maps.shape[2]
+  rows = tf.cast(tf.floor(points[..., 0] * height), tf.int32)
+  cols = tf.cast(tf.floor(points[..., 1] * width), tf.int32)
+  inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+  index = tf.clip_by_value(rows, 0, height - 1) * width + tf.clip_by_value(cols, 0, width - 1)
+  flat = tf.reshape(id_maps, [-1, height * width])
+  ids = tf.gather(flat, index, batch_dims=1)
+  return tf.where(inside, ids, tf.cast(outside_id, ids.dtype))
