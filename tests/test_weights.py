@@ -381,6 +381,31 @@ def test_bad_pytorch_files_are_one_line(torchvision_release, tmp_path, damage, m
     importer.run('torchvision', str(bad), str(tmp_path / 'out'))
 
 
+@pytest.mark.parametrize('blocked', ['jax', 'haiku'])
+def test_a_release_whose_objects_need_a_missing_framework_names_the_extra(blocked, tmp_path):
+  """A .npy whose pickled objects are jax arrays or haiku mappings, read where that framework is
+  not installed (blocked in a fresh process), is named as such, not "truncated or corrupt"."""
+  jax = pytest.importorskip('jax')
+  haiku = pytest.importorskip('haiku')
+  value = ({'w': jax.numpy.zeros(2)} if blocked == 'jax' else
+           haiku.data_structures.to_immutable_dict({'conv': {'w': np.zeros(2)}}))
+  path = tmp_path / f'{blocked}.npy'
+  array = np.empty((), dtype=object)
+  array[()] = {'params': value}
+  np.save(path, array, allow_pickle=True)
+  code = ('import sys; sys.modules.update({m: None for m in sys.argv[2].split(",")});'
+          'from tf_detcon.weights import haiku_npy\n'
+          'try: haiku_npy.load_pickled_dict(sys.argv[1], True)\n'
+          'except ValueError as e: print(e)')
+  blocked_modules = 'jax,jaxlib' if blocked == 'jax' else 'haiku'
+  result = subprocess.run([sys.executable, '-c', code, str(path), blocked_modules],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert result.stdout.strip() == (
+      f"--input {str(path)!r} holds {blocked} objects, and {blocked} is not installed: "
+      "pip install -e '.[import]' (jax and haiku)"), result.stderr[-2000:]
+
+
 # ---------------------------------------------------------------------------------- the launcher
 
 

@@ -29,6 +29,8 @@ _BN_IGNORED = ('~/mean_ema/hidden', '~/mean_ema/counter', '~/var_ema/hidden', '~
 _LAYER = re.compile(r'^block_group_(\d+)/~/block_(\d+)/~/(conv_(\d)|batchnorm_(\d)|shortcut_conv|'
                     r'shortcut_batchnorm)(?:/(.*))?$')
 _NOT_TORSO_WORDS = ('params', 'state')
+# What a haiku release's pickled objects may need (the `import` extra installs them).
+SOURCE_FRAMEWORKS = ('jax', 'jaxlib', 'haiku')
 
 
 def load_pickled_dict(path: str, allow_pickle: bool) -> dict:
@@ -56,8 +58,14 @@ def load_pickled_dict(path: str, allow_pickle: bool) -> dict:
                      'trust (e.g. the DetCon release)')
   try:
     array = np.load(path, allow_pickle=allow_pickle)
-  except (ValueError, EOFError, OSError, pickle.UnpicklingError, AttributeError,
-          ModuleNotFoundError) as e:
+  except ModuleNotFoundError as e:
+    missing = (e.name or '').split('.')[0]
+    if missing in SOURCE_FRAMEWORKS:
+      raise ValueError(f'--input {path!r} holds {missing} objects, and {missing} is not '
+                       "installed: pip install -e '.[import]' (jax and haiku)") from e
+    raise ValueError(f'--input {path!r} holds objects of module {e.name!r}, which is not '
+                     'installed; a haiku release needs only numpy, jax and haiku') from e
+  except (ValueError, EOFError, OSError, pickle.UnpicklingError, AttributeError) as e:
     reason = ' '.join(str(e).split())[:160] or type(e).__name__
     raise ValueError(f'--input {path!r} is truncated or corrupt ({reason})') from e
   if not dtype.hasobject:
