@@ -4,13 +4,16 @@ r"""Imports a released ResNet into an export of ours, for fine-tuning through Mo
       --input=resnet50_detcon_b_imagenet_1k.npy --output_dir=weights/detcon_b_r50
   python launch/import_weights.py --format=torchvision \
       --input=moco_v2_800ep_pretrain.pth.tar --output_dir=weights/mocov2_r50
+  python launch/import_weights.py --format=detectron2 --allow_pickle \
+      --input=detco_200ep.pkl --output_dir=weights/detco_r50
   python launch/finetune.py --experiment=maskrcnn_resnetfpn_coco \
       --config_file=official_configs/finetune/maskrcnn_detcon_coco_1x.yaml \
       --init_checkpoint=weights/detcon_b_r50 --model_dir=runs/maskrcnn_detcon_b
 
 --format=haiku: DeepMind's `.npy` releases (DetCon, BYOL). --format=torchvision: PyTorch state
 dicts in torchvision's (or detectron2's) ResNet layout, with wrappers such as `module.`,
-`encoder_q.` or `backbone.` found and stripped. The depth is read from the file; --model_id, if
+`encoder_q.` or `backbone.` found and stripped. --format=detectron2: a detectron2 `.pkl` of numpy
+arrays (DetCo's release), read with --allow_pickle by an unpickler that admits numpy arrays only. The depth is read from the file; --model_id, if
 given, must agree. --output_dir gets saved_model/, checkpoint/ and metadata.json (the source
 file, its format and sha256).
 """
@@ -33,8 +36,10 @@ flags.DEFINE_string('output_dir', None, 'The export directory to write.')
 flags.DEFINE_integer('model_id', None, "The ResNet's depth, if you want it checked (50, 200, "
                      '...); read from the file otherwise.')
 flags.DEFINE_bool('allow_pickle', False, 'Read a .npy that holds pickled objects (the DetCon '
-                  'and BYOL releases do). A pickle can run code: only for files you trust.')
-flags.DEFINE_enum('padding', 'same', ['same', 'symmetric'], "'symmetric' (PyTorch files): the "
+                  'and BYOL releases do), or a detectron2 .pkl (numpy arrays only). A pickle '
+                  'can run code: only for files you trust.')
+flags.DEFINE_enum('padding', 'same', ['same', 'symmetric'], "'symmetric' (PyTorch-trained: "
+                  "torchvision, detectron2): the "
                   "export's SavedModel, evaluate.py and visualize.py pad stride-2 layers as "
                   "PyTorch does, computing the source network's features exactly; fine-tuning "
                   "in Model Garden pads as TF does either way.")

@@ -5,6 +5,7 @@ and its features compared with the source network's on the same images at res2-r
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -315,15 +316,14 @@ def test_symmetric_padding_gives_the_pytorch_networks_own_features(torchvision_r
   assert "imported with PyTorch's symmetric padding" in caplog.text
 
 
-def test_torchvision_detectron2_layout_and_backbone_prefix(torchvision_release, tmp_path):
-  torch = pytest.importorskip('torch')
-  path, _, same = torchvision_release
-  state = torch.load(path, weights_only=True)['state_dict']
+def detectron2_names(state: dict, prefix: str = 'module.encoder_q.') -> dict:
+  """The encoder under `prefix` of a torchvision-layout state dict, renamed as MoCo's
+  convert-pretrain-to-detectron2.py renames it (fc dropped)."""
   renamed = {}
   for key, value in state.items():
-    if not key.startswith('module.encoder_q.') or key.startswith('module.encoder_q.fc'):
+    if not key.startswith(prefix) or key.startswith(prefix + 'fc'):
       continue
-    key = key[len('module.encoder_q.'):]
+    key = key[len(prefix):]
     if key.startswith('conv1.'):
       key = 'stem.conv1.' + key[len('conv1.'):]
     elif key.startswith('bn1.'):
@@ -335,12 +335,85 @@ def test_torchvision_detectron2_layout_and_backbone_prefix(torchvision_release, 
       for i in '123':
         rest = rest.replace(f'bn{i}.', f'conv{i}.norm.')
       key = f'{stage}.{block}.{rest}'
-    renamed[f'backbone.bottom_up.{key}'] = value
+    renamed[key] = value
+  return renamed
+
+
+def test_torchvision_detectron2_layout_and_backbone_prefix(torchvision_release, tmp_path):
+  torch = pytest.importorskip('torch')
+  path, _, same = torchvision_release
+  state = torch.load(path, weights_only=True)['state_dict']
+  renamed = {f'backbone.bottom_up.{k}': v for k, v in detectron2_names(state).items()}
   converted = tmp_path / 'detectron2.pth'
   torch.save({'model': renamed}, converted)
   out = importer.run('torchvision', str(converted), str(tmp_path / 'd2'))
   ours = imported_features(out, images())
   assert relative_error(ours['4'], same['4']) < 1e-4
+
+
+@pytest.fixture(scope='module')
+def detco_release(torchvision_release, tmp_path_factory):
+  """A file in the layout of DetCo's release: a pickle of {'model': {detectron2 name: numpy
+  array}, '__author__', 'matching_heuristics': True}, of torchvision's network."""
+  torch = pytest.importorskip('torch')
+  path, own, same = torchvision_release
+  state = torch.load(path, weights_only=True)['state_dict']
+  model = {k: v.numpy() for k, v in detectron2_names(state).items()}
+  out = tmp_path_factory.mktemp('detco') / 'detco_200ep.pkl'
+  with open(out, 'wb') as f:
+    pickle.dump({'model': model, '__author__': 'MOCO', 'matching_heuristics': True}, f)
+  return str(out), own, same
+
+
+def test_a_detectron2_pickle_imports_exactly_up_to_padding(detco_release, tmp_path):
+  """DetCo's release format: read only with --allow_pickle, numpy arrays only, and the network
+  computes torchvision's (given TF's padding; with --padding=symmetric, its own)."""
+  path, own, same = detco_release
+  with pytest.raises(ValueError, match=r'is a pickle \(--format=detectron2\), and reading a '
+                     r'pickle can run code'):
+    importer.run('detectron2', path, str(tmp_path / 'refused'))
+  assert not (tmp_path / 'refused').exists()
+  out = importer.run('detectron2', path, str(tmp_path / 'detco'), allow_pickle=True)
+  ours = imported_features(out, images())
+  errors = {level: relative_error(ours[level], same[level]) for level in same}
+  assert max(errors.values()) < 1e-4, errors
+  symmetric = importer.run('detectron2', path, str(tmp_path / 'sym'), allow_pickle=True,
+                           padding='symmetric')
+  ours = imported_features(symmetric, images())
+  errors = {level: relative_error(ours[level], own[level]) for level in own}
+  assert max(errors.values()) < 1e-4, errors
+
+
+class _Shell:
+  def __reduce__(self):
+    return (os.system, ('touch pwned',))
+
+
+@pytest.mark.parametrize('damage,message', [
+    ('code', r'holds Python objects besides numpy arrays and plain containers \(it names '
+             r'(posix|os)\.system\); it is not read'),
+    ('truncate', 'truncated or corrupt'),
+    ('npy', r'is a \.npy file, not a detectron2 \.pkl: use --format=haiku'),
+    ('list', 'holds a list, not a dict of weights'),
+    ('no_resnet', 'holds no ResNet in torchvision or detectron2 layout'),
+])
+def test_bad_detectron2_pickles_are_one_line_and_run_nothing(damage, message, tmp_path,
+                                                            monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  bad = tmp_path / 'bad.pkl'
+  content = {'code': {'model': {'stem.conv1.weight': _Shell()}},
+             'list': [np.zeros(3)], 'no_resnet': {'model': {'head.weight': np.zeros((2, 2))}},
+             'truncate': {'model': {'stem.conv1.weight': np.zeros((64, 3, 7, 7), np.float32)}},
+             'npy': None}[damage]
+  if damage == 'npy':
+    bad = tmp_path / 'bad.npy'
+    np.save(bad, np.zeros(3))
+  else:
+    data = pickle.dumps(content)
+    bad.write_bytes(data[:len(data) // 2] if damage == 'truncate' else data)
+  with pytest.raises(ValueError, match=message):
+    importer.run('detectron2', str(bad), str(tmp_path / 'out'), allow_pickle=True)
+  assert not (tmp_path / 'pwned').exists() and not (tmp_path / 'out').exists()
 
 
 def test_torchvision_resnet18_gets_an_identity_shortcut_where_it_has_none(tmp_path):

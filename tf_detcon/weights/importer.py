@@ -21,12 +21,16 @@ from tf_detcon.modeling.blocks import encoders
 from tf_detcon.exports import manifest
 from tf_detcon.modeling.blocks import padding as padding_lib
 from tf_detcon.training import export as export_lib
+from tf_detcon.weights import detectron2_pkl
 from tf_detcon.weights import haiku_npy
 from tf_detcon.weights import resnet
 from tf_detcon.weights import source_files
 from tf_detcon.weights import torch_state
 
-FORMATS = ('haiku', 'torchvision')
+FORMATS = ('haiku', 'torchvision', 'detectron2')
+# Formats of networks trained in PyTorch (symmetric padding); and those read from a pickle.
+PYTORCH_FORMATS = ('torchvision', 'detectron2')
+PICKLE_FORMATS = ('haiku', 'detectron2')
 PADDINGS = ('same', 'symmetric')
 
 
@@ -36,17 +40,19 @@ def check_settings(fmt: str, padding: str = 'same', allow_pickle: bool = False) 
     raise ValueError(f'--format must be one of {", ".join(FORMATS)}, got {fmt!r}')
   if padding not in PADDINGS:
     raise ValueError(f'--padding must be one of {", ".join(PADDINGS)}, got {padding!r}')
-  if padding == 'symmetric' and fmt != 'torchvision':
-    raise ValueError('--padding=symmetric applies only with --format=torchvision (haiku pads as '
-                     'TF does)')
-  if allow_pickle and fmt != 'haiku':
-    raise ValueError('--allow_pickle applies only with --format=haiku (PyTorch files are read '
-                     'with weights_only=True, which unpickles no code)')
+  if padding == 'symmetric' and fmt not in PYTORCH_FORMATS:
+    raise ValueError('--padding=symmetric applies only with --format=torchvision or detectron2 '
+                     '(haiku pads as TF does)')
+  if allow_pickle and fmt not in PICKLE_FORMATS:
+    raise ValueError('--allow_pickle applies only with --format=haiku or detectron2 (PyTorch '
+                     'files are read with weights_only=True, which unpickles no code)')
 
 
 def read(fmt: str, path: str, allow_pickle: bool = False, scope: str = '') -> source_files.Source:
   if fmt == 'haiku':
     return haiku_npy.read(path, allow_pickle=allow_pickle, scope=scope)
+  if fmt == 'detectron2':
+    return detectron2_pkl.read(path, allow_pickle=allow_pickle, scope=scope)
   return torch_state.read(path, scope=scope)
 
 

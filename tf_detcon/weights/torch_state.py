@@ -142,7 +142,12 @@ def _stems(flat: Dict[str, Any]) -> Dict[str, str]:
 
 def read(path: str, scope: str = '') -> source_files.Source:
   """The ResNet of a PyTorch file, in `resnet`'s layout."""
-  flat = source_files.flatten(load(path), '.')
+  return from_flat(source_files.flatten(load(path), '.'), path, scope)
+
+
+def from_flat(flat: Dict[str, Any], path: str, scope: str = '') -> source_files.Source:
+  """The ResNet among a file's tensors by dotted name (torchvision or detectron2 names; torch
+  tensors or numpy arrays), in `resnet`'s layout."""
   if not flat:
     raise ValueError(f'--input {path!r} holds no tensors')
   stems = _stems(flat)
