@@ -2,6 +2,7 @@
 the source framework's own network with random weights, in the released file layout, imported,
 and its features compared with the source network's on the same images at res2-res5."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -349,6 +350,27 @@ def test_torchvision_detectron2_layout_and_backbone_prefix(torchvision_release, 
   out = importer.run('torchvision', str(converted), str(tmp_path / 'd2'))
   ours = imported_features(out, images())
   assert relative_error(ours['4'], same['4']) < 1e-4
+
+
+def test_a_training_file_with_its_argparse_settings_imports(torchvision_release, tmp_path):
+  """PixPro's layout: {'opt': argparse Namespace, 'model': {'module.encoder.*',
+  'module.encoder_k.*', heads}, 'epoch'}. The Namespace is admitted (nothing else is), and the
+  trained encoder is told from its momentum twin 'encoder_k' without --source_scope."""
+  torch = pytest.importorskip('torch')
+  path, _, same = torchvision_release
+  state = torch.load(path, weights_only=True)['state_dict']
+  model = {key.replace('module.encoder_q.', 'module.encoder.'): value
+           for key, value in state.items() if key != 'module.queue'}
+  model['module.projector.linear1.weight'] = torch.zeros(8, 2048, 1, 1)
+  pixpro = tmp_path / 'pixpro_base_r50_100ep.pth'
+  torch.save({'opt': argparse.Namespace(arch='resnet50', pixpro_p=2.0, pixpro_pos_ratio=0.7),
+              'model': model, 'optimizer': {'state': {}}, 'epoch': 100}, pixpro)
+  out = importer.run('torchvision', str(pixpro), str(tmp_path / 'pixpro'))
+  metadata = json.loads((tmp_path / 'pixpro' / 'metadata.json').read_text())
+  assert metadata['source']['scope'] == 'model.module.encoder.'
+  assert 'model.module.encoder_k' in metadata['source']['not_imported']
+  ours = imported_features(out, images())
+  assert relative_error(ours['5'], same['5']) < 1e-4
 
 
 @pytest.fixture(scope='module')

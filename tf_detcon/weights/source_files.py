@@ -56,7 +56,8 @@ def choose_scope(candidates: Iterable[str], given: str, preferred: Iterable[str]
                  flag: str = '--source_scope') -> str:
   """The one ResNet to import when a file holds several (MoCo's query and key encoders, BYOL's
   online and target networks): the one named by `given`, else the single one whose name has a
-  preferred word (the trained encoder), else ValueError naming them."""
+  preferred word (the trained encoder), else the single one with a momentum twin named as it
+  plus '_k', else ValueError naming them."""
   candidates = sorted(set(candidates))
   if given:
     candidates = [c for c in candidates if given in c]
@@ -67,6 +68,10 @@ def choose_scope(candidates: Iterable[str], given: str, preferred: Iterable[str]
   liked = [c for c in candidates if any(word in c for word in preferred)]
   if len(liked) == 1:
     return liked[0]
+  # A momentum twin is named as the trained encoder plus '_k' (PixPro's encoder / encoder_k).
+  trained = [c for c in candidates if f'{c.rstrip(".")}_k.' in candidates]
+  if len(trained) == 1:
+    return trained[0]
   raise ValueError(f'the file holds {len(candidates)} ResNets ({", ".join(map(repr, candidates))})'
                    f': choose one with {flag}')
 

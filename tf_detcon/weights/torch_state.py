@@ -4,8 +4,8 @@ torchvision's own files.
 
 torchvision names: conv1, bn1, layer<K>.<J>.conv<I>, .bn<I>, .downsample.{0,1}, fc (not imported).
 detectron2 names:  stem.conv1(.norm), res<K>.<J>.conv<I>(.norm), .shortcut(.norm).
-The file is read with `torch.load(weights_only=True)`, which unpickles tensors and plain
-containers only, so reading it cannot run code from it. Kernels go from OIHW to TF's HWIO.
+The file is read with `torch.load(weights_only=True)`, which unpickles tensors, plain
+containers and (admitted here) argparse Namespaces only, so reading it cannot run code from it. Kernels go from OIHW to TF's HWIO.
 
 PyTorch pads a strided convolution and the stem's max pool symmetrically, TF's SAME asymmetrically
 (one more row and column at the bottom and right), so the imported network sees its input shifted
@@ -13,6 +13,7 @@ by a pixel at every stride-2 layer: the features do not agree exactly (docs/refe
 released weights", gives the measured difference).
 """
 
+import argparse
 import pickle
 import re
 from typing import Any, Dict, Optional, Tuple
@@ -42,7 +43,10 @@ def load(path: str) -> Any:
     if f.read(6) == b'\x93NUMPY':
       raise ValueError(f'--input {path!r} is a .npy file, not a PyTorch file: use --format=haiku')
   try:
-    return torch.load(path, map_location='cpu', weights_only=True)
+    # Training files keep their argparse settings beside the weights (PixPro's 'opt', SlotCon's
+    # and DeCon's 'args'): a Namespace only holds attributes, so it is admitted too.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+      return torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
     reason = ' '.join(str(e).split('\n')[0].split())[:160]
     if 'weights_only' in str(e) or 'Unsupported global' in str(e):
