@@ -66,7 +66,7 @@ flags.DEFINE_enum('runner', 'local', ['local', 'beam'],
 flags.DEFINE_string('beam_pipeline_options', '',
                     "With --runner=beam: Beam options as 'name=value,...', e.g. "
                     "'runner=DataflowRunner,project=P'. Empty: the DirectRunner.")
-flags.DEFINE_enum('mask_kind', 'fh', ['fh', 'gt', 'file'], 'Which id maps to store.')
+flags.DEFINE_enum('mask_kind', 'fh', list(precompute.MASK_KINDS), 'Which id maps to store.')
 flags.DEFINE_enum('preset', 'imagenet', ['imagenet', 'coco'],
                   'FH settings: imagenet (scale 1000) or coco (scales 500, 1000, 1500).')
 flags.DEFINE_multi_string('fh_setting', None,

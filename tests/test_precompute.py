@@ -322,3 +322,30 @@ def test_stale_record_files_in_the_output_folder_are_refused_and_training_warns_
     _job(source, out, num_shards=2).run()
   files = sorted(tf.io.gfile.glob(os.path.join(out, 'pretrain-*.tfrecord')))
   assert records.unlisted_files(files) == [stale]
+
+
+def test_a_new_mask_source_is_one_class(folder, tmp_path, monkeypatch):
+  """A kind of stored masks is one registered `MaskSource`: its maps reach the shards, its
+  names the records and its (lack of) FH settings the job's request, with no other change."""
+
+  class Halves(precompute.MaskSource):
+    kind = 'halves'
+
+    def make(self, raw, image, spec, stats):
+      ids = np.zeros(image.shape[:2], np.uint8)
+      ids[:, image.shape[1] // 2:] = 1
+      return [ids]
+
+  monkeypatch.setitem(precompute._MASK_SOURCES, 'halves', Halves())  # pylint: disable=protected-access
+  out = str(tmp_path / 'halves')
+  manifest = _job(sources.ImageFolderSource(folder), out,
+                  spec=precompute.MaskSpec(kind='halves')).run()
+  assert manifest['mask_kind'] == 'halves' and manifest['mask_names'] == ['halves']
+  assert manifest['fh_settings'] == [] and manifest['fh_working_settings'] == []
+  for name in manifest['files']:
+    for _, image, maps in _read_records(os.path.join(out, name)):
+      assert (maps[0][:, :image.shape[1] // 2] == 0).all()
+      assert (maps[0][:, image.shape[1] // 2:] == 1).all()
+  with pytest.raises(ValueError, match=r"^mask kind must be one of 'fh', 'gt', 'file', got "
+                                       r"'slic'$"):
+    precompute.MaskSpec(kind='slic').names()

@@ -53,11 +53,7 @@ class MaskSpec:
   fh_min_working_side: int = masks_lib.FH_MIN_WORKING_SIDE
 
   def names(self) -> List[str]:
-    if self.kind == 'fh':
-      return [f'fh_{scale:g}_{sigma:g}_{min_size}' for scale, sigma, min_size in self.fh_settings]
-    if self.kind in ('gt', 'file'):
-      return [self.kind]
-    raise ValueError(f"mask kind must be 'fh', 'gt' or 'file', got {self.kind!r}")
+    return mask_source(self.kind).names(self)
 
 
 @dataclasses.dataclass
@@ -167,14 +163,55 @@ def _decode_mask_file(raw: sources.RawExample) -> np.ndarray:
   return masks_lib.to_storage_dtype(masks_lib.relabel_by_area(mask))
 
 
-def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
-               stats: Optional[collections.Counter] = None) -> List[np.ndarray]:
-  """The id maps of one image, per `spec`; each checked against the image size. FH runs at the
-  image's own working factor (`fh_working_downscale`), counted by factor in
-  `stats['fh_working_factor/<f>']`; segments merged to fit 256 ids in
-  `stats['merged_segments']`."""
-  height, width = image.shape[:2]
-  if spec.kind == 'fh':
+class MaskSource:
+  """One kind of stored id maps (`--mask_kind`): its map names, how it makes an image's maps,
+  and the settings of its own that a job records (`job.json`, `manifest.json`). A new kind is
+  one subclass, registered with `register_mask_source`."""
+  kind = ''
+
+  def names(self, spec: MaskSpec) -> List[str]:
+    del spec
+    return [self.kind]
+
+  def make(self, raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
+           stats: Optional[collections.Counter]) -> List[np.ndarray]:
+    raise NotImplementedError
+
+  def settings(self, spec: MaskSpec) -> Dict[str, Any]:
+    """The spec's settings this kind uses, as job.json and manifest.json record them."""
+    del spec
+    return {'fh_settings': [], 'fh_downscale': None, 'fh_min_working_side': None}
+
+  def manifest_settings(self, spec: MaskSpec) -> Dict[str, Any]:
+    return dict(self.settings(spec), fh_working_settings=[])
+
+
+_MASK_SOURCES: Dict[str, MaskSource] = {}
+
+
+def register_mask_source(cls: type) -> type:
+  _MASK_SOURCES[cls.kind] = cls()
+  return cls
+
+
+def mask_source(kind: str) -> MaskSource:
+  if kind not in _MASK_SOURCES:
+    raise ValueError(f'mask kind must be one of {", ".join(repr(k) for k in MASK_KINDS)}, got '
+                     f'{kind!r}')
+  return _MASK_SOURCES[kind]
+
+
+@register_mask_source
+class FHSource(MaskSource):
+  """Felzenszwalb–Huttenlocher segments, one map per (scale, sigma, min_size) setting (DetCon
+  §3.2), at the image's working resolution (`masks.fh_working_downscale`)."""
+  kind = 'fh'
+
+  def names(self, spec: MaskSpec) -> List[str]:
+    return [f'fh_{scale:g}_{sigma:g}_{min_size}' for scale, sigma, min_size in spec.fh_settings]
+
+  def make(self, raw, image, spec, stats):
+    height, width = image.shape[:2]
     maps = []
     factor = masks_lib.fh_working_downscale(height, width, spec.fh_downscale,
                                             spec.fh_min_working_side)
@@ -186,19 +223,56 @@ def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
       maps.append(ids)
       if stats is not None:
         stats['merged_segments'] += merged
-  elif spec.kind == 'gt':
+    return maps
+
+  def settings(self, spec):
+    return {'fh_settings': [list(s) for s in spec.fh_settings],
+            'fh_downscale': spec.fh_downscale,
+            'fh_min_working_side': spec.fh_min_working_side}
+
+  def manifest_settings(self, spec):
+    # The settings at fh_downscale itself; images near fh_min_working_side run at factors
+    # between it and 1 (their counts are under fh_working_factor/).
+    return dict(self.settings(spec), fh_working_settings=[
+        list(masks_lib.fh_working_settings(s, spec.fh_downscale)) for s in spec.fh_settings])
+
+
+@register_mask_source
+class GroundTruthSource(MaskSource):
+  """Ground-truth instance masks (COCO), painted into one id map (DetCon §4.4's 'GT')."""
+  kind = 'gt'
+
+  def make(self, raw, image, spec, stats):
+    height, width = image.shape[:2]
     if raw.instance_masks is None:
       raise BadExampleError(raw.key, 'missing ground-truth masks')
     try:
-      maps = [masks_lib.ground_truth_mask(raw.instance_masks, height, width)]
+      return [masks_lib.ground_truth_mask(raw.instance_masks, height, width)]
     except ValueError as e:
       raise BadExampleError(raw.key, 'mask does not match image size', str(e)) from e
-  elif spec.kind == 'file':
+
+
+@register_mask_source
+class FileSource(MaskSource):
+  """Id-map PNGs of the user's, named like the images (`--mask_dir`)."""
+  kind = 'file'
+
+  def make(self, raw, image, spec, stats):
     if raw.mask_missing or raw.mask_bytes is None:
       raise BadExampleError(raw.key, 'missing mask file')
-    maps = [_decode_mask_file(raw)]
-  else:
-    raise ValueError(f'unknown mask kind {spec.kind!r}')
+    return [_decode_mask_file(raw)]
+
+
+MASK_KINDS = tuple(_MASK_SOURCES)
+
+
+def make_masks(raw: sources.RawExample, image: np.ndarray, spec: MaskSpec,
+               stats: Optional[collections.Counter] = None) -> List[np.ndarray]:
+  """The id maps of one image, by its kind's source (`MaskSource.make`), each checked against
+  the image size. FH counts its working factors in `stats['fh_working_factor/<f>']` and merged
+  segments in `stats['merged_segments']`."""
+  height, width = image.shape[:2]
+  maps = mask_source(spec.kind).make(raw, image, spec, stats)
   for m in maps:
     if m.shape != (height, width):
       raise BadExampleError(raw.key, 'mask does not match image size',
@@ -287,12 +361,9 @@ class Job:
 
   def request(self) -> Dict[str, Any]:
     """What this job writes: the settings that must not change between a run and its rerun."""
-    fh = self.spec.kind == 'fh'
     return {'source': self.source.name, 'examples': len(self.source),
             'num_shards': self.num_shards, 'prefix': self.prefix, 'mask_kind': self.spec.kind,
-            'fh_settings': [list(s) for s in self.spec.fh_settings] if fh else [],
-            'fh_downscale': self.spec.fh_downscale if fh else None,
-            'fh_min_working_side': self.spec.fh_min_working_side if fh else None,
+            **mask_source(self.spec.kind).settings(self.spec),
             'max_segments': self.spec.max_segments,
             # not on_bad_example: a shard finished under 'error' skipped nothing, so a rerun
             # with 'skip' (the usual answer to a bad example) resumes it
@@ -377,16 +448,7 @@ class Job:
       return None
     info = {'source': self.source.name, 'num_shards': self.num_shards,
             'mask_kind': self.spec.kind, 'mask_names': self.spec.names(),
-            'fh_settings': [list(s) for s in self.spec.fh_settings] if self.spec.kind == 'fh'
-                           else [],
-            'fh_downscale': self.spec.fh_downscale if self.spec.kind == 'fh' else None,
-            'fh_min_working_side': (self.spec.fh_min_working_side if self.spec.kind == 'fh'
-                                    else None),
-            # The settings at fh_downscale itself; images near fh_min_working_side run at
-            # factors between it and 1 (their counts are under fh_working_factor/).
-            'fh_working_settings': [
-                list(masks_lib.fh_working_settings(s, self.spec.fh_downscale))
-                for s in self.spec.fh_settings] if self.spec.kind == 'fh' else [],
+            **mask_source(self.spec.kind).manifest_settings(self.spec),
             'on_bad_example': self.policy.on_bad_example}
     return shards.write_manifest(self.out_dir, all_paths, info)
 
