@@ -39,15 +39,8 @@ def load(path: str, allow_pickle: bool) -> Any:
                      'can run code from the file: pass --allow_pickle only for a file from a '
                      'source you trust (e.g. the DetCo release); it is then read admitting numpy '
                      'arrays only')
+  source_files.check_not_other_format(path, 'detectron2', 'a detectron2 .pkl')
   with open(path, 'rb') as f:
-    head = f.read(6)
-    if head == b'\x93NUMPY':
-      raise ValueError(f'--input {path!r} is a .npy file, not a detectron2 .pkl: use '
-                       '--format=haiku')
-    if head.startswith(b'PK'):
-      raise ValueError(f'--input {path!r} is a zip archive (a PyTorch file?), not a detectron2 '
-                       '.pkl: use --format=torchvision')
-    f.seek(0)
     try:
       return _ArraysOnly(f, encoding='latin1').load()
     except pickle.UnpicklingError as e:

@@ -14,7 +14,6 @@ and `counter` are not needed for inference.
 import pickle
 import re
 from typing import Dict, Tuple
-import zipfile
 
 import numpy as np
 
@@ -36,12 +35,10 @@ SOURCE_FRAMEWORKS = ('jax', 'jaxlib', 'haiku')
 def load_pickled_dict(path: str, allow_pickle: bool) -> dict:
   """The dict inside a `.npy` file; ValueError in one line for anything else."""
   source_files.check_file(path)
+  source_files.check_not_other_format(path, 'haiku', 'a .npy file')
   with open(path, 'rb') as f:
-    magic = f.read(6)
-  if magic != b'\x93NUMPY':
-    if zipfile.is_zipfile(path):
-      raise ValueError(f'--input {path!r} is a zip archive (a PyTorch file?), not a .npy file: '
-                       'use --format=torchvision for PyTorch state dicts')
+    magic = f.read(len(source_files.NPY_MAGIC))
+  if magic != source_files.NPY_MAGIC:
     raise ValueError(f'--input {path!r} is not a .npy file (it does not start with numpy\'s '
                      'magic bytes)')
   try:

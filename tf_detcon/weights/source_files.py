@@ -4,6 +4,7 @@ axis order), and where in the file they came from."""
 import dataclasses
 import hashlib
 import os
+import zipfile
 from typing import Any, Callable, Dict, Iterable, List, Mapping
 
 import numpy as np
@@ -37,6 +38,21 @@ def check_file(path: str, flag: str = '--input') -> None:
     raise ValueError(f'{flag} {path!r} is a directory; give the weights file')
   if os.path.getsize(path) == 0:
     raise ValueError(f'{flag} {path!r} is empty')
+
+
+NPY_MAGIC = b'\x93NUMPY'
+
+
+def check_not_other_format(path: str, fmt: str, described: str) -> None:
+  """One line naming the right --format when the file at `path` is plainly another format's:
+  a .npy (haiku) or a zip archive (PyTorch's own files); `described` says what `fmt` reads."""
+  with open(path, 'rb') as f:
+    is_npy = f.read(len(NPY_MAGIC)) == NPY_MAGIC
+  if fmt != 'haiku' and is_npy:
+    raise ValueError(f'--input {path!r} is a .npy file, not {described}: use --format=haiku')
+  if fmt != 'torchvision' and zipfile.is_zipfile(path):
+    raise ValueError(f'--input {path!r} is a zip archive (a PyTorch file?), not {described}: '
+                     'use --format=torchvision')
 
 
 def flatten(tree: Any, separator: str, prefix: str = '',

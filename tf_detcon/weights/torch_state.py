@@ -39,9 +39,7 @@ def load(path: str) -> Any:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ValueError("--format=torchvision needs PyTorch: pip install -e '.[import]'") from e
-  with open(path, 'rb') as f:
-    if f.read(6) == b'\x93NUMPY':
-      raise ValueError(f'--input {path!r} is a .npy file, not a PyTorch file: use --format=haiku')
+  source_files.check_not_other_format(path, 'torchvision', 'a PyTorch file')
   try:
     # Training files keep their argparse settings beside the weights (PixPro's 'opt', SlotCon's
     # and DeCon's 'args'): a Namespace only holds attributes, so it is admitted too.
