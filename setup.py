@@ -24,9 +24,14 @@ BEAM = 'apache-beam==2.77.0'
 # (Model Garden's, and hub.KerasLayer on our exports) imports.
 IMPORT = ['torch==2.14.1', 'torchvision==0.29.1', 'jax==0.10.2', 'dm-haiku==0.0.17',
           'setuptools>=77.0.3,<81']
+# launch/export_keras.py: KerasHub presets for Keras 3 (keras 3.15 and tensorflow-text are
+# already here through TF 2.20 and Model Garden). keras-hub pins kagglesdk 0.1.28, so pip picks
+# kaggle 2.2.1 (Model Garden's) when both are resolved in one install.
+KERAS = ['keras-hub==0.32.0']
 
 # The absl front ends in launch/, each a command `tf-detcon-<name>` (underscores as dashes).
-LAUNCHERS = ('pretrain', 'finetune', 'evaluate', 'visualize', 'make_masks', 'import_weights')
+LAUNCHERS = ('pretrain', 'finetune', 'evaluate', 'visualize', 'make_masks', 'import_weights',
+             'export_keras')
 
 setuptools.setup(
     name='tf_detcon',
@@ -49,9 +54,11 @@ setuptools.setup(
         # launch/import_weights.py's source frameworks, to read a released file and to check an
         # import against the network it came from. The package imports without them.
         'import': IMPORT,
+        # launch/export_keras.py; the JAX backend also needs jax (in 'import').
+        'keras': KERAS,
         # pytest-xdist: scripts/test.sh runs the suite on both of CI's cores.
         # hypothesis: the launchers' property-based fuzz (tests/test_fuzz.py), 0.5 MB.
         'test': ['pytest', 'pytest-xdist==3.8.0', 'scipy', 'hypothesis==6.170.27', BEAM,
-                 *IMPORT],
+                 *IMPORT, *KERAS],
     },
 )

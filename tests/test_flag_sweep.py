@@ -238,9 +238,28 @@ def import_weights_cases(p: Dict[str, str]) -> List[Case]:
   ]
 
 
+def export_keras_cases(p: Dict[str, str]) -> List[Case]:
+  out = f'--output_dir={p["dir"]}/preset'
+  base = [f'--export={p["dir"]}', out]
+  return [
+      (base[1:], '--export'),
+      (base[:1], '--output_dir'),
+      ([f'--export={p["missing"]}', out], '--export'),
+      ([f'--export={p["file"]}', out], '--export'),
+      (base, '--export'),  # a folder with neither checkpoint nor manifest
+      ([base[0], f'--output_dir={p["file"]}'], '--output_dir'),
+      ([base[0], f'--output_dir={p["unwritable"]}'], '--output_dir'),
+      ([base[0], f'--output_dir={p["images"]}'], '--output_dir'),  # holds other files
+      ([*base, '--check_backends=paddle'], '--check_backends'),
+      ([*base, '--check_backends='], '--check_backends'),
+      ([*base, 'stray_argument'], 'stray_argument'),
+  ]
+
+
 LAUNCHERS = {'pretrain': pretrain_cases, 'finetune': finetune_cases,
              'evaluate': evaluate_cases, 'visualize': visualize_cases,
-             'make_masks': make_masks_cases, 'import_weights': import_weights_cases}
+             'make_masks': make_masks_cases, 'import_weights': import_weights_cases,
+             'export_keras': export_keras_cases}
 
 
 @pytest.mark.parametrize('launcher', sorted(LAUNCHERS))

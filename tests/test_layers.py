@@ -21,6 +21,9 @@ RANKS = [
     ('tf_detcon.modeling', 4), ('tf_detcon.finetuning', 4), ('tf_detcon.registry_imports', 4),
     # Evaluation reads exports and never training; training's monitors run its probes.
     ('tf_detcon.evaluation', 5), ('tf_detcon.training', 6), ('tf_detcon.weights', 7),
+    # Keras 3: the backbone classes import nothing of ours (they load without TensorFlow); the
+    # preset writer reads exports through evaluation and writes with training's export.
+    ('tf_detcon.keras3.backbone', 0), ('tf_detcon.keras3.check', 0), ('tf_detcon.keras3', 7),
     ('tf_detcon', 0),
 ]
 

@@ -9,7 +9,7 @@ method must beat. BN always runs in inference mode.
 """
 
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -125,27 +125,54 @@ def decoder_from_metadata(metadata: manifest.Manifest, backbone: tf_keras.Model
                                 backbone.output_specs)
 
 
-def from_export(path: str) -> FrozenEncoder:
-  """An export directory (checkpoint + metadata.json, or a SavedModel), or its saved_model/."""
+def _export_dir(path: str) -> str:
+  """An export directory from its path or its saved_model/; ValueError if it is absent."""
   path = path.rstrip('/')
   if os.path.basename(path) == 'saved_model':
     path = os.path.dirname(path)
   if not tf.io.gfile.isdir(path):
     raise ValueError(f'--export {path!r} does not exist')
+  return path
+
+
+def _restore(path: str, metadata: manifest.Manifest, checkpoint: str
+             ) -> Tuple[tf_keras.Model, Optional[tf_keras.Model]]:
+  """The export's backbone and decoder (None without one), rebuilt and restored by value."""
+  backbone = backbone_from_metadata(metadata)
+  modules = {'backbone': backbone}
+  decoder = decoder_from_metadata(metadata, backbone)
+  if decoder is not None:
+    modules['decoder'] = decoder
+  status = tf.train.Checkpoint(**modules).read(checkpoint)
+  # Everything the modules hold is restored; the export's save counter is not wanted.
+  status.assert_existing_objects_matched().expect_partial()
+  return backbone, decoder
+
+
+def modules_from_export(path: str) -> Tuple[manifest.Manifest, tf_keras.Model,
+                                            Optional[tf_keras.Model]]:
+  """(manifest, backbone, decoder or None) of an export that has its checkpoint and manifest;
+  ValueError in one line for one that lacks either."""
+  path = _export_dir(path)
+  checkpoint = tf.train.latest_checkpoint(os.path.join(path, 'checkpoint'))
+  if not checkpoint:
+    raise ValueError(f'--export {path!r} has no checkpoint/ (an export of ours or an import '
+                     'holds one): export or import it again')
+  metadata = manifest.read(path)
+  if metadata is None:
+    raise ValueError(f'--export {path!r} has no {manifest.FILE}: export or import it again')
+  return (metadata, *_restore(path, metadata, checkpoint))
+
+
+def from_export(path: str) -> FrozenEncoder:
+  """An export directory (checkpoint + metadata.json, or a SavedModel), or its saved_model/."""
+  path = _export_dir(path)
   model_dir = os.path.dirname(path)
   name = os.path.basename(model_dir) or 'export'
   checkpoint = tf.train.latest_checkpoint(os.path.join(path, 'checkpoint'))
   metadata = manifest.read(path) if checkpoint else None
   if metadata is not None:
-    backbone = backbone_from_metadata(metadata)
-    modules = {'backbone': backbone}
-    decoder = decoder_from_metadata(metadata, backbone)
-    if decoder is not None:
-      modules['decoder'] = decoder
-    status = tf.train.Checkpoint(**modules).read(checkpoint)
-    # Everything the modules hold is restored; the export's save counter is not wanted.
-    status.assert_existing_objects_matched().expect_partial()
-    return from_keras(name, backbone, decoder, model_dir)
+    return from_keras(name, *_restore(path, metadata, checkpoint), model_dir)
   saved_model = os.path.join(path, 'saved_model')
   if not tf.io.gfile.exists(os.path.join(saved_model, 'saved_model.pb')):
     raise ValueError(f'--export {path!r} holds neither a checkpoint with {manifest.FILE} nor a '
