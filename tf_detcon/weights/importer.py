@@ -10,18 +10,23 @@ Garden's 1e-3/1e-4.
 """
 
 import os
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
+import tf_keras
+
+from official.vision.configs import decoders as decoders_config
 
 from tf_detcon import __version__
 from tf_detcon.configs import pretrain
+from tf_detcon.modeling.blocks import decoders
 from tf_detcon.modeling.blocks import encoders
 from tf_detcon.exports import manifest
 from tf_detcon.modeling.blocks import padding as padding_lib
 from tf_detcon.training import export as export_lib
 from tf_detcon.weights import detectron2_pkl
+from tf_detcon.weights import fpn_state
 from tf_detcon.weights import haiku_npy
 from tf_detcon.weights import resnet
 from tf_detcon.weights import source_files
@@ -83,6 +88,22 @@ def existing_import(output_dir: str) -> Optional[manifest.Manifest]:
                    'another directory')
 
 
+def import_decoder(source: source_files.Source, cfg: pretrain.EncoderConfig,
+                   backbone: tf_keras.Model) -> Tuple[tf_keras.Model, Dict[str, Any]]:
+  """DeCon's detectron2 FPN (`source.decoder`) as Model Garden's FPN over its levels, built as
+  pretraining's DeCon builds its decoder, and the manifest's decoder record: the layers set from
+  the file are its `trained_layers` (`weights/fpn_state.py` says how each maps)."""
+  levels = fpn_state.levels(source.decoder)
+  decoder = decoders_config.Decoder(type='fpn', fpn=decoders_config.FPN(
+      num_filters=fpn_state.num_filters(source.decoder), fusion_type='sum',
+      use_separable_conv=False))
+  fpn = decoders.build_decoder(decoder, levels[0], levels[-1], cfg.norm_activation,
+                               backbone.output_specs)
+  trained = fpn_state.assign(fpn, source.decoder, source.epsilon)
+  return fpn, {'decoder': decoder.as_dict(), 'min_level': levels[0], 'max_level': levels[-1],
+               'trained_layers': trained}
+
+
 def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
         allow_pickle: bool = False, scope: str = '', padding: str = 'same') -> str:
   """Imports `path` into the export directory `output_dir`; returns it. A rerun of the same
@@ -115,16 +136,26 @@ def run(fmt: str, path: str, output_dir: str, model_id: Optional[int] = None,
   count = resnet.assign(backbone, source)  # names a misfit of model_id
   if padding == 'symmetric':
     padding_lib.symmetric(backbone)
+  modules, decoder_record = {'backbone': backbone}, None
+  if source.decoder:
+    modules['decoder'], decoder_record = import_decoder(source, cfg, backbone)
   record = manifest.Manifest(
       method='imported', step=None, extra={'tf_detcon_version': __version__},
       source={'file': os.path.abspath(path), 'format': fmt, 'sha256': checksum,
               'model_id': model_id, 'scope': source.scope, 'scope_given': scope,
               'not_imported': source.skipped, 'identity_shortcuts': identity},
-      config={'task': {'encoder': cfg.as_dict()}}, padding=padding)
-  export_lib.write(output_dir, {'backbone': backbone}, record)
+      config={'task': {'encoder': cfg.as_dict()}}, padding=padding, decoder=decoder_record)
+  export_lib.write(output_dir, modules, record)
   scope_text = f' at {source.scope!r}' if source.scope else ''
   print(f'imported the ResNet-{model_id}{scope_text} of {path} ({count} tensors) into '
         f'{output_dir}', flush=True)
+  if source.note:
+    print(f'took the ResNet at {source.note}', flush=True)
+  if decoder_record:
+    print(f'imported its FPN decoder at {source.decoder_scope!r} into Model Garden\'s FPN '
+          f'(levels {decoder_record["min_level"]}-{decoder_record["max_level"]}, '
+          f'{decoder_record["decoder"]["fpn"]["num_filters"]} filters; from the file: '
+          f'{", ".join(decoder_record["trained_layers"])})', flush=True)
   if source.skipped:
     print(f'not imported (not part of the ResNet): {source_files.first(source.skipped, 6)}', flush=True)
   if identity:

@@ -21,6 +21,10 @@ class Source:
   # layout name -> the name the file would give it, for tensors it lacks
   expected: Callable[[str], str] = lambda name: name
   epsilon: float = 1e-5  # the source's BN epsilon (both sources use 1e-5)
+  # A detectron2 FPN beside the ResNet (DeCon's decoder): its local names -> OIHW arrays.
+  decoder: Tensors = dataclasses.field(default_factory=dict)
+  decoder_scope: str = ''
+  note: str = ''  # why this ResNet of several was taken, when a rule chose it
 
 
 def sha256(path: str) -> str:

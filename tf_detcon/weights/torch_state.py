@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from tf_detcon.weights import fpn_state
 from tf_detcon.weights import resnet
 from tf_detcon.weights import source_files
 
@@ -30,6 +31,11 @@ _DETECTRON2 = re.compile(r'^res(\d)\.(\d+)\.(conv(\d)|shortcut)(\.norm)?\.(\w+)$
 _BACKBONE_LIKE = re.compile(r'^(conv1|bn1|layer\d|stem|res\d)\.')
 # The trained encoder of a file holding several: MoCo's/DetCo's query, BYOL-style online.
 PREFERRED = ('encoder_q', 'online', 'student', 'query')
+# SlotCon and DeCon (on SlotCon) transfer the teacher, `encoder_k` (and `decoder_k`), as their
+# authors' conversions to detectron2 do; their files are told by the teacher's grouping slots or
+# decoder.
+TEACHER_MARKERS = ('grouping_k.', 'decoder_k.')
+TEACHER = ('encoder_k',)
 
 
 def load(path: str) -> Any:
@@ -157,11 +163,14 @@ def from_flat(flat: Dict[str, Any], path: str, scope: str = '') -> source_files.
     raise ValueError(f'--input {path!r} holds no ResNet in torchvision or detectron2 layout (no '
                      f'"conv1.weight" of 3 input channels among its {len(flat)} tensors, e.g. '
                      f'{source_files.first(flat)})')
-  chosen = source_files.choose_scope(stems, scope, PREFERRED)
+  teacher = not scope and any(marker in key for key in flat for marker in TEACHER_MARKERS) and (
+      sum(any(word in s for word in TEACHER) for s in stems) == 1)
+  chosen = source_files.choose_scope(stems, scope, TEACHER if teacher else PREFERRED)
   rename = _detectron2_name if stems[chosen] == 'detectron2' else _torchvision_name
+  decoder = fpn_state.decoder_scope(list(flat), chosen)
   tensors, names, unknown, heads = {}, {}, [], set()
   for key, value in flat.items():
-    if not key.startswith(chosen):
+    if not key.startswith(chosen) or fpn_state.is_decoder_key(key, decoder):
       continue
     local = key[len(chosen):]
     name, known = rename(local)
@@ -180,6 +189,12 @@ def from_flat(flat: Dict[str, Any], path: str, scope: str = '') -> source_files.
                      f'not in {stems[chosen]} layout: {source_files.first(unknown)}')
   depth = chosen.count('.')
   others = sorted(heads | {'.'.join(key.split('.')[:max(depth, 1)]) for key in flat
-                           if not key.startswith(chosen)})
+                           if not key.startswith(chosen)
+                           and not fpn_state.is_decoder_key(key, decoder)})
+  note = (f'{chosen!r}: the teacher, which SlotCon and DeCon transfer (--source_scope chooses '
+          'another)' if teacher else '')
   return source_files.Source(tensors, names, chosen, others,
-                        expected=lambda name: _torch_name(stems[chosen], chosen, name))
+                             expected=lambda name: _torch_name(stems[chosen], chosen, name),
+                             decoder=fpn_state.read(flat, decoder, _numpy)
+                             if decoder is not None else {},
+                             decoder_scope=decoder or '', note=note)
