@@ -438,6 +438,47 @@ def test_bad_detectron2_pickles_are_one_line_and_run_nothing(damage, message, tm
   assert not (tmp_path / 'pwned').exists() and not (tmp_path / 'out').exists()
 
 
+def _densecl_file(encoder, torch):
+  """OpenSelfSup's DenseCL training file: encoder_q = (backbone, neck), its momentum copy, and
+  `backbone` the same module as encoder_q.0, so its tensors appear twice."""
+  key = {k: v + 1.0 if v.is_floating_point() else v for k, v in encoder.items()}
+  return {'meta': {'epoch': 200}, 'state_dict': {
+      **{f'encoder_q.0.{k}': v for k, v in encoder.items()},
+      **{f'encoder_k.0.{k}': v for k, v in key.items()},
+      **{f'backbone.{k}': v for k, v in encoder.items()},
+      'encoder_q.1.mlp.0.weight': torch.zeros(8, 2048), 'queue': torch.zeros(128, 8)}}
+
+
+def _soco_file(encoder, torch):
+  """SoCo's training file: the online `encoder` and its momentum twin `encoder_k`, the FPN
+  `neck` (mmdetection's layout) and box `head`, and an EMA copy under `model_ema`."""
+  key = {k: v + 1.0 if v.is_floating_point() else v for k, v in encoder.items()}
+  return {'model': {**{f'module.encoder.{k}': v for k, v in encoder.items()},
+                    **{f'module.encoder_k.{k}': v for k, v in key.items()},
+                    'module.neck.lateral_convs.0.conv.weight': torch.zeros(256, 256, 1, 1),
+                    'module.head.fc1.weight': torch.zeros(8, 8)},
+          'model_ema': {f'encoder.{k}': v + 2.0 if v.is_floating_point() else v
+                        for k, v in encoder.items()}, 'epoch': 100}
+
+
+@pytest.mark.parametrize('wrap, scope', [(_densecl_file, 'state_dict.encoder_q.0.'),
+                                         (_soco_file, 'model.module.encoder.')])
+def test_densecl_and_soco_training_files_give_the_encoder_their_authors_transfer(
+    wrap, scope, torchvision_release, tmp_path):
+  torch = pytest.importorskip('torch')
+  path, _, same = torchvision_release
+  state = torch.load(path, weights_only=True)['state_dict']
+  encoder = {k[len('module.encoder_q.'):]: v for k, v in state.items()
+             if k.startswith('module.encoder_q.') and not k.startswith('module.encoder_q.fc')}
+  release = tmp_path / 'release.pth'
+  torch.save(wrap(encoder, torch), release)
+  out = importer.run('torchvision', str(release), str(tmp_path / 'import'))
+  metadata = json.loads((tmp_path / 'import' / 'metadata.json').read_text())
+  assert metadata['source']['scope'] == scope
+  ours = imported_features(out, images())
+  assert max(relative_error(ours[k], same[k]) for k in same) < 1e-4
+
+
 def test_torchvision_resnet18_gets_an_identity_shortcut_where_it_has_none(tmp_path):
   path, _, same = torchvision_file(tmp_path, 'resnet18', 'plain')
   out = importer.run('torchvision', path, str(tmp_path / 'r18'))

@@ -278,8 +278,10 @@ def write(export: str, output_dir: str, backends: Sequence[str] = ('tensorflow',
 
   Returns the plan and {backend: {level: relative error}}. Refuses in one line: an export that is
   not whole, another architecture, an `output_dir` that holds files, a backend not installed, and
-  a preset whose features differ from the export's by more than TOLERANCE on any backend."""
-  backends = check_backends(backends)
+  a preset whose features differ from the export's by more than TOLERANCE on any backend.
+  No `backends` writes it unchecked (for a caller that checks it itself; the launcher asks for
+  at least one)."""
+  backends = check_backends(backends) if backends else []
   output_dir = output_dir.rstrip('/')
   _refuse_existing(output_dir)
   parent = os.path.dirname(os.path.abspath(output_dir))
