@@ -461,9 +461,21 @@ def _soco_file(encoder, torch):
                         for k, v in encoder.items()}, 'epoch': 100}
 
 
+def _slotcon_file(encoder, torch):
+  """SlotCon's training file: student `encoder_q`, teacher `encoder_k` (the one transferred),
+  the teacher's grouping slots and projector, and its argparse settings."""
+  student = {k: v + 1.0 if v.is_floating_point() else v for k, v in encoder.items()}
+  return {'model': {**{f'module.encoder_q.{k}': v for k, v in student.items()},
+                    **{f'module.encoder_k.{k}': v for k, v in encoder.items()},
+                    'module.grouping_k.slot_embed.weight': torch.zeros(256, 8),
+                    'module.projector_k.mlp.0.weight': torch.zeros(8, 2048, 1, 1)},
+          'args': argparse.Namespace(arch='resnet50', teacher_momentum=0.99), 'epoch': 800}
+
+
 @pytest.mark.parametrize('wrap, scope', [(_densecl_file, 'state_dict.encoder_q.0.'),
-                                         (_soco_file, 'model.module.encoder.')])
-def test_densecl_and_soco_training_files_give_the_encoder_their_authors_transfer(
+                                         (_soco_file, 'model.module.encoder.'),
+                                         (_slotcon_file, 'model.module.encoder_k.')])
+def test_dense_ssl_training_files_give_the_encoder_their_authors_transfer(
     wrap, scope, torchvision_release, tmp_path):
   torch = pytest.importorskip('torch')
   path, _, same = torchvision_release
