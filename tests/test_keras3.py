@@ -185,6 +185,11 @@ def test_backends_and_output_dir_are_checked_before_any_work(tiny_decon_run, tmp
     preset.write(decon_export(tiny_decon_run), str(tmp_path / 'new'), ('tensorflow', 'jax'))
   with pytest.raises(ValueError, match=r'--export .* has no checkpoint'):
     preset.write(str(tmp_path / 'full'), str(tmp_path / 'new'))
+  monkeypatch.setattr(preset.importlib.util, 'find_spec',
+                      lambda name: None if name == 'keras_hub' else real(name))
+  with pytest.raises(ValueError, match=r"KerasHub is not installed here: pip install -e '.\[keras\]'"):
+    preset.write(decon_export(tiny_decon_run), str(tmp_path / 'new'), ())
+  assert not (tmp_path / 'new').exists()
 
 
 def readme_snippet() -> str:

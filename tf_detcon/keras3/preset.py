@@ -183,7 +183,10 @@ def assign(model: Any, weights: Dict[str, List[np.ndarray]]) -> None:
 
 
 def check_backends(backends: Sequence[str]) -> List[str]:
-  """The asked-for backends, each installed; ValueError in one line otherwise."""
+  """The asked-for backends, each installed, and KerasHub; ValueError in one line otherwise."""
+  if importlib.util.find_spec('keras_hub') is None:
+    raise ValueError("KerasHub is not installed here: pip install -e '.[keras]' (keras-hub "
+                     "0.32) to write Keras 3 presets")
   if not backends:
     raise ValueError('--check_backends is empty: name at least one of '
                      f'{", ".join(BACKENDS)}')
@@ -282,6 +285,8 @@ def write(export: str, output_dir: str, backends: Sequence[str] = ('tensorflow',
   No `backends` writes it unchecked (for a caller that checks it itself; the launcher asks for
   at least one)."""
   backends = check_backends(backends) if backends else []
+  if importlib.util.find_spec('keras_hub') is None:
+    check_backends(['tensorflow'])  # says that KerasHub is missing
   output_dir = output_dir.rstrip('/')
   _refuse_existing(output_dir)
   parent = os.path.dirname(os.path.abspath(output_dir))
