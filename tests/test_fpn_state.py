@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.test_weights import RESNET_LEVELS
 from tests.test_weights import images, imported_features, normalized, relative_error
 from tf_detcon.exports import manifest
 from tf_detcon.weights import importer
@@ -20,6 +21,7 @@ TORCH_SCRIPT = r'''
 import argparse, pickle, sys
 import numpy as np
 import torch, torchvision
+''' + RESNET_LEVELS + r'''
 nn = torch.nn
 arch, norm, layout, images_path, file_path, features_path = sys.argv[1:7]
 norm = norm == 'norm'
@@ -60,12 +62,8 @@ randomized(decoder)
 
 
 def forward(x):
-  out = {}
-  for level, layer in zip('2345', (encoder.layer1, encoder.layer2, encoder.layer3,
-                                   encoder.layer4)):
-    layer.register_forward_hook(lambda m, a, o, level=level: out.__setitem__(level, o))
+  out = resnet_levels(encoder, x)
   with torch.no_grad():
-    encoder(x)
     prev = decoder.fpn_lateral5(out['5'])
     for level in '432':
       prev = getattr(decoder, f'fpn_lateral{level}')(out[level]) + nn.functional.interpolate(

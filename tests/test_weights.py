@@ -181,7 +181,20 @@ def test_a_model_id_the_file_does_not_fit_names_the_tensor_and_both_shapes(haiku
 
 # torchvision's network runs in a process of its own: importing torchvision (and its triton)
 # into a process that holds TensorFlow crashes it. Reading a state dict with torch does not.
-TORCHVISION_SCRIPT = r'''
+# torchvision's ResNet's res2-res5 outputs (NCHW torch tensors), shared by the scripts that run
+# a source network.
+RESNET_LEVELS = r'''
+def resnet_levels(network, x):
+  out = {}
+  for level, layer in zip('2345', (network.layer1, network.layer2, network.layer3,
+                                   network.layer4)):
+    layer.register_forward_hook(lambda m, a, o, level=level: out.__setitem__(level, o))
+  with torch.no_grad():
+    network(x)
+  return out
+'''
+
+TORCHVISION_SCRIPT = RESNET_LEVELS + r'''
 import sys
 import numpy as np
 import torch
@@ -218,13 +231,7 @@ def tf_same_padding(module):
 
 
 def features(network, x):
-  out = {}
-  for level, layer in zip('2345', (network.layer1, network.layer2, network.layer3,
-                                   network.layer4)):
-    layer.register_forward_hook(lambda m, a, o, level=level: out.__setitem__(level, o))
-  with torch.no_grad():
-    network(x)
-  return {k: v.permute(0, 2, 3, 1).numpy() for k, v in out.items()}
+  return {k: v.permute(0, 2, 3, 1).numpy() for k, v in resnet_levels(network, x).items()}
 
 
 torch.manual_seed(0)
