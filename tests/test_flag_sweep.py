@@ -250,6 +250,7 @@ def export_keras_cases(p: Dict[str, str]) -> List[Case]:
       ([base[0], f'--output_dir={p["file"]}'], '--output_dir'),
       ([base[0], f'--output_dir={p["unwritable"]}'], '--output_dir'),
       ([base[0], f'--output_dir={p["images"]}'], '--output_dir'),  # holds other files
+      ([base[0], '--output_dir=gs://bucket/preset'], '--output_dir'),
       ([*base, '--check_backends=paddle'], '--check_backends'),
       ([*base, '--check_backends='], '--check_backends'),
       ([*base, 'stray_argument'], 'stray_argument'),

@@ -201,6 +201,9 @@ def check_backends(backends: Sequence[str]) -> List[str]:
 
 
 def _refuse_existing(output_dir: str) -> None:
+  if '://' in output_dir:
+    raise ValueError(f'--output_dir {output_dir}: a preset is written to a local folder (then '
+                     'copy it, e.g. with gcloud storage cp -r); --export may be remote')
   if os.path.isdir(output_dir) and os.listdir(output_dir):
     raise ValueError(f'--output_dir {output_dir} already holds files; choose a new folder, or '
                      'remove it to write the preset again')
