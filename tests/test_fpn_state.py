@@ -136,3 +136,17 @@ def test_decons_decoder_imports_and_computes_the_source_networks_features(arch, 
   print(f'{arch} {norm} {layout}: DeCon file -> import, encoder and FPN P2:', errors)
   assert max(errors.values()) < 1e-4, errors
 
+
+
+@pytest.mark.parametrize('keys, encoder, decoder', [
+    (['module.encoder_k.conv1.weight', 'module.decoder_k.fpn_lateral2.weight',
+      'module.decoder_q.fpn_lateral2.weight'], 'module.encoder_k.', 'module.decoder_k.'),
+    (['backbone.conv1.weight', 'decoder.fpn_lateral2.norm.weight'], 'backbone.', 'decoder.'),
+    (['stem.conv1.weight', 'fpn_lateral5.weight', 'box_head.fc1.weight'], '', ''),
+    (['encoder_q.conv1.weight', 'decoder_q.head.weight'], 'encoder_q.', None),
+    (['module.encoder.conv1.weight', 'module.neck.lateral_convs.0.conv.weight'],
+     'module.encoder.', None),  # SoCo's mmdetection-layout neck is not detectron2's
+])
+def test_the_decoder_is_found_beside_its_encoder(keys, encoder, decoder):
+  from tf_detcon.weights import fpn_state  # pylint: disable=g-import-not-at-top
+  assert fpn_state.decoder_scope(keys, encoder) == decoder
