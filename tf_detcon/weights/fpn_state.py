@@ -41,8 +41,8 @@ def is_decoder_key(key: str, scope: Optional[str]) -> bool:
   return scope is not None and key.startswith(scope) and bool(_KEY.match(key[len(scope):]))
 
 
-def read(flat: Dict[str, Any], scope: str, to_numpy) -> Dict[str, np.ndarray]:
-  """{local name: array} of the FPN at `scope`, e.g. 'fpn_lateral2.norm.weight'."""
+def read(flat: Dict[str, Any], scope: Optional[str], to_numpy) -> Dict[str, np.ndarray]:
+  """{local name: array} of the FPN at `scope` (e.g. 'fpn_lateral2.norm.weight'); {} for None."""
   return {key[len(scope):]: to_numpy(value) for key, value in flat.items()
           if is_decoder_key(key, scope) and not key.endswith('num_batches_tracked')}
 

@@ -195,6 +195,5 @@ def from_flat(flat: Dict[str, Any], path: str, scope: str = '') -> source_files.
           'another)' if teacher else '')
   return source_files.Source(tensors, names, chosen, others,
                              expected=lambda name: _torch_name(stems[chosen], chosen, name),
-                             decoder=fpn_state.read(flat, decoder, _numpy)
-                             if decoder is not None else {},
+                             decoder=fpn_state.read(flat, decoder, _numpy),
                              decoder_scope=decoder or '', note=note)
