@@ -13,14 +13,15 @@ from tests.conftest import batch_origin, tiny_params
 from tests.test_transfer import maskrcnn_params
 from tf_detcon.finetuning import transfer
 from tf_detcon.primitives import seeds
+from tf_detcon.modeling import registry
 from tf_detcon.modeling.blocks import decoders
-from tf_detcon.modeling.methods import decon
+from tf_detcon import registry_imports  # pylint: disable=unused-import  (registers the methods)
 from tf_detcon.training import trainer
 
 
 def _model(name):
   params = tiny_params(name)
-  model = decon.DeConModel(params.task, total_steps=10)
+  model = registry.build_model(params.task, 10)
   model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   return model
@@ -89,7 +90,7 @@ def test_sl_and_ml_objectives_and_the_weighted_loss(name, levels):
   inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch().items()})
   result = model.compute_objective(inputs, training=False)
   loss, stats = result.loss, result.stats
-  alpha = model.cfg.alpha
+  alpha = model.settings.alpha
   np.testing.assert_allclose(
       float(loss), alpha * float(stats['loss_encoder']) + (1 - alpha) * float(
           stats['loss_decoder']), rtol=1e-6)
@@ -277,7 +278,7 @@ def test_decoder_levels_no_objective_reaches_are_not_decayed():
   params = tiny_params('decon_sl_detco_tiny')
   params.task.losses.l2_weight_decay = 0.1
   params.trainer.optimizer_config.learning_rate.cosine.initial_learning_rate = 0.1
-  model = decon.DeConModel(params.task, total_steps=10)
+  model = registry.build_model(params.task, 10)
   model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   unused = ('post_hoc_3', 'post_hoc_4', 'post_hoc_5', 'norm_3', 'norm_4', 'norm_5')
@@ -298,7 +299,7 @@ def test_decon_on_detco_decodes_keys_inside_the_key_shuffle():
   §3.3), written out here: permute the batch, run key encoder and decoder on each of the
   bn_splits groups, undo the permutation."""
   model = _model('decon_sl_detco_tiny')
-  assert model.decodes_in_shuffle and model.cfg.base.detco.bn_splits == 2
+  assert model.decodes_in_shuffle and model.base_model.bn_splits == 2
   assert {bool(getattr(layer, 'synchronized', False)) for layer in model.target_decoder.submodules
           if isinstance(layer, tf.keras.layers.BatchNormalization)} <= {False}
   inputs = model.prepare_inputs({k: tf.constant(v) for k, v in _batch(local=True).items()})

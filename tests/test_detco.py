@@ -9,6 +9,7 @@ import tensorflow as tf
 import tf_keras
 
 from tests.conftest import batch_origin, tiny_params
+from tf_detcon.modeling import registry
 from tf_detcon.modeling import losses
 from tf_detcon.primitives import replicas
 from tf_detcon.configs import validation
@@ -92,7 +93,7 @@ def test_two_replicas_give_the_loss_gradients_and_queue_of_one(two_replicas):
 
 def _model(name='detco_tiny'):
   params = tiny_params(name)
-  model = detco.DetCoModel(params.task, total_steps=10)
+  model = registry.build_model(params.task, 10)
   model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
   model.initialize_targets()
   return model
@@ -262,7 +263,7 @@ def _synchronised(encoder):
 def test_shuffle_key_bn_builds_a_per_replica_bn_key_encoder():
   params = tiny_params('detco_tiny')
   params.task.method.detco.key_bn = 'shuffle'
-  model = detco.DetCoModel(params.task, 10)
+  model = registry.build_model(params.task, 10)
   assert _synchronised(model.target_encoder) == {False}
   assert len(model.ema_pairs()) > 0
 
@@ -271,7 +272,7 @@ def test_query_encoder_has_per_replica_bn_in_the_bn_groups():
   """MoCo's query encoder has per-GPU BN (only keys are shuffled): per-replica BN, and on one
   device the `bn_splits` groups each normalise with their own statistics."""
   model = _model('detco_tiny')
-  assert not model.task.encoder.norm_activation.use_sync_bn
+  assert not tiny_params("detco_tiny").task.encoder.norm_activation.use_sync_bn
   assert _synchronised(model.encoder) == {False}
   assert model.bn_splits == 2
   batch = next(iter(_batch()))
@@ -290,7 +291,7 @@ def test_key_bn_is_moco_shuffling_by_default_and_sync_is_an_option():
     assert tiny_params(name).task.method.detco.key_bn == 'shuffle', name
   params = tiny_params('detco_tiny')
   params.task.method.detco.key_bn = 'sync'
-  model = detco.DetCoModel(params.task, 10)
+  model = registry.build_model(params.task, 10)
   assert _synchronised(model.target_encoder) == {True}
 
 
@@ -298,7 +299,7 @@ def test_shuffle_key_bn_trains_under_two_replicas(two_replicas):
   params = tiny_params('detco_tiny')
   params.task.method.detco.key_bn = 'shuffle'
   with two_replicas.scope():
-    model = detco.DetCoModel(params.task, total_steps=10)
+    model = registry.build_model(params.task, 10)
     model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
     model.initialize_targets()
   data = two_replicas.experimental_distribute_dataset(_batch())

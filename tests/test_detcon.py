@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.conftest import batch_origin, blocky_ids
+from tf_detcon.modeling import registry
 from tf_detcon.modeling import schedules
 from tests.conftest import tiny_params
 from tf_detcon.configs import experiments
@@ -30,7 +31,7 @@ def _model(name, strategy=None, total_steps=10):
   task = params.task
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    model = detcon.DetConModel(task, total_steps)
+    model = registry.build_model(task, total_steps)
     model.compile(optimizer=trainer.build_optimizer(params.trainer.optimizer_config))
     model.initialize_targets()
   return model
@@ -115,7 +116,7 @@ def test_byol_is_byols_regression_on_globally_pooled_features():
   detcon_cfg = task.method.detcon
   assert (detcon_cfg.loss, detcon_cfg.num_samples, task.train_data.masks.kind,
           task.train_data.masks.grid_size) == ('regression', 1, 'grid', 1)
-  model = detcon.DetConModel(task, 10)
+  model = registry.build_model(task, 10)
   model.initialize_targets()
   model.encoder.set_weights([w + 0.01 for w in model.encoder.get_weights()])  # online ≠ target
   inputs = model.prepare_inputs(next(iter(_batches(num_ids=1))))

@@ -16,7 +16,8 @@ from official.vision.modeling.decoders import fpn
 from tests.conftest import tiny_params
 from tests.test_configs import EXPERIMENTS
 from tf_detcon.configs import optimization as optimization_config
-from tf_detcon.modeling.methods import detcon
+from tf_detcon.modeling import registry
+from tf_detcon import registry_imports  # pylint: disable=unused-import  (registers the methods)
 from tf_detcon.training import trainer
 
 
@@ -57,7 +58,7 @@ def test_the_peak_is_the_base_rate_times_batch_over_256():
 
 def test_lars_excludes_every_norm_parameter_and_bias_by_name():
   params = tiny_params('detcon_b_tiny')
-  model = detcon.DetConModel(params.task, total_steps=10)
+  model = registry.build_model(params.task, 10)
   # An FPN built as Model Garden's Mask R-CNN builds it: its BN layers are named norm_*.
   decoder = fpn.FPN(input_specs=model.encoder.output_specs, min_level=2, max_level=6,
                     use_sync_bn=True)

@@ -73,19 +73,23 @@ class ToyObjective(base.Objective):
     return base.ObjectiveOutput(loss, stats)
 
 
-@registry.register_method('toy')
 class ToyModel(base.PretrainModel):
 
-  def __init__(self, task, total_steps, **kwargs):
-    super().__init__(task, total_steps, **kwargs)
-    cfg = task.method.toy
-    self.encoder = encoders.build_backbone(task.encoder)
-    self.objective = ToyObjective(encoders.level_channels(self.encoder)['5'], cfg.dim,
-                                  cfg.temperature)
+  def __init__(self, encoder, objective, **kwargs):
+    super().__init__(**kwargs)
+    self.encoder = encoder
+    self.objective = objective
 
   def features(self, inputs, training):
     return base.Encoded(online=base.Branch(
         views=[self.encoder(v, training=training) for v in inputs.views]))
+
+
+@registry.register_method('toy')
+def build_toy(cfg, context):
+  encoder = encoders.build_backbone(context.encoder)
+  objective = ToyObjective(encoders.level_channels(encoder)['5'], cfg.dim, cfg.temperature)
+  return ToyModel(encoder, objective)
 
 
 def toy_experiment():
@@ -146,10 +150,14 @@ def test_registered_methods_and_an_unknown_one():
     registry.lookup('swav')
 
 
+def _toy_encoder():
+  return encoders.build_backbone(toy_params().task.encoder)
+
+
 class NoEncoder(base.PretrainModel):
 
-  def __init__(self, task, total_steps):
-    super().__init__(task, total_steps)
+  def __init__(self):
+    super().__init__()
     self.objective = ToyObjective(8, 16, 0.5)
 
   def features(self, inputs, training):
@@ -158,17 +166,18 @@ class NoEncoder(base.PretrainModel):
 
 class NoFeatures(base.PretrainModel):
 
-  def __init__(self, task, total_steps):
-    super().__init__(task, total_steps)
-    self.encoder = encoders.build_backbone(task.encoder)
+  def __init__(self):
+    super().__init__()
+    self.encoder = _toy_encoder()
     self.objective = ToyObjective(128, 16, 0.5)
 
 
 class TargetWithoutDecay(ToyModel):
 
-  def __init__(self, task, total_steps):
-    super().__init__(task, total_steps)
-    self.target_encoder = encoders.build_backbone(task.encoder)
+  def __init__(self):
+    encoder = _toy_encoder()
+    super().__init__(encoder, ToyObjective(encoders.level_channels(encoder)['5'], 16, 0.5))
+    self.target_encoder = _toy_encoder()
 
 
 @pytest.mark.parametrize('cls,message', [
@@ -179,7 +188,7 @@ class TargetWithoutDecay(ToyModel):
 ])
 def test_a_broken_contract_fails_at_construction(cls, message):
   with pytest.raises(TypeError, match=message):
-    cls(toy_params().task, 10)
+    cls()
 
 
 def architecture_diffs():

@@ -110,19 +110,16 @@ class PixProObjective(base.Objective):
         tf.reduce_sum(pairs, axis=[1, 2]))})
 
 
-@registry.register_method('pixpro')
 class PixProModel(base.PretrainModel):
   """Online and EMA target encoders; the PixPro objective on one level."""
 
-  def __init__(self, task, total_steps, **kwargs):
-    super().__init__(task, total_steps, **kwargs)
-    cfg = task.method.pixpro
-    self.ema_tau_base = cfg.ema_tau_base
-    self.encoder = encoders.build_backbone(task.encoder)
-    self.target_encoder = encoders.build_backbone(task.encoder)
-    self.objective = PixProObjective(encoders.level_channels(self.encoder)[cfg.feature_level],
-                                     cfg.feature_level, cfg.hidden_dim, cfg.dim, cfg.threshold,
-                                     cfg.sharpness, name='pixpro')
+  def __init__(self, encoder, target_encoder, objective, ema_tau_base, total_steps, **kwargs):
+    super().__init__(**kwargs)
+    self.ema_tau_base = ema_tau_base
+    self.total_steps = total_steps
+    self.encoder = encoder
+    self.target_encoder = target_encoder
+    self.objective = objective
 
   def ema_decay(self, step):
     return schedules.ema_tau(step, self.total_steps, self.ema_tau_base)
@@ -132,3 +129,13 @@ class PixProModel(base.PretrainModel):
         online=base.Branch(views=[self.encoder(v, training=training) for v in inputs.views]),
         target=base.Branch(views=[self.target_encoder(v, training=training)
                                   for v in inputs.views]))
+
+
+@registry.register_method('pixpro')
+def build_pixpro(cfg, context):
+  encoder = encoders.build_backbone(context.encoder)
+  target_encoder = encoders.build_backbone(context.encoder)
+  objective = PixProObjective(encoders.level_channels(encoder)[cfg.feature_level],
+                              cfg.feature_level, cfg.hidden_dim, cfg.dim, cfg.threshold,
+                              cfg.sharpness, name='pixpro')
+  return PixProModel(encoder, target_encoder, objective, cfg.ema_tau_base, context.total_steps)

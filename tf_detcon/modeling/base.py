@@ -1,7 +1,8 @@
 """The method contract and the one train step that every pretraining method shares.
 
-A method is a `PretrainModel` subclass registered with `registry.register_method(name)` under its
-`task.method.type`. In its constructor it sets
+A method is a `PretrainModel` subclass whose builder is registered with
+`registry.register_method(name)` under its `task.method.type`. The builder builds the parts from
+the method's config block and hands them to the model, whose constructor sets
 
   encoder         the online encoder, exported as Model Garden's `backbone`;
   objective       an `Objective`: its heads, its loss and any state it keeps (DetCo's queues);
@@ -13,8 +14,9 @@ and, if it has a target network, `ema_decay(step)`. It may extend `ema_pairs()`,
 `update_state` (DeCon combines two objectives). A missing piece fails at construction, naming it.
 
 `train_step`, the same for every method (docs/architecture.md draws it):
-  1. inputs  = `prepare_inputs(batch)`: colour and normalisation of the host views, on the
-               accelerator when `color_on_device`; an `Inputs` (views, masks, DetCo's patches).
+  1. inputs  = `prepare_inputs(batch)`: the `InputPreparation` the trainer composed from the
+               data config (colour and normalisation of the host views, on the accelerator when
+               `color_on_device`; the step's seed); an `Inputs` (views, masks, DetCo's patches).
   2. result  = `compute_objective(inputs)`: `features(inputs)` → `objective(encoded, inputs)`,
                an `ObjectiveOutput` (this replica's loss, statistics, state to keep).
   3. optimiser step on the gradient of the global mean loss, for the variables the loss reaches;
@@ -32,8 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras
 
+from tf_detcon.configs import data as data_config
 from tf_detcon.primitives import replicas
-from tf_detcon.configs import pretrain as pretrain_config
 from tf_detcon.primitives import color
 from tf_detcon.primitives import seeds
 
@@ -159,6 +161,21 @@ def require_levels(levels: Sequence[str], channels: Dict[str, int]) -> None:
     raise ValueError(f'levels {missing} not among the features {sorted(channels)}')
 
 
+class InputPreparation:
+  """How a host batch becomes `Inputs` (the train step's first stage), composed from the data
+  config: colour and normalisation when they run on the accelerator (`color_on_device`), and
+  the step's seed (`seeds.batch_seed`)."""
+
+  def __init__(self, data_cfg: data_config.DataConfig):
+    self.data_cfg = data_cfg
+
+  def __call__(self, batch: Dict[str, tf.Tensor]) -> Inputs:
+    if self.data_cfg.color_on_device:
+      batch = color.finalize_batch(batch, self.data_cfg)
+    return Inputs.from_batch(batch, seeds.batch_seed(seeds.base_seed(self.data_cfg), batch,
+                                                     seeds.STEP))
+
+
 class _Contract(abc.ABCMeta):
   """Checks the contract once a method's constructor has run."""
 
@@ -175,14 +192,12 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
   # shuffling BN): a target tail (`encode`) then runs inside them, so its BN is per group too.
   shuffles_keys: bool = False
 
-  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    """Args: the (validated) task, and the schedule length for step-dependent settings (τ)."""
+  def __init__(self, **kwargs):
     super().__init__(**kwargs)
-    self.task = task
-    self.data_cfg = task.train_data
-    self.total_steps = total_steps
-    # MoCo's coupled L2 for SGD; LARS decays in the optimiser.
-    self.l2_weight_decay = task.losses.l2_weight_decay
+    # Set by `set_training` (`registry.build_model`): how a batch becomes `Inputs`, and MoCo's
+    # coupled L2 for SGD (LARS decays in the optimiser).
+    self.input_preparation: Optional[InputPreparation] = None
+    self.l2_weight_decay = 0.0
     # `_logs` all-reduces every value inside the step; Keras would otherwise sum the replicas'
     # (already global) values under MirroredStrategy.
     self.distribute_reduction_method = 'first'
@@ -193,6 +208,12 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
     self.input_positions = tf.Variable(
         tf.zeros([seeds.MAX_INPUT_PIPELINES], tf.int64), trainable=False, name='input_positions',
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  def set_training(self, input_preparation: 'InputPreparation', l2_weight_decay: float) -> None:
+    """What the train step takes from outside the method: the input preparation and MoCo's
+    coupled L2 weight (`PretrainTask.losses.l2_weight_decay`)."""
+    self.input_preparation = input_preparation
+    self.l2_weight_decay = l2_weight_decay
 
   # ------------------------------------------------------------------ what a method provides
   @abc.abstractmethod
@@ -243,12 +264,10 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
 
   # ------------------------------------------------------------------------- the train step
   def prepare_inputs(self, batch: Dict[str, tf.Tensor]) -> Inputs:
-    """Colour + normalisation when they run on the accelerator (`color_on_device`), and the
-    step's seed."""
-    if self.data_cfg.color_on_device:
-      batch = color.finalize_batch(batch, self.data_cfg)
-    return Inputs.from_batch(batch, seeds.batch_seed(seeds.base_seed(self.data_cfg), batch,
-                                                     seeds.STEP))
+    if self.input_preparation is None:
+      raise ValueError(f'{type(self).__name__} has no input preparation: build it with '
+                       'registry.build_model, or call set_training')
+    return self.input_preparation(batch)
 
   def record_input_positions(self, batch: Dict[str, tf.Tensor]) -> None:
     """`input_positions[p]` ← the position after the last example input pipeline p has fed,

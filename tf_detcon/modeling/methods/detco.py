@@ -18,7 +18,7 @@ import tf_keras
 
 from tf_detcon.modeling import losses
 from tf_detcon.primitives import replicas
-from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.configs import methods as methods_config
 from tf_detcon.primitives import seeds
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
@@ -157,31 +157,31 @@ class DetCoObjective(base.Objective):
       queue.enqueue(state[name])
 
 
-@registry.register_method('detco')
 class DetCoModel(base.PretrainModel):
   """Query encoder, momentum key encoder (`target_encoder`), DetCo objective with its queues."""
 
-  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    super().__init__(task, total_steps, **kwargs)
-    cfg = task.method.detco
-    self.momentum = cfg.momentum
-    self.local = cfg.local
-    self.bn_splits = cfg.bn_splits
-    self.shuffles_keys = cfg.key_bn == 'shuffle'
-    self.sync_query_bn = task.encoder.norm_activation.use_sync_bn
-    self.patch_size = task.train_data.local_views.patch_size
-    # The objective's settings, read once (a partial: Keras would track a dict attribute).
-    self._objective = functools.partial(
-        DetCoObjective, num_patches=task.train_data.local_views.grid_size ** 2,
-        hidden_dim=cfg.head_hidden_dim, output_dim=cfg.output_dim, local=cfg.local,
-        queue_size=cfg.queue_size, temperature=cfg.temperature)
-    self.encoder = encoders.build_backbone(task.encoder)
-    # 'shuffle': per-replica BN on a shuffled batch, MoCo's way; 'sync': BN across replicas.
-    key_encoder_cfg = task.encoder.replace(norm_activation=task.encoder.norm_activation.replace(
-        use_sync_bn=cfg.key_bn == 'sync'))
-    self.target_encoder = encoders.build_backbone(key_encoder_cfg)
-    self.objective = self.make_objective(encoders.level_channels(self.encoder), cfg.levels,
-                                         cfg.level_weights, name='detco')
+  def __init__(self, encoder: tf_keras.Model, key_encoder: tf_keras.Model,
+               objective: Callable[..., 'DetCoObjective'], levels: Sequence[str],
+               level_weights: Sequence[float], momentum: float, local: bool, bn_splits: int,
+               shuffles_keys: bool, sync_query_bn: bool, patch_size: int, **kwargs):
+    """Args: the built query and key encoders; `objective(channels, levels, weights, name=)`,
+    the DetCo objective with its settings bound (`make_objective`); the levels it contrasts and
+    their weights; the key encoder's momentum; whether the local (jigsaw) contrasts run; the BN
+    groups per replica; whether the keys run on MoCo's cross-replica shuffle; whether the query
+    encoder's BN is synchronised; the side of a jigsaw patch."""
+    super().__init__(**kwargs)
+    self.momentum = momentum
+    self.local = local
+    self.bn_splits = bn_splits
+    self.shuffles_keys = shuffles_keys
+    self.sync_query_bn = sync_query_bn
+    self.patch_size = patch_size
+    # A partial, not a dict of settings: Keras would track a dict attribute.
+    self._objective = objective
+    self.encoder = encoder
+    self.target_encoder = key_encoder
+    self.objective = self.make_objective(encoders.level_channels(self.encoder), levels,
+                                         level_weights, name='detco')
 
   def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
                      weights: Sequence[float], name: str) -> DetCoObjective:
@@ -317,3 +317,22 @@ def in_groups(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base.Branch], view:
   return base.Branch(
       views=concat([p.views for p in parts]),
       patches=None if parts[0].patches is None else concat([p.patches for p in parts]))
+
+
+@registry.register_method('detco')
+def build_detco(cfg: methods_config.DetCoConfig, context: registry.BuildContext) -> DetCoModel:
+  """DetCo, or MoCo v2 (`levels: ['5']`, `local: false`), from the method's block; the patches'
+  size and number come from the data's local views."""
+  local_views = context.train_data.local_views
+  objective = functools.partial(
+      DetCoObjective, num_patches=local_views.grid_size ** 2, hidden_dim=cfg.head_hidden_dim,
+      output_dim=cfg.output_dim, local=cfg.local, queue_size=cfg.queue_size,
+      temperature=cfg.temperature)
+  encoder = encoders.build_backbone(context.encoder)
+  # 'shuffle': per-replica BN on a shuffled batch, MoCo's way; 'sync': BN across replicas.
+  norm = context.encoder.norm_activation
+  key_encoder = encoders.build_backbone(context.encoder.replace(
+      norm_activation=norm.replace(use_sync_bn=cfg.key_bn == 'sync')))
+  return DetCoModel(encoder, key_encoder, objective, cfg.levels, cfg.level_weights, cfg.momentum,
+                    cfg.local, cfg.bn_splits, shuffles_keys=cfg.key_bn == 'shuffle',
+                    sync_query_bn=norm.use_sync_bn, patch_size=local_views.patch_size)

@@ -7,7 +7,7 @@ owns its heads, so DeCon can apply it to decoder levels too.
 """
 
 import functools
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import zlib
 
 import tensorflow as tf
@@ -15,7 +15,7 @@ import tf_keras
 
 from tf_detcon.modeling import losses
 from tf_detcon.modeling import schedules
-from tf_detcon.configs import pretrain as pretrain_config
+from tf_detcon.configs import methods as methods_config
 from tf_detcon.primitives import seeds as seeds_lib
 from tf_detcon.modeling import base
 from tf_detcon.modeling import registry
@@ -167,27 +167,28 @@ class DetConObjective(base.Objective):
     return base.ObjectiveOutput(total, stats)
 
 
-@registry.register_method('detcon')
-class DetConModel(base.PretrainModel):
-  """Online encoder (+ EMA target encoder for DetCon_B) and the DetCon objective on res5."""
+ObjectiveFactory = Callable[..., 'DetConObjective']
 
-  def __init__(self, task: pretrain_config.PretrainTask, total_steps: int, **kwargs):
-    super().__init__(task, total_steps, **kwargs)
-    cfg = task.method.detcon
-    byol = cfg.variant == 'b'
-    self.ema_tau_base = cfg.ema_tau_base
-    # The objective's settings, read once (a partial: Keras would track a dict attribute).
-    self._objective = functools.partial(DetConObjective, level_settings=dict(
-        projector=(cfg.projector.hidden_dim, cfg.projector.output_dim),
-        predictor=(cfg.predictor.hidden_dim, cfg.predictor.output_dim) if byol else None,
-        loss=cfg.loss, temperature=cfg.temperature, local_negatives=cfg.local_negatives,
-        global_negatives=cfg.global_negatives, num_samples=cfg.num_samples,
-        max_mask_ids=cfg.max_mask_ids, use_sync_bn=task.encoder.norm_activation.use_sync_bn))
-    self.encoder = encoders.build_backbone(task.encoder)
-    if byol:
-      self.target_encoder = encoders.build_backbone(task.encoder)
+
+class DetConModel(base.PretrainModel):
+  """Online encoder (+ EMA target encoder for DetCon_B) and the DetCon objective on one level."""
+
+  def __init__(self, encoder: tf_keras.Model, target_encoder: Optional[tf_keras.Model],
+               objective: ObjectiveFactory, feature_level: str, ema_tau_base: float,
+               total_steps: int, **kwargs):
+    """Args: the built encoders; `objective(channels, levels, weights, name=)`, the DetCon
+    objective with its settings bound (`make_objective`); the level it contrasts; BYOL's τ_base
+    and the schedule length its τ anneals over."""
+    super().__init__(**kwargs)
+    self.ema_tau_base = ema_tau_base
+    self.total_steps = total_steps
+    # A partial, not a dict of settings: Keras would track a dict attribute.
+    self._objective = objective
+    self.encoder = encoder
+    if target_encoder is not None:
+      self.target_encoder = target_encoder
     self.objective = self.make_objective(encoders.level_channels(self.encoder),
-                                         [cfg.feature_level], [1.0], name='detcon')
+                                         [feature_level], [1.0], name='detcon')
 
   def make_objective(self, channels: Dict[str, int], levels: Sequence[str],
                      weights: Sequence[float], name: str) -> DetConObjective:
@@ -205,3 +206,20 @@ class DetConModel(base.PretrainModel):
       target = base.Branch(views=[self.target_encoder(v, training=training)
                                   for v in inputs.views])
     return base.Encoded(online, target)
+
+
+@registry.register_method('detcon')
+def build_detcon(cfg: methods_config.DetConConfig, context: registry.BuildContext) -> DetConModel:
+  """DetCon_S / SimCLR (no target network) or DetCon_B / BYOL (`variant: b`: an EMA target
+  encoder and a predictor), from the method's block."""
+  byol = cfg.variant == 'b'
+  objective = functools.partial(DetConObjective, level_settings=dict(
+      projector=(cfg.projector.hidden_dim, cfg.projector.output_dim),
+      predictor=(cfg.predictor.hidden_dim, cfg.predictor.output_dim) if byol else None,
+      loss=cfg.loss, temperature=cfg.temperature, local_negatives=cfg.local_negatives,
+      global_negatives=cfg.global_negatives, num_samples=cfg.num_samples,
+      max_mask_ids=cfg.max_mask_ids, use_sync_bn=context.encoder.norm_activation.use_sync_bn))
+  encoder = encoders.build_backbone(context.encoder)
+  target_encoder = encoders.build_backbone(context.encoder) if byol else None
+  return DetConModel(encoder, target_encoder, objective, cfg.feature_level, cfg.ema_tau_base,
+                     context.total_steps)
