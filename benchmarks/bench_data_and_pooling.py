@@ -23,7 +23,7 @@ console.quiet_native_logs()  # before TensorFlow is imported
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from benchmarks import table  # pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
 from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
 from tf_detcon.modeling.blocks import pooling  # pylint: disable=wrong-import-position
@@ -34,7 +34,7 @@ from tf_detcon.modeling.blocks import pooling  # pylint: disable=wrong-import-po
 def photo_shards(out_dir: str, copies: int = 4) -> str:
   """Shards of scikit-image's photos as 500×375 JPEGs (bench_fh), FH masks at the precompute's
   default; returns the file pattern."""
-  from benchmarks import bench_fh  # pylint: disable=g-import-not-at-top
+  import bench_fh  # pylint: disable=g-import-not-at-top
   from tf_detcon.data.offline import masks  # pylint: disable=g-import-not-at-top
   from tf_detcon.data.offline import precompute  # pylint: disable=g-import-not-at-top
   from tf_detcon.data.offline import sources  # pylint: disable=g-import-not-at-top
@@ -145,7 +145,7 @@ def main():
     peaks[which] = float(out.stdout.strip().splitlines()[-1])
   rows.append(('  peak RSS growth of one call, fresh process (ours)', f'{peaks["ours"]:.0f} MiB',
                f'one-hot: {peaks["one_hot"]:.0f} MiB'))
-  table.print_rows(('what', 'figure', 'ratio'), rows)
+  common.print_rows(('what', 'figure', 'ratio'), rows)
 
 
 if __name__ == '__main__':

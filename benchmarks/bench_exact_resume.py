@@ -25,7 +25,7 @@ console.quiet_native_logs()  # before TensorFlow is imported
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from benchmarks import table  # pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 from tf_detcon.configs import data as data_config  # pylint: disable=wrong-import-position
 from tf_detcon.data import datasets  # pylint: disable=wrong-import-position
 from tf_detcon.primitives import seeds  # pylint: disable=wrong-import-position
@@ -116,7 +116,7 @@ def main():
        f'{rate * 0.11:.0f} MB/s of 110 kB records, read not decoded'),
   ]
   print()
-  table.print_rows(('measure', 'value', 'note'), rows)
+  common.print_rows(('measure', 'value', 'note'), rows)
 
 
 if __name__ == '__main__':

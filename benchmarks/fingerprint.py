@@ -50,8 +50,8 @@ def _env(repo: str) -> Dict[str, str]:
 
 def losses(summary_dir: str) -> List[float]:
   """The per-step 'loss' scalars in `summary_dir`, by step."""
-  import mini_table  # pylint: disable=g-import-not-at-top  (beside this script; heavy)
-  return [value for _, value in mini_table.read_curve(summary_dir, 'loss')]
+  import common  # pylint: disable=g-import-not-at-top  (beside this script)
+  return [value for _, value in common.read_curve(summary_dir, 'loss')]
 
 
 def checkpoint_hashes(checkpoint_dir: str) -> Dict[str, str]:

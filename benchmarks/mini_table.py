@@ -27,10 +27,8 @@ stayed at random init's level).
 """
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -40,9 +38,8 @@ from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wro
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+import common
 import paired
-from tensorboard.compat.proto import event_pb2
-import tensorflow as tf
 import tf_keras
 from official.core import exp_factory
 from official.modeling.hyperparams import params_dict
@@ -71,8 +68,6 @@ FH_SETTING = (1000.0, 0.8, 150)
 # 3: DeCon's FPN at P2–P5 (its authors' pretraining FPN), deterministic pretraining, results
 # kept in the repository.
 RESULTS_VERSION = 3
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_DIR = os.path.join(REPO, 'benchmarks', 'results')
 
 
 @dataclasses.dataclass
@@ -177,70 +172,12 @@ def mini_config(method: Method, data: Dict[str, str], setup: Setup, seed: int,
   return params
 
 
-def read_curve(summary_dir: str, tag: str) -> List[List[float]]:
-  """[[step, value], ...] of one scalar the periodic probe wrote to TensorBoard, by step."""
-  points = {}
-  for path in tf.io.gfile.glob(os.path.join(summary_dir, 'events.out.tfevents.*')):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == tag:
-          points[event.step] = float(tf.make_ndarray(value.tensor))
-  return [[step, points[step]] for step in sorted(points)]
-
-
-@contextlib.contextmanager
-def claimed(path: str):
-  """Holds `<path>.lock` while a result is computed; yields False if another live process
-  holds it (a lock whose process is gone is taken over)."""
-  lock = path + '.lock'
-  try:
-    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-  except FileExistsError:
-    with open(lock) as f:
-      holder = f.read().strip()
-    try:
-      os.kill(int(holder), 0)
-      yield False
-      return
-    except (ValueError, ProcessLookupError):
-      os.remove(lock)
-      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-  os.write(fd, str(os.getpid()).encode())
-  os.close(fd)
-  try:
-    yield True
-  finally:
-    os.remove(lock)
-
-
-def export_digest(export: str) -> str:
-  """sha256 over every tensor of an export's checkpoint (by key): equal digests, equal exports."""
-  import fingerprint  # pylint: disable=g-import-not-at-top  (beside this script)
-  hashes = fingerprint.checkpoint_hashes(os.path.join(export, 'checkpoint'))
-  return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
-
-
 def result_path(name: str, seed: int, setup: Setup, results_dir: str, override: str = '') -> str:
   folder = os.path.join(results_dir, f'mini-v{RESULTS_VERSION}',
                         f'steps{setup.steps}-scenes{setup.scenes}')
   if override:
     folder = os.path.join(folder, f'override-{hashlib.sha1(override.encode()).hexdigest()[:8]}')
   return os.path.join(folder, f'{name}-seed{seed}.json')
-
-
-def read_result(path: str) -> Optional[Dict]:
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  return None
-
-
-def write_result(path: str, out: Dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(out, f, indent=2)
-  os.replace(path + '.tmp', path)
 
 
 def pretrain(name: str, seed: int, data: Dict[str, str], setup: Setup, work_dir: str,
@@ -252,7 +189,7 @@ def pretrain(name: str, seed: int, data: Dict[str, str], setup: Setup, work_dir:
   if manifest.exists(export):
     return export
   os.makedirs(os.path.dirname(model_dir), exist_ok=True)
-  with claimed(model_dir + '.run') as mine:
+  with common.claimed(model_dir + '.run') as mine:
     if not mine:
       print(f'{name} seed {seed}: being pretrained by another run', flush=True)
       return None
@@ -268,12 +205,12 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
             ) -> Optional[Dict]:
   """The kept result of (method, seed) (in `results_dir`, default the repository's), computing
   it if nobody else is."""
-  path = result_path(name, seed, setup, results_dir or RESULTS_DIR, override)
-  kept = read_result(path)
+  path = result_path(name, seed, setup, results_dir or common.RESULTS_DIR, override)
+  kept = common.read_result(path)
   if kept is not None:
     return kept
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with claimed(path) as mine:
+  with common.claimed(path) as mine:
     if not mine:
       print(f'{name} seed {seed}: being computed by another run', flush=True)
       return None
@@ -289,9 +226,9 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
       if export is None:
         return None
       encoder = frozen.load(export)
-      digest = export_digest(export)
+      digest = common.export_digest(export)
       params = mini_config(method, data, setup, seed, override)
-      curve = read_curve(os.path.join(os.path.dirname(export),
+      curve = common.read_curve(os.path.join(os.path.dirname(export),
                                       params.trainer.validation_summary_subdir),
                          f'probe/linear_level{setup.curve_level}_miou')
     train, evaluation = probe_sets
@@ -300,7 +237,7 @@ def run_one(name: str, seed: int, data: Dict[str, str], probe_sets, setup: Setup
                               seed=seed, steps=setup.probe_steps)
     out = {'method': name, 'seed': seed, 'steps': setup.steps, 'results': results,
            'curve': curve, 'seconds': time.time() - begin, 'export_digest': digest}
-    write_result(path, out)
+    common.write_result(path, out)
     print(f'{name} seed {seed}: {time.time() - begin:.0f}s '
           + ' '.join(f'{k}={v["miou"]:.4f}' for k, v in results.items()), flush=True)
     return out
@@ -316,7 +253,7 @@ def ensure_export(name: str, seed: int, data: Dict[str, str], probe_sets, setup:
   export = pretrain(name, seed, data, setup, work_dir)
   if export is None:
     return None
-  if kept.get('export_digest') and export_digest(export) != kept['export_digest']:
+  if kept.get('export_digest') and common.export_digest(export) != kept['export_digest']:
     shutil.rmtree(os.path.dirname(export))
     raise RuntimeError(f'{name} seed {seed}: pretrained again, its export differs from the one '
                        'its kept result was measured on (another machine or code?); removed')
@@ -418,31 +355,12 @@ def plot_curves(results: Dict[str, List[Dict]], setup: Setup, path: str) -> None
   axes.set_ylabel(f'linear probe mIoU, level {setup.curve_level}')
   axes.grid(alpha=0.3)
   axes.legend(fontsize=7, ncol=2)
-  save_figure(figure, path)
-
-
-def save_figure(figure, path: str, rect: tuple = (0, 0, 1, 1)) -> None:
-  """Writes a matplotlib figure as a PNG and frees it; its panels fill `rect` (figure
-  fractions: left, bottom, right, top), which leaves room for a figure-level legend."""
-  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
-  figure.tight_layout(rect=rect)
-  figure.savefig(path)
-  pyplot.close(figure)
-
-
-WORK_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'tf_detcon', 'mini_table')
-
-
-def check_plot_path(parser: argparse.ArgumentParser, path: str) -> None:
-  """Stops with one line unless --plot is a file path in a writable folder."""
-  folder = os.path.dirname(os.path.abspath(path))
-  if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-    parser.error(f'--plot {path!r}: not a file path in a writable folder')
+  common.save_figure(figure, path)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=WORK_DIR, help='the cache of runs and exports')
+  parser.add_argument('--work_dir', default=common.WORK_DIR, help='the cache of runs and exports')
   parser.add_argument('--results_dir', default=None,
                       help='where results are kept (default: benchmarks/results in the '
                            'repository; with --smoke, --work_dir)')
@@ -468,14 +386,14 @@ def main():
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {", ".join(METHODS)}')
   if args.plot:
-    check_plot_path(parser, args.plot)
+    common.check_plot_path(parser, args.plot)
   if seeds < 1 or args.first_seed < 0:
     parser.error(f'--seeds must be >= 1 and --first_seed >= 0, got {seeds} and {args.first_seed}')
   work_dir = os.path.join(args.work_dir, f'steps{setup.steps}-scenes{setup.scenes}')
-  results_dir = args.results_dir or (args.work_dir if args.smoke else RESULTS_DIR)
+  results_dir = args.results_dir or (args.work_dir if args.smoke else common.RESULTS_DIR)
   seed_range = range(args.first_seed, args.first_seed + seeds)
   if args.kept:
-    kept = {name: [r for r in (read_result(result_path(name, seed, setup, results_dir,
+    kept = {name: [r for r in (common.read_result(result_path(name, seed, setup, results_dir,
                                                        args.params_override))
                                for seed in seed_range) if r is not None] for name in names}
     results = {name: found for name, found in kept.items() if found}

@@ -21,6 +21,7 @@ console.quiet_native_logs()  # before TensorFlow is imported
 import numpy as np
 import tensorflow as tf
 import tf_keras
+import common
 import mini_table
 from tf_detcon.primitives import color
 from tf_detcon.evaluation import frozen
@@ -64,7 +65,7 @@ def drift(export: str, images: tf.Tensor) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
+  parser.add_argument('--work_dir', default=common.WORK_DIR)
   parser.add_argument('--pretrain_steps', type=int, default=2000)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()

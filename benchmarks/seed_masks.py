@@ -16,6 +16,7 @@ from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wro
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+import common
 import mini_table
 from tf_detcon.data import datasets
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -37,7 +38,7 @@ def mask_statistics(dataset, batches: int) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=mini_table.WORK_DIR)
+  parser.add_argument('--work_dir', default=common.WORK_DIR)
   parser.add_argument('--steps', type=int, default=2000, help="the mini table's budget")
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--batches', type=int, default=100)

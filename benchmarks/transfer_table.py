@@ -43,7 +43,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
@@ -52,19 +51,19 @@ from tf_detcon.support import console  # pylint: disable=g-import-not-at-top,wro
 console.quiet_native_logs()  # before TensorFlow is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+import common
 import mini_table
 import paired
 from tf_detcon.data.offline import scenes
 from tf_detcon.exports import manifest
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2: the network carried (ReLU, ε 1e-5 for every row), P2 levels, every export rescaled to
 # random-init kernel norms, weight decay 4e-5, seeded pairs, results kept in the repository.
 VERSION = 2
 # Pass k fine-tunes pretraining seed p with fine-tuning seed p + PRETRAIN_SEEDS · k.
 PRETRAIN_SEEDS = 3
-CPU_OFFLINE = os.path.join(REPO, 'official_configs', 'finetune', 'cpu_offline.yaml')
+CPU_OFFLINE = os.path.join(common.REPO, 'official_configs', 'finetune', 'cpu_offline.yaml')
 
 
 @dataclasses.dataclass
@@ -128,19 +127,6 @@ SMOKE = Setup(train_images=8, eval_images=4, batch=2, steps=2, eval_batch=2, sma
 
 TASKS = {'retinanet': ('retinanet_resnetfpn_coco', 'AP'),
          'segmentation': ('seg_resnetfpn_pascal', 'mean_iou')}
-
-
-def _run(command: List[str], log_path: str, timeout: Optional[float] = None) -> None:
-  """Runs `command` quietly, its output in `log_path`; raises with the log's tail on failure."""
-  with open(log_path, 'w') as log:
-    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
-                                     PYTHONPATH=REPO),  # this checkout's code, not the install's
-                            check=False)
-  if result.returncode:
-    with open(log_path) as f:
-      tail = f.read()[-3000:]
-    raise RuntimeError(f'{command[1]} failed (rc {result.returncode}), see {log_path}:\n{tail}')
 
 
 def _polygons(mask: np.ndarray) -> List[List[float]]:
@@ -212,7 +198,7 @@ def labelled_data(work_dir: str, setup: Setup) -> Dict[str, str]:
       print(f'writing {count} labelled scenes ({name}) to {folder}', flush=True)
       shutil.rmtree(folder, ignore_errors=True)
       annotations = write_coco(folder, split, count, setup.image_size)
-      _run([sys.executable, '-m', 'official.vision.data.create_coco_tf_record',
+      common.run_logged([sys.executable, '-m', 'official.vision.data.create_coco_tf_record',
             f'--image_dir={folder}/images', f'--object_annotations_file={annotations}',
             f'--output_file_prefix={folder}/coco', '--num_shards=1', '--include_masks'],
            os.path.join(folder, 'convert.log'))
@@ -318,7 +304,7 @@ class Pretrainings:
       return None
     rescaled = export + '-rescaled'
     if not manifest.exists(rescaled):
-      with mini_table.claimed(rescaled) as mine:
+      with common.claimed(rescaled) as mine:
         if not mine:
           return None
         import rescale  # pylint: disable=g-import-not-at-top  (beside this script)
@@ -328,7 +314,7 @@ class Pretrainings:
 
 def read_metric(model_dir: str, tag: str) -> List[List[float]]:
   """[[step, value], ...] of the validation metric Model Garden's trainer wrote."""
-  return mini_table.read_curve(os.path.join(model_dir, 'validation'), tag)
+  return common.read_curve(os.path.join(model_dir, 'validation'), tag)
 
 
 def norm_summary(export: Optional[str]) -> Optional[Dict[str, float]]:
@@ -362,7 +348,7 @@ def finetune(task: str, labels: str, name: str, pretrain_seed: int, finetune_see
     pretrain_seed = None
   key = result_key(task, labels, label, pretrain_seed, finetune_seed, eval_every)
   path = os.path.join(results_dir, f'{key}.json')
-  kept = mini_table.read_result(path)
+  kept = common.read_result(path)
   if kept is not None:
     return kept
   os.makedirs(results_dir, exist_ok=True)
@@ -372,7 +358,7 @@ def finetune(task: str, labels: str, name: str, pretrain_seed: int, finetune_see
     if export is None:
       print(f'{key}: its pretraining is being computed by another run', flush=True)
       return None
-  with mini_table.claimed(path) as mine:
+  with common.claimed(path) as mine:
     if not mine:
       print(f'{key}: being computed by another run', flush=True)
       return None
@@ -390,13 +376,13 @@ def finetune(task: str, labels: str, name: str, pretrain_seed: int, finetune_see
     with open(override_file, 'w') as f:
       json.dump(overrides, f)  # JSON is YAML
     experiment, tag = TASKS[task]
-    command = [sys.executable, os.path.join(REPO, 'launch', 'finetune.py'),
+    command = [sys.executable, os.path.join(common.REPO, 'launch', 'finetune.py'),
                f'--experiment={experiment}', f'--config_file={CPU_OFFLINE}',
                f'--config_file={override_file}', f'--model_dir={model_dir}',
                '--mode=train_and_eval', f'--seed={finetune_seed}']
     if export:
       command.append(f'--init_checkpoint={export}')
-    _run(command, os.path.join(model_dir, 'finetune.log'))
+    common.run_logged(command, os.path.join(model_dir, 'finetune.log'))
     curve = read_metric(model_dir, tag)
     if not curve or curve[-1][0] != steps:
       raise RuntimeError(f'{key}: no {tag} at step {steps} in {model_dir}/validation')
@@ -405,7 +391,7 @@ def finetune(task: str, labels: str, name: str, pretrain_seed: int, finetune_see
            'value': curve[-1][1], 'curve': curve, 'export': export,
            'norm_ratio': norm_summary(export), 'seconds': time.time() - begin,
            'pretrain_seconds': pretrain_seconds}
-    mini_table.write_result(path, out)
+    common.write_result(path, out)
     print(f'{key}: {tag} {out["value"]:.4f} ({out["seconds"] / 60:.1f} min)', flush=True)
     return out
 
@@ -505,7 +491,7 @@ def plot(results: List[Dict], names: List[str], path: str) -> None:
     axis.set_xticks([])
   handles, labels = axes[0][0].get_legend_handles_labels()
   figure.legend(handles, labels, fontsize=7, loc='lower center', ncol=min(6, len(labels)))
-  mini_table.save_figure(figure, path, rect=(0, 0.12, 1, 1))  # the legend below the panels
+  common.save_figure(figure, path, rect=(0, 0.12, 1, 1))  # the legend below the panels
 
 
 # The budget rule, fixed before any pretrained row was fine-tuned (benchmarks/README.md): the
@@ -547,7 +533,7 @@ def kept_results(results_dir: str, chosen: Dict[str, List[str]], pretrain_seeds:
           for task in chosen['tasks']:
             pretrain_seed = None if ROWS[name].pretraining is None else p
             key = result_key(task, labels, name, pretrain_seed, p + PRETRAIN_SEEDS * k)
-            kept = mini_table.read_result(os.path.join(results_dir, f'{key}.json'))
+            kept = common.read_result(os.path.join(results_dir, f'{key}.json'))
             if kept is not None and kept['steps'] == steps_for(setup, labels):
               found[key] = kept
   return list(found.values())
@@ -575,7 +561,7 @@ def seeds_of(parser: argparse.ArgumentParser, flag: str, value: str) -> List[int
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--work_dir', default=mini_table.WORK_DIR, help='the cache of runs')
+  parser.add_argument('--work_dir', default=common.WORK_DIR, help='the cache of runs')
   parser.add_argument('--results_dir', default=None,
                       help='where results are kept (default: benchmarks/results in the '
                            'repository; with --smoke, --work_dir)')
@@ -615,14 +601,14 @@ def main():
   chosen = {flag: choose(parser, flag, value, known) for flag, (value, known) in lists.items()}
   pretrain_seeds = [0] if args.smoke else seeds_of(parser, 'pretrain_seeds', args.pretrain_seeds)
   if args.plot:
-    mini_table.check_plot_path(parser, args.plot)
+    common.check_plot_path(parser, args.plot)
 
   mini_setup = dataclasses.replace(mini_table.SMOKE if args.smoke else mini_table.Setup())
   if not args.smoke:
     mini_setup.steps = args.pretrain_steps
   budget_key = f'steps{mini_setup.steps}-scenes{mini_setup.scenes}'
   mini_dir = os.path.join(args.work_dir, budget_key)
-  results_root = args.results_dir or (args.work_dir if args.smoke else mini_table.RESULTS_DIR)
+  results_root = args.results_dir or (args.work_dir if args.smoke else common.RESULTS_DIR)
   mini = Pretrainings(mini_setup, mini_dir, results_root)
   out_dir = os.path.join(mini_dir, f'transfer-v{VERSION}')
   results_dir = os.path.join(results_root, f'transfer-v{VERSION}',

@@ -160,3 +160,20 @@ def test_decon_wraps_its_base_through_the_contract_alone():
   assert 'tf_detcon.modeling.registry' in IMPORTS['tf_detcon.modeling.methods.decon']
   assert not methods, methods
 
+
+
+def test_benchmarks_import_one_another_by_name():
+  """A benchmark runs as `python benchmarks/NAME.py`: its folder is then on the path and the
+  repository's root is not, so a sibling is imported by its name (pytest.ini puts the folder on
+  the tests' path too), never as `benchmarks.NAME`, which fails when the script runs."""
+  wrong = []
+  for path in sorted(glob.glob(os.path.join(REPO_ROOT, 'benchmarks', '*.py')) +
+                     glob.glob(os.path.join(REPO_ROOT, 'tests', '*.py'))):
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      names = ([node.module or ''] if isinstance(node, ast.ImportFrom) else
+               [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+      wrong += [f'{os.path.relpath(path, REPO_ROOT)}:{node.lineno} {name}' for name in names
+                if name.split('.')[0] == 'benchmarks']
+  assert not wrong, wrong

@@ -12,6 +12,7 @@ import sys
 from tests.conftest import REPO_ROOT
 from tf_detcon.configs import validation
 
+import common
 import mini_table
 
 
@@ -112,16 +113,16 @@ def test_a_lost_export_is_pretrained_again_to_the_same_bytes(tmp_path):
                 labelled_sets.synthetic('eval', 4, setup.probe_size))
   results = str(tmp_path / 'results')
   export = mini_table.ensure_export('simclr', 0, data, probe_sets, setup, work_dir, results)
-  digest = mini_table.export_digest(export)
+  digest = common.export_digest(export)
   import shutil  # pylint: disable=g-import-not-at-top
   shutil.rmtree(os.path.dirname(export))  # the cache is lost; the result is kept
   again = mini_table.ensure_export('simclr', 0, data, probe_sets, setup, work_dir, results)
-  assert again == export and mini_table.export_digest(again) == digest
+  assert again == export and common.export_digest(again) == digest
   path = mini_table.result_path('simclr', 0, setup, results)
   with open(path) as f:
     kept = json.load(f)
   kept['export_digest'] = '0' * 64
-  mini_table.write_result(path, kept)
+  common.write_result(path, kept)
   import pytest  # pylint: disable=g-import-not-at-top
   with pytest.raises(RuntimeError, match='its export differs'):
     mini_table.ensure_export('simclr', 0, data, probe_sets, setup, work_dir, results)

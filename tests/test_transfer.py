@@ -413,8 +413,8 @@ def _seeded_finetune(tiny_run, tiny_coco, model_dir, seed):
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
   weights = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(model_dir)) if name != '_CHECKPOINTABLE_OBJECT_GRAPH'}
-  import mini_table  # pylint: disable=g-import-not-at-top
-  losses = mini_table.read_curve(os.path.join(model_dir, 'train'), 'total_loss')
+  import common  # pylint: disable=g-import-not-at-top
+  losses = common.read_curve(os.path.join(model_dir, 'train'), 'total_loss')
   with open(os.path.join(model_dir, 'params.yaml')) as f:
     recorded = yaml.safe_load(f)['task']['train_data']['seed']
   return weights, losses, recorded
