@@ -100,7 +100,7 @@ def test_paper_settings():
   assert (s.task.method.detcon.projector.hidden_dim, s.task.method.detcon.projector.output_dim) == (
       2048, 128)
   assert _peak(s) == 0.3 * 4096 / 256
-  assert exp_factory.get_exp_config('byol_imagenet').task.train_data.masks.kind == 'grid'
+  assert exp_factory.get_exp_config('byol_imagenet').task.train_data.masks.type == 'grid'
   coco = exp_factory.get_exp_config('detcon_b_coco').trainer
   assert coco.optimizer_config.learning_rate.type == 'stepwise'
   assert coco.optimizer_config.learning_rate.stepwise.boundaries == [

@@ -44,9 +44,9 @@ def test_color_on_device_leaves_views_in_unit_range(embedded_files):
 
 
 def test_grid_masks_have_n_squared_ids(embedded_files):
-  batch = next(iter(datasets.build_dataset(_config(masks={'kind': 'grid', 'grid_size': 2}))))
+  batch = next(iter(datasets.build_dataset(_config(masks={'type': 'grid', 'grid': {'grid_size': 2}}))))
   assert int(tf.reduce_max(batch['mask1'])) <= 3
-  global_batch = next(iter(datasets.build_dataset(_config(masks={'kind': 'grid'}))))
+  global_batch = next(iter(datasets.build_dataset(_config(masks={'type': 'grid'}))))
   assert int(tf.reduce_max(global_batch['mask1'])) == 0
 
 
@@ -108,8 +108,14 @@ def test_config_errors_are_clear():
     datasets.build_dataset(_config(on_bad_example='ignore'))
   with pytest.raises(ValueError, match='crop_area'):
     datasets.build_dataset(_config(view1={'crop_area_min': 0.0}))
-  with pytest.raises(ValueError, match="masks.kind must be one of 'stored', 'grid'"):
-    datasets.build_dataset(_config(masks={'kind': 'superpixels'}))
+  with pytest.raises(ValueError, match="masks.type must be one of 'stored', 'grid'"):
+    datasets.build_dataset(_config(masks={'type': 'superpixels'}))
+  with pytest.raises(ValueError, match=r"^task.train_data.masks.grid is set but "
+                                       r"task.train_data.masks.type is 'stored': remove it$"):
+    datasets.build_dataset(_config(masks={'grid': {'grid_size': 5}}))  # accepted and ignored
+  with pytest.raises(ValueError, match=r'^task.train_data.masks.grid.grid_size must be >= 1, '
+                                       r'got 0$'):
+    datasets.build_dataset(_config(masks={'type': 'grid', 'grid': {'grid_size': 0}}))
 
 
 def _launch(*args):
@@ -306,7 +312,7 @@ def test_tfds_images_train_grid_mask_methods(tfds_dir, tmp_path):
   masks for DetCon, the global mask for SimCLR; a 2-step SimCLR run trains on it. Stored masks
   and unprepared datasets are one-line errors saying what to do."""
   source = dict(tfds_name='grid_scene_images', tfds_split='train', tfds_data_dir=tfds_dir)
-  batch = next(iter(datasets.build_dataset(_config(masks={'kind': 'grid', 'grid_size': 2},
+  batch = next(iter(datasets.build_dataset(_config(masks={'type': 'grid', 'grid': {'grid_size': 2}},
                                                    **source))))
   assert batch['view1'].shape == (4, 32, 32, 3)
   assert set(np.unique(batch['mask1'].numpy())) <= {0, 1, 2, 3}
@@ -315,11 +321,11 @@ def test_tfds_images_train_grid_mask_methods(tfds_dir, tmp_path):
   run = trainer.Run(params, str(tmp_path / 'tfds_run'))
   run.train()
   assert run.step == 2
-  with pytest.raises(ValueError, match=r"tfds_name reads images only; masks.kind 'stored'.*"
+  with pytest.raises(ValueError, match=r"tfds_name reads images only; masks.type 'stored'.*"
                      'run launch/make_masks.py'):
     datasets.build_dataset(_config(**source))
   with pytest.raises(ValueError, match="'grid_scene_images' is not prepared in .*tfds build"):
-    datasets.build_dataset(_config(masks={'kind': 'grid'}, **dict(
+    datasets.build_dataset(_config(masks={'type': 'grid'}, **dict(
         source, tfds_data_dir=str(tmp_path / 'empty'))))
   with pytest.raises(ValueError, match='tfds_split is required'):
-    datasets.build_dataset(_config(masks={'kind': 'grid'}, **dict(source, tfds_split='')))
+    datasets.build_dataset(_config(masks={'type': 'grid'}, **dict(source, tfds_split='')))

@@ -114,8 +114,8 @@ def test_byol_is_byols_regression_on_globally_pooled_features():
   here from the encoders and heads directly (average pool → projector → predictor)."""
   task = tiny_params('byol_tiny').task
   detcon_cfg = task.method.detcon
-  assert (detcon_cfg.loss, detcon_cfg.num_samples, task.train_data.masks.kind,
-          task.train_data.masks.grid_size) == ('regression', 1, 'grid', 1)
+  assert (detcon_cfg.loss, detcon_cfg.num_samples, task.train_data.masks.type,
+          task.train_data.masks.grid.grid_size) == ('regression', 1, 'grid', 1)
   model = registry.build_model(task, 10)
   model.initialize_targets()
   model.encoder.set_weights([w + 0.01 for w in model.encoder.get_weights()])  # online ≠ target

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from skimage import segmentation
-import tensorflow as tf
 
 from tests.conftest import blocky_ids
 from tf_detcon.data.offline import masks
@@ -72,21 +71,6 @@ def test_to_storage_dtype_never_wraps():
   assert masks.to_storage_dtype(np.array([[256]])).dtype == np.uint16
   with pytest.raises(ValueError, match='do not fit'):
     masks.to_storage_dtype(np.array([[70000]]))
-
-
-def test_grid_ids_match_an_independent_computation():
-  for height, width, n in ((7, 10, 3), (224, 224, 4), (5, 5, 1), (3, 8, 4)):
-    out = masks_grid(height, width, n)
-    expected = np.zeros((height, width), np.int64)
-    for r in range(height):
-      for c in range(width):
-        expected[r, c] = int(r * n / height) * n + int(c * n / width)
-    np.testing.assert_array_equal(out, expected)
-
-
-def masks_grid(height, width, n):
-  from tf_detcon.data import decode  # pylint: disable=g-import-not-at-top
-  return decode.grid_ids(tf.constant(height), tf.constant(width), n).numpy()
 
 
 def test_ground_truth_mask_keeps_small_objects_on_top():

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import blocky_ids, palette
-from tf_detcon.data import decode
+from tf_detcon.data import mask_sources
 from tf_detcon.data.offline import masks as masks_lib
 from tf_detcon.data.offline import precompute
 from tf_detcon.data.offline import shards
@@ -38,7 +38,7 @@ def _read_records(path: str):
   for record in tf.data.TFRecordDataset(path):
     parsed = records.parse_example(record)
     image = tf.io.decode_image(parsed[records.IMAGE_ENCODED], channels=3).numpy()
-    maps = [decode.decode_mask_png(png).numpy() for png in parsed[records.MASK_ENCODED]]
+    maps = [mask_sources.decode_mask_png(png).numpy() for png in parsed[records.MASK_ENCODED]]
     out.append((parsed[records.IMAGE_KEY].numpy().decode(), image, maps))
   return out
 
@@ -100,10 +100,10 @@ def test_fh_runs_at_each_images_working_factor_and_counts_them(tmp_path):
 def test_uint16_masks_round_trip_through_png():
   ids = np.arange(300 * 4, dtype=np.uint16).reshape(30, 40) % 300
   png = shards.encode_png(ids)
-  np.testing.assert_array_equal(decode.decode_mask_png(tf.constant(png)).numpy(), ids)
+  np.testing.assert_array_equal(mask_sources.decode_mask_png(tf.constant(png)).numpy(), ids)
   small = (ids % 200).astype(np.uint8)
   np.testing.assert_array_equal(
-      decode.decode_mask_png(tf.constant(shards.encode_png(small))).numpy(), small)
+      mask_sources.decode_mask_png(tf.constant(shards.encode_png(small))).numpy(), small)
 
 
 @pytest.mark.parametrize('name,payload,reason', [

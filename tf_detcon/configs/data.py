@@ -6,6 +6,8 @@ from typing import Optional
 from official.core import config_definitions as cfg
 from official.modeling import hyperparams
 
+from tf_detcon.configs import checks
+
 
 # What colour jitter's brightness, contrast and saturation mean (ColorConfig.jitter_semantics).
 JITTER_SEMANTICS = ('additive_hsv', 'torchvision')
@@ -61,11 +63,46 @@ class LocalViewConfig(hyperparams.Config):
 
 
 @dataclasses.dataclass
-class MaskConfig(hyperparams.Config):
-  """'stored': one of the example's stored id maps (FH scales or ground truth), chosen uniformly;
-  'grid': grid_size × grid_size cells of the full image (grid_size=1: the global mask)."""
-  kind: str = 'stored'
+class MaskBlock(hyperparams.Config):
+  """A mask source's settings (`data/mask_sources.py` registers its class under the block's
+  name): what only it knows of itself."""
+
+  def check(self, path: str) -> None:
+    """One-line `ConfigError`s for settings that cannot work; `path` names this block."""
+
+  def reads_stored_masks(self) -> bool:
+    """Whether it reads id maps stored in the records (launch/make_masks.py writes them), which
+    an images-only input (TFDS) does not have."""
+    return False
+
+
+@dataclasses.dataclass
+class StoredMasks(MaskBlock):
+  """One of the example's stored id maps (FH at each scale, or ground truth), drawn uniformly
+  per example (DetCon §3.2)."""
+
+  def reads_stored_masks(self) -> bool:
+    return True
+
+
+@dataclasses.dataclass
+class GridMasks(MaskBlock):
+  """grid_size × grid_size equal cells of the whole image (DetCon §4.3, Fig. 7); 1 is the
+  single global mask with which DetCon recovers SimCLR and BYOL (§3.1)."""
   grid_size: int = 1
+
+  def check(self, path: str) -> None:
+    if self.grid_size < 1:
+      raise checks.ConfigError(f'{path}.grid_size must be >= 1, got {self.grid_size}')
+
+
+@dataclasses.dataclass
+class MaskConfig(hyperparams.OneOfConfig):
+  """Where each example's id map comes from: `type` picks the block (and the registered source
+  of `data/mask_sources.py`); a YAML holds only that block."""
+  type: str = 'stored'
+  stored: StoredMasks = dataclasses.field(default_factory=StoredMasks)
+  grid: GridMasks = dataclasses.field(default_factory=GridMasks)
 
 
 @dataclasses.dataclass

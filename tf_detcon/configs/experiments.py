@@ -20,7 +20,7 @@ from tf_detcon.configs import optimization
 from tf_detcon.configs import pretrain
 from tf_detcon.configs.pretrain import PretrainExperiment, PretrainTask
 
-GLOBAL_MASK = data_config.MaskConfig(kind='grid', grid_size=1)
+GLOBAL_MASK = data_config.MaskConfig(type='grid', grid=data_config.GridMasks(grid_size=1))
 DETCON_BATCH = 4096  # DetCon A.3
 DETCO_BATCH = 256  # DetCo §3.3
 DETCO_LEARNING_RATE = 0.06  # DetCo §6.5: "The learning rate for pre-training is 0.06"
@@ -173,7 +173,8 @@ def detcon_s_coco() -> PretrainExperiment:
 @exp_factory.register_config_factory('detcon_b_coco_grid')
 def detcon_b_coco_grid() -> PretrainExperiment:
   """5×5 grid masks, the best grid of DetCon §4.3, Fig. 7."""
-  return detcon_experiment('b', 1000, 'coco', data_config.MaskConfig(kind='grid', grid_size=5))
+  return detcon_experiment('b', 1000, 'coco', data_config.MaskConfig(
+      type='grid', grid=data_config.GridMasks(grid_size=5)))
 
 
 # ------------------------------------------------------------------------------ DetCo family

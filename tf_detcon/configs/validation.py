@@ -25,9 +25,7 @@ def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -
   """The input pipeline's settings (`datasets.build_dataset` runs this for a caller of its own;
   the trainer's pipelines rely on `validate`)."""
   checks.one_of(data.on_bad_example, ('error', 'skip'), f'{path}.on_bad_example')
-  checks.one_of(data.masks.kind, ('stored', 'grid'), f'{path}.masks.kind')
-  checks.require(data.masks.grid_size >= 1,
-                 f'{path}.masks.grid_size must be >= 1, got {data.masks.grid_size}')
+  checks.one_of_config(data.masks, f'{path}.masks').check(f'{path}.masks.{data.masks.type}')
   checks.require(data.global_batch_size >= 1,
                  f'{path}.global_batch_size must be >= 1, got {data.global_batch_size}')
   validate_input_source(data, path)
@@ -67,9 +65,9 @@ def validate_input_source(data: data_config.DataConfig, path: str) -> None:
     checks.require(not data.input_path, f'{path}: set input_path or tfds_name, not both')
     checks.require(bool(data.tfds_split), f"{path}.tfds_split is required with tfds_name "
                    f"(e.g. 'train')")
-    checks.require(data.masks.kind == 'grid',
-                   f"{path}.tfds_name reads images only; masks.kind 'stored' (FH or ground "
-                   'truth) needs records with masks: run launch/make_masks.py and set '
+    checks.require(not data.masks.get().reads_stored_masks(),
+                   f'{path}.tfds_name reads images only; masks.type {data.masks.type!r} (FH or '
+                   'ground truth) needs records with masks: run launch/make_masks.py and set '
                    'input_path to its shards')
   else:
     checks.require(not (data.tfds_split or data.tfds_data_dir),

@@ -19,6 +19,7 @@ from tf_detcon.primitives import color
 from tf_detcon.data import decode
 from tf_detcon.data import embedded
 from tf_detcon.data import geometry
+from tf_detcon.data import mask_sources
 from tf_detcon.primitives import seeds
 
 # One suffix per process, as Model Garden's InputReader does, so a restarted job (a preempted
@@ -150,8 +151,9 @@ def describe_source(cfg: data_config.DataConfig) -> str:
 def tfds_examples(cfg: data_config.DataConfig,
                   input_context: Optional[tf.distribute.InputContext] = None
                   ) -> tf.data.Dataset:
-  """Examples (image, grid mask) read directly from TFDS: `tfds_name`, `tfds_split`,
-  `tfds_data_dir`. No precompute: the masks are the grid / global mask of `masks.grid_size`."""
+  """Examples {key, image} read directly from TFDS: `tfds_name`, `tfds_split`, `tfds_data_dir`.
+  No precompute: `examples` gives them the id maps of a source that needs no stored maps (the
+  grid / global mask)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (optional path)
   try:
     builder = tfds.builder(cfg.tfds_name, data_dir=cfg.tfds_data_dir or None)
@@ -177,10 +179,7 @@ def tfds_examples(cfg: data_config.DataConfig,
     image = element['image']
     if image.shape.rank == 3 and image.shape[-1] == 1:
       image = tf.image.grayscale_to_rgb(image)
-    shape = tf.shape(image)
-    return {'key': element['tfds_id'], 'image': image,
-            'mask': decode.grid_ids(shape[0], shape[1], cfg.masks.grid_size),
-            'valid': tf.constant(True), 'error': tf.constant('')}
+    return {'key': element['tfds_id'], 'image': image}
 
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.cache:
@@ -207,10 +206,16 @@ def examples(cfg: data_config.DataConfig,
     return {'position': position, 'pipeline': tf.constant(pipeline, tf.int32)}
 
   if cfg.tfds_name:
+    source = mask_sources.build(cfg.masks)
+
+    def with_ids(position: tf.Tensor, example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+      ids = source.ids(example['image'], None, example['key'],
+                       seeds.record_seed(base, pipeline, position, seeds.DECODE))
+      return dict(example, mask=ids.mask, valid=ids.valid, error=ids.error, **origin(position))
+
     ds = tfds_examples(cfg, input_context)
     ds = ds.repeat() if cfg.is_training else ds
-    return ds.enumerate().map(lambda position, example: dict(example, **origin(position)),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.enumerate().map(with_ids, num_parallel_calls=tf.data.AUTOTUNE)
 
   def decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
     def decode_record(position: tf.Tensor, record: tf.Tensor) -> Dict[str, tf.Tensor]:

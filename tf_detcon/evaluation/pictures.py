@@ -83,7 +83,7 @@ def view_panels(records: Sequence[bytes], cfg: data_config.DataConfig, size: int
                 seed: int = 0) -> np.ndarray:
   """One row per record: the image, its stored id map (FH or ground truth), view 1 and view 2
   with the masks the method uses overlaid, and DetCo's nine patches of view 1."""
-  stored = data_config.MaskConfig(kind='stored')
+  stored = data_config.MaskConfig(type='stored')
   data_cfg = copy.deepcopy(cfg)
   data_cfg.seed = seed  # the views are keyed by (seed, record)
   rows = []

@@ -1,6 +1,6 @@
 """DetCon (Hénaff et al. 2021): DetCon_B (BYOL-based) and DetCon_S (SimCLR-based).
 
-With a single global mask (masks.kind='grid', grid_size=1) and one latent, DetCon_S is SimCLR
+With a single global mask (masks.type='grid', grid_size=1) and one latent, DetCon_S is SimCLR
 and DetCon_B has BYOL's architecture; with `loss='regression'` it is BYOL (BYOL's loss, not
 DetCon's contrastive one), from the same code. `DetConObjective` acts on one feature level and
 owns its heads, so DeCon can apply it to decoder levels too.
