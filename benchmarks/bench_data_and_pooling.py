@@ -60,20 +60,22 @@ def photo_shards(out_dir: str, copies: int = 4) -> str:
 def detco_views() -> dict:
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
   from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
-  data = exp_factory.get_exp_config('detco_imagenet_200ep').task.train_data
-  return {'view1': data.view1.as_dict(), 'view2': data.view2.as_dict(),
-          'local_views': data.local_views.as_dict()}
+  task = exp_factory.get_exp_config('detco_imagenet_200ep').task
+  return {'view1': task.train_data.view1.as_dict(), 'view2': task.train_data.view2.as_dict(),
+          'local_views': task.method.get().view_recipe()}
 
 
 def host_pipeline_examples_per_second(threads: int, examples: int = 512, input_path: str = '',
                                       views: dict = None) -> float:
   """Decode, two joint crops/flips/resizes at 224 with masks (colour on device), per second."""
+  views = dict(views or data_config.byol_views(224))
+  local_views = views.pop('local_views', None)
   cfg = data_config.DataConfig(global_batch_size=32, color_on_device=True, input_path=input_path,
-                               **(views or data_config.byol_views(224)))
+                               **views)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1
-  ds = datasets.build_dataset(cfg).with_options(options)
+  ds = datasets.build_dataset(cfg, local_views=local_views).with_options(options)
   iterator = iter(ds)
   next(iterator)  # warm up
   start = time.perf_counter()

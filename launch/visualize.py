@@ -127,7 +127,9 @@ def main(argv):
     json.dump(settings, f, indent=2, sort_keys=True)
 
   records = [r.numpy() for r in tf.data.TFRecordDataset(files).take(FLAGS.num_examples)]
-  save('views.png', pictures.view_panels(records, data_cfg, seed=FLAGS.seed))
+  local_views = params.task.method.get().view_recipe()
+  save('views.png', pictures.view_panels(records, data_cfg, seed=FLAGS.seed,
+                                         local_views=local_views))
   if image_paths:
     images = np.stack([read_image(path, size) for path in image_paths])
   else:

@@ -195,8 +195,8 @@ def test_shift_brightness_can_wash_a_view_out():
 def test_finalize_batch_passes_on_what_it_does_not_transform():
   """Views are coloured, local crops become patches, and every other key (boxes, flips, masks,
   a method's own) passes on unchanged, so a new method's inputs are not dropped on the way."""
-  cfg = data_config.DataConfig(local_views={'enabled': True, 'output_size': 64,
-                                            'patch_size': 16})
+  cfg = data_config.DataConfig()
+  local_views = data_config.LocalViewConfig(output_size=64, patch_size=16)
   rng = np.random.default_rng(0)
   batch = {f'view{i}': tf.constant(rng.uniform(size=(2, 32, 32, 3)), tf.float32)
            for i in (1, 2)}
@@ -207,7 +207,7 @@ def test_finalize_batch_passes_on_what_it_does_not_transform():
             'flip1': tf.constant([True, False]), 'my_method_points': tf.range(6),
             'position': tf.constant([3, 4], tf.int64), 'pipeline': tf.constant([0, 0])}
   batch.update(passed)
-  out = color.finalize_batch(batch, cfg)
+  out = color.finalize_batch(batch, cfg, local_views)
   assert set(out) == set(passed) | {'view1', 'view2', 'patches1', 'patches2'}
   for key, value in passed.items():
     np.testing.assert_array_equal(out[key].numpy(), value.numpy())

@@ -114,7 +114,8 @@ def test_paper_settings():
   mocov2 = exp_factory.get_exp_config('mocov2_imagenet_200ep')
   assert _peak(mocov2) == pytest.approx(0.03)
   assert detco.task.train_data.view1.crop_area_min == 0.2
-  assert detco.task.train_data.local_views.enabled
+  assert detco.task.method.detco.view_recipe().grid_size == 3
+  assert mocov2.task.method.detco.view_recipe() is None
   assert exp_factory.get_exp_config('detcon_b_imagenet').trainer.train_steps == (
       1000 * pretrain.IMAGENET_TRAIN_EXAMPLES // 4096)
 

@@ -26,8 +26,8 @@ def _config(**overrides) -> data_config.DataConfig:
 
 
 def test_embedded_batches_have_views_masks_and_patches(embedded_files):
-  cfg = _config(color_on_device=False, local_views={'enabled': True})
-  batch = next(iter(datasets.build_dataset(cfg)))
+  cfg = _config(color_on_device=False)
+  batch = next(iter(datasets.build_dataset(cfg, local_views=data_config.LocalViewConfig())))
   assert batch['view1'].shape == (4, 32, 32, 3) and batch['mask2'].shape == (4, 32, 32)
   assert batch['patches1'].shape == (4, 9, 64, 64, 3)
   assert not {'local1', 'offsets1', 'local2', 'offsets2'} & set(batch)  # became the patches

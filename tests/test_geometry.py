@@ -122,7 +122,7 @@ def test_crop_window_falls_back_to_a_centre_crop_on_extreme_images():
 
 
 def test_local_view_patches_lie_in_their_grid_cells():
-  cfg = data_config.LocalViewConfig(enabled=True)
+  cfg = data_config.LocalViewConfig()
   crop, corners = geometry.local_view(tf.zeros([300, 300, 3], tf.uint8),
                                       data_config.ViewConfig(), cfg, tf.constant([0, 5], tf.int64))
   assert crop.shape == (255, 255, 3)

@@ -21,7 +21,8 @@ def _error(name: str, override: dict, num_replicas=None) -> str:
 @pytest.mark.parametrize('override,message', [
     ({'method': {'detco': {'queue_size': 10}}}, 'not a multiple of the global batch'),
     ({'method': {'detco': {'level_weights': [1.0]}}}, 'differ in length'),
-    ({'train_data': {'local_views': {'enabled': False}}}, 'detco.local needs'),
+    ({'method': {'detco': {'local': False}}},
+     r'^task.method.detco.local_views is set but task.method.detco.local is false: remove it$'),
     ({'method': {'detco': {'key_bn': 'frozen'}}}, "key_bn must be one of 'sync', 'shuffle'"),
     ({'method': {'detco': {'levels': ['2', '3', '4', '6']}}}, r"levels \['6'\] are not levels"),
 ])
@@ -86,4 +87,4 @@ def test_the_global_batch_must_split_over_the_replicas():
 
 def test_local_view_cells_must_hold_their_patches():
   assert 'cannot hold patches of 40 px' in _error(
-      'detco_tiny', {'task': {'train_data': {'local_views': {'patch_size': 40}}}})
+      'detco_tiny', {'task': {'method': {'detco': {'local_views': {'patch_size': 40}}}}})

@@ -53,13 +53,24 @@ class ViewConfig(hyperparams.Config):
 
 @dataclasses.dataclass
 class LocalViewConfig(hyperparams.Config):
-  """DetCo's local view: a crop split into a grid of cells with a random patch in each."""
-  enabled: bool = False
+  """A view recipe a method declares (`MethodBlock.view_recipe`; DetCo §3.2's jigsaw local
+  view): a crop of each source image, coloured as its global view, split into a grid of
+  grid_size × grid_size cells with one patch_size patch at a random offset in each. The data
+  pipeline serves it to whichever method declares it, as `Inputs.patches`."""
   crop_area_min: float = 0.6
   crop_area_max: float = 1.0
   output_size: int = 255
   grid_size: int = 3
   patch_size: int = 64
+
+  def check(self, path: str) -> None:
+    """One-line `ConfigError`s for a recipe that cannot be cut; `path` names this block."""
+    checks.require(0 < self.crop_area_min <= self.crop_area_max <= 1,
+                   f'{path}: need 0 < crop_area_min <= crop_area_max <= 1')
+    cell = self.output_size // max(self.grid_size, 1)
+    checks.require(self.grid_size >= 1 and cell >= self.patch_size >= 1,
+                   f'{path}: cells of {self.output_size}/{self.grid_size} = {cell} px cannot '
+                   f'hold patches of {self.patch_size} px')
 
 
 @dataclasses.dataclass
@@ -115,7 +126,6 @@ class DataConfig(cfg.DataConfig):
   cycle_length: int = 16
   view1: ViewConfig = dataclasses.field(default_factory=ViewConfig)
   view2: ViewConfig = dataclasses.field(default_factory=ViewConfig)
-  local_views: LocalViewConfig = dataclasses.field(default_factory=LocalViewConfig)
   masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
   # Colour ops and normalisation in the train step (on the accelerator, as the DeepMind release
   # does so TPU hosts are not the bottleneck) instead of in tf.data.

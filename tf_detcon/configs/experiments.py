@@ -184,7 +184,6 @@ def detco_experiment(local: bool, levels: Sequence[str], weights: Sequence[float
   """DetCo (Xie et al. 2021, §3.2, §3.3, appendix §6.5), or MoCo v2 (Chen et al. 2020) with
   local=False, levels ('5',), weights (1.0,): ImageNet, 200 epochs, batch 256."""
   data = data_config.DataConfig(global_batch_size=DETCO_BATCH, masks=GLOBAL_MASK.replace(),
-                                local_views=data_config.LocalViewConfig(enabled=local),
                                 **data_config.mocov2_views())
   detco = methods.DetCoConfig(levels=list(levels), level_weights=list(weights), local=local)
   steps = pretrain.steps_for_epochs(200, DETCO_BATCH, pretrain.IMAGENET_TRAIN_EXAMPLES)
@@ -288,8 +287,7 @@ def tiny(params: PretrainExperiment) -> PretrainExperiment:
   data = task.train_data
   data.override(dict(global_batch_size=TINY_BATCH, shuffle_buffer_size=32, cycle_length=2,
                      view1=dict(output_size=TINY_IMAGE_SIZE),
-                     view2=dict(output_size=TINY_IMAGE_SIZE),
-                     local_views=dict(output_size=48, grid_size=3, patch_size=16)))
+                     view2=dict(output_size=TINY_IMAGE_SIZE)))
   task.method.get().tiny(task)  # the method's own heads, queues and sizes
   # The same schedule over 20 steps (10% warmup where it had one), the learning rate scaled to
   # the batch by the linear rule.

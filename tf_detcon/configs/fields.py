@@ -117,7 +117,6 @@ OURS: Dict[str, str] = {
     'task.validation_data': 'tf_detcon/training/monitors.py',
     'task.train_data.view1': 'tf_detcon/data/geometry.py',
     'task.train_data.view2': 'tf_detcon/data/geometry.py',
-    'task.train_data.local_views': 'tf_detcon/data/geometry.py',
     'task.train_data.masks': 'tf_detcon/data/mask_sources.py',
     'task.train_data.color_on_device': 'tf_detcon/primitives/color.py',
     'task.train_data.on_bad_example': 'tf_detcon/data/decode.py',

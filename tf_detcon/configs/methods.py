@@ -17,6 +17,7 @@ from official.modeling import hyperparams
 from official.vision.configs import decoders
 
 from tf_detcon.configs import checks
+from tf_detcon.configs import data as data_config
 
 
 @dataclasses.dataclass
@@ -48,6 +49,11 @@ class MethodBlock(hyperparams.Config):
 
   def wrapped(self) -> Optional['BaseMethodConfig']:
     """The one-of of the method this one is built around (DeCon's base), or None."""
+    return None
+
+  def view_recipe(self) -> Optional[data_config.LocalViewConfig]:
+    """The local views this method needs beyond the two global views (DetCo's jigsaw patches),
+    which the input pipeline then cuts and colours for it (`Inputs.patches`); None if none."""
     return None
 
   def miniature(self, task: Any, feature_level: str) -> None:
@@ -149,7 +155,9 @@ class DetCoConfig(MethodBlock):
   """
   levels: List[str] = dataclasses.field(default_factory=lambda: ['2', '3', '4', '5'])
   level_weights: List[float] = dataclasses.field(default_factory=lambda: [0.1, 0.4, 0.7, 1.0])
-  local: bool = True  # l↔l and g↔l terms on the jigsaw patches
+  local: bool = True  # l↔l and g↔l terms on the jigsaw patches of `local_views`
+  local_views: data_config.LocalViewConfig = dataclasses.field(
+      default_factory=data_config.LocalViewConfig)
   queue_size: int = 65536
   temperature: float = 0.2
   momentum: float = 0.999
@@ -177,8 +185,11 @@ class DetCoConfig(MethodBlock):
                    f'(task.train_data.global_batch_size {data.global_batch_size})')
     checks.require(self.bn_splits == 1 or self.key_bn == 'shuffle',
                    f'{path}.bn_splits {self.bn_splits} needs key_bn \'shuffle\'')
-    checks.require(self.local == data.local_views.enabled,
-                   f'{path}.local needs task.train_data.local_views.enabled (and vice versa)')
+    if self.local:
+      self.local_views.check(f'{path}.local_views')
+    else:
+      checks.require(self.local_views == data_config.LocalViewConfig(),
+                     f'{path}.local_views is set but {path}.local is false: remove it')
     checks.positive(self.temperature, f'{path}.temperature')
     checks.probability(self.momentum, f'{path}.momentum')
 
@@ -196,6 +207,11 @@ class DetCoConfig(MethodBlock):
     # Two BN groups for the shuffled keys: on one device there is nothing else to shuffle across.
     del task
     self.override(dict(queue_size=16, head_hidden_dim=64, output_dim=32, bn_splits=2))
+    if self.local:
+      self.local_views.override(dict(output_size=48, grid_size=3, patch_size=16))
+
+  def view_recipe(self) -> Optional[data_config.LocalViewConfig]:
+    return self.local_views if self.local else None
 
   def miniature(self, task: Any, feature_level: str) -> None:
     # The papers' levels and weights: DetCo res2–res5 at (0.1, 0.4, 0.7, 1) (DetCo §6.5), MoCo v2
@@ -203,8 +219,8 @@ class DetCoConfig(MethodBlock):
     del feature_level
     self.override({'queue_size': task.train_data.global_batch_size * 32,
                    'head_hidden_dim': 256, 'output_dim': 64})
-    if task.train_data.local_views.enabled:
-      task.train_data.local_views.override({'output_size': 96, 'patch_size': 32})
+    if self.local:
+      self.local_views.override({'output_size': 96, 'patch_size': 32})
 
   def one_device(self, task: Any) -> None:
     del task
@@ -263,13 +279,13 @@ class DeConConfig(MethodBlock):
                    f'outside the FPN levels {self.min_level}..{self.max_level}')
     # The FPN adds upsampled res(i+1) to res(i): inputs must be multiples of res5's stride.
     data = task.train_data
-    sizes = {'view1.output_size': data.view1.output_size,
-             'view2.output_size': data.view2.output_size}
-    if data.local_views.enabled:
-      sizes['local_views.patch_size'] = data.local_views.patch_size
+    sizes = {'task.train_data.view1.output_size': data.view1.output_size,
+             'task.train_data.view2.output_size': data.view2.output_size}
+    recipe = self.view_recipe()
+    if recipe is not None:
+      sizes[f'{path}.base.{self.base.type}.local_views.patch_size'] = recipe.patch_size
     for name, size in sizes.items():
-      checks.require(size % 32 == 0,
-                     f'DeCon needs task.train_data.{name} to be a multiple of 32, got {size}')
+      checks.require(size % 32 == 0, f'DeCon needs {name} to be a multiple of 32, got {size}')
     base = checks.one_of_config(self.base, f'{path}.base')
     base.check(task, f'{path}.base.{self.base.type}')
 
@@ -278,12 +294,16 @@ class DeConConfig(MethodBlock):
 
   def tiny(self, task: Any) -> None:
     self.decoder.fpn.num_filters = 32
-    # The FPN needs patches that are multiples of 32 (res5's stride).
-    task.train_data.local_views.override(dict(output_size=96, patch_size=32))
     self.base.get().tiny(task)
+    recipe = self.view_recipe()
+    if recipe is not None:  # the FPN needs patches that are multiples of 32 (res5's stride)
+      recipe.override(dict(output_size=96, patch_size=32))
 
   def wrapped(self) -> BaseMethodConfig:
     return self.base
+
+  def view_recipe(self) -> Optional[data_config.LocalViewConfig]:
+    return self.base.get().view_recipe()
 
   def miniature(self, task: Any, feature_level: str) -> None:
     self.base.get().miniature(task, feature_level)  # the decoder keeps its tiny size

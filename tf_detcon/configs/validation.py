@@ -49,14 +49,6 @@ def validate_data(data: data_config.DataConfig, path: str = 'task.train_data') -
       checks.require(value >= 0, f'{where}.color.{strength} must be >= 0, got {value}')
     checks.require(0 <= view.color.hue <= 0.5,
                    f'{where}.color.hue must be in [0, 0.5], got {view.color.hue}')
-  local = data.local_views
-  if local.enabled:
-    checks.require(0 < local.crop_area_min <= local.crop_area_max <= 1,
-                   f'{path}.local_views: need 0 < crop_area_min <= crop_area_max <= 1')
-    cell = local.output_size // max(local.grid_size, 1)
-    checks.require(local.grid_size >= 1 and cell >= local.patch_size >= 1,
-                   f'{path}.local_views: cells of {local.output_size}/{local.grid_size} = '
-                   f'{cell} px cannot hold patches of {local.patch_size} px')
 
 
 def validate_input_source(data: data_config.DataConfig, path: str) -> None:

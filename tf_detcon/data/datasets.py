@@ -268,18 +268,23 @@ def data_service_job(cfg: data_config.DataConfig) -> str:
 
 def build_dataset(cfg: data_config.DataConfig,
                   input_context: Optional[tf.distribute.InputContext] = None,
-                  private_threads: Optional[int] = None, start: int = 0) -> tf.data.Dataset:
-  """`batches` of a `cfg` checked first (`validation.validate_data`), for callers of their own."""
+                  private_threads: Optional[int] = None, start: int = 0,
+                  local_views: Optional[data_config.LocalViewConfig] = None) -> tf.data.Dataset:
+  """`batches` of a `cfg` (and `local_views` recipe) checked first, for callers of their own."""
   validation.validate_data(cfg)
-  return batches(cfg, input_context, private_threads, start)
+  if local_views is not None:
+    local_views.check('local_views')
+  return batches(cfg, input_context, private_threads, start, local_views)
 
 
 def batches(cfg: data_config.DataConfig,
             input_context: Optional[tf.distribute.InputContext] = None,
-            private_threads: Optional[int] = None, start: int = 0) -> tf.data.Dataset:
-  """Batches of two views (and masks, and DetCo patches) for one input pipeline of a validated
-  `cfg` (the trainer validates the experiment once), from the record position `start` (where a
-  resumed run stopped reading, `seeds`).
+            private_threads: Optional[int] = None, start: int = 0,
+            local_views: Optional[data_config.LocalViewConfig] = None) -> tf.data.Dataset:
+  """Batches of two views (and masks, and the local views of a method's `local_views` recipe,
+  `MethodBlock.view_recipe`) for one input pipeline of a validated `cfg` (the trainer validates
+  the experiment once), from the record position `start` (where a resumed run stopped reading,
+  `seeds`).
 
   With `cfg.color_on_device` the batches hold un-coloured views in [0, 1] and the train step
   calls `color.finalize_batch`; otherwise that runs here and the batches are final. With
@@ -291,11 +296,11 @@ def batches(cfg: data_config.DataConfig,
   if _pipeline_id(input_context) >= seeds.MAX_INPUT_PIPELINES:
     raise ValueError(f'at most {seeds.MAX_INPUT_PIPELINES} input pipelines are supported')
   ds = examples(cfg, input_context, start)
-  ds = ds.map(lambda example: geometry.host_views(example, cfg),
+  ds = ds.map(lambda example: geometry.host_views(example, cfg, local_views),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=cfg.drop_remainder)
   if not cfg.color_on_device:
-    ds = ds.map(lambda batch: color.finalize_batch(batch, cfg),
+    ds = ds.map(lambda batch: color.finalize_batch(batch, cfg, local_views),
                 num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.enable_tf_data_service:
     ds = ds.apply(tf.data.experimental.service.distribute(

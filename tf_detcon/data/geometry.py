@@ -1,5 +1,6 @@
 """Host geometry (tf.data, per example): joint random resized crop, flip and resize of an image
-and its id map (DetCon §3.1, A.1; docs/design.md §2), and DetCo's local views.
+and its id map (DetCon §3.1, A.1; docs/design.md §2), and the local views a method declares
+(DetCo's jigsaw crops; `MethodBlock.view_recipe`).
 
 The same window and flip go to the image (bicubic, clipped to [0, 1]) and to its id map (nearest
 neighbour), so masks stay aligned with the pixels. Each view's window (as a box in the source
@@ -112,7 +113,8 @@ def global_view(image: tf.Tensor, mask: tf.Tensor, cfg: data_config.ViewConfig,
 def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
                cfg: data_config.LocalViewConfig,
                seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-  """DetCo's local view: the crop [S, S, 3] and the top-left corners [grid², 2] of its patches.
+  """A local view (DetCo §3.2's jigsaw crop): the crop [S, S, 3] and the top-left corners
+  [grid², 2] of its patches.
 
   Cell (r, c) of the grid_size × grid_size grid holds one patch_size patch at a random offset.
   Drawn from the stateless `seed` [2].
@@ -131,11 +133,13 @@ def local_view(image: tf.Tensor, view_cfg: data_config.ViewConfig,
   return crop, tf.stack([rows, cols], axis=1) + jitter
 
 
-def host_views(example: Dict[str, tf.Tensor],
-               cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
+def host_views(example: Dict[str, tf.Tensor], cfg: data_config.DataConfig,
+               local_views: Optional[data_config.LocalViewConfig] = None
+               ) -> Dict[str, tf.Tensor]:
   """The per-example host part: two global views with masks (view1/2, mask1/2), their boxes in
-  the source image and flips (box1/2, flip1/2), and DetCo's local views, drawn from seeds keyed
-  by the example's `pipeline` and `position`, which go along (`seeds.batch_seed`)."""
+  the source image and flips (box1/2, flip1/2), and, for a method's `local_views` recipe, a local
+  crop of each (local1/2) with its patches' corners (offsets1/2), drawn from seeds keyed by the
+  example's `pipeline` and `position`, which go along (`seeds.batch_seed`)."""
   out = {'position': example['position'], 'pipeline': example['pipeline']}
   base = seeds.base_seed(cfg)
 
@@ -146,8 +150,8 @@ def host_views(example: Dict[str, tf.Tensor],
     view = global_view(example['image'], example['mask'], view_cfg,
                        seed(seeds.VIEW1 if i == 1 else seeds.VIEW2))
     out.update({f'{key}{i}': value for key, value in view.items()})
-    if cfg.local_views.enabled:
+    if local_views is not None:
       out[f'local{i}'], out[f'offsets{i}'] = local_view(
-          example['image'], view_cfg, cfg.local_views,
+          example['image'], view_cfg, local_views,
           seed(seeds.LOCAL1 if i == 1 else seeds.LOCAL2))
   return out

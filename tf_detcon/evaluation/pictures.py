@@ -8,7 +8,7 @@
 """
 
 import copy
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -80,9 +80,11 @@ def stack(rows: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def view_panels(records: Sequence[bytes], cfg: data_config.DataConfig, size: int = 128,
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0,
+                local_views: Optional[data_config.LocalViewConfig] = None) -> np.ndarray:
   """One row per record: the image, its stored id map (FH or ground truth), view 1 and view 2
-  with the masks the method uses overlaid, and DetCo's nine patches of view 1."""
+  with the masks the method uses overlaid, and, for a method's `local_views` recipe (DetCo's),
+  the patches of view 1's local crop."""
   stored = data_config.MaskConfig(type='stored')
   data_cfg = copy.deepcopy(cfg)
   data_cfg.seed = seed  # the views are keyed by (seed, record)
@@ -91,7 +93,8 @@ def view_panels(records: Sequence[bytes], cfg: data_config.DataConfig, size: int
     decode_seed = seeds.record_seed(seed, 0, index, seeds.DECODE)
     example = decode.decode_example(tf.constant(serialized), cfg.masks, decode_seed)
     views = geometry.host_views(dict(example, position=tf.constant(index, tf.int64),
-                                     pipeline=tf.constant(0)), data_cfg)
+                                     pipeline=tf.constant(0)), data_cfg,
+                                 local_views)
     stored_ids = decode.decode_example(tf.constant(serialized), stored,
                                        decode_seed)['mask'].numpy()
     tiles = [example['image'].numpy(), stored_ids if stored_ids.size else example['mask'].numpy()]
@@ -101,11 +104,11 @@ def view_panels(records: Sequence[bytes], cfg: data_config.DataConfig, size: int
       coloured = color.color_augment(views[f'view{i}'][None], view_cfg.color,
                                      color_seeds[i - 1])[0].numpy()
       tiles.append(overlay(to_uint8(coloured), views[f'mask{i}'].numpy()))
-    if cfg.local_views.enabled:
+    if local_views is not None:
       local = color.color_augment(views['local1'][None], cfg.view1.color, color_seeds[2])
       patches = color.extract_patches(local, views['offsets1'][None],
-                                      cfg.local_views.patch_size)[0].numpy()
-      grid = cfg.local_views.grid_size
+                                      local_views.patch_size)[0].numpy()
+      grid = local_views.grid_size
       patch_rows = [np.concatenate([np.pad(to_uint8(patches[r * grid + c]),
                                            ((1, 1), (1, 1), (0, 0)), constant_values=255)
                                     for c in range(grid)], axis=1) for r in range(grid)]

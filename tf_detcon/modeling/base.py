@@ -53,7 +53,8 @@ class Inputs:
   masks:   their aligned id maps, [B, S, S] int each.
   seed:    this replica's batch seed [2] (`seeds.batch_seed`): the step's draws (mask ids,
            channel dropout, DetCo's shuffle) derive from it (`seed_for`).
-  patches: DetCo's jigsaw patches of each view's local crop, [B, N, p, p, 3] each, or None.
+  patches: the patches of each view's local crop, [B, N, p, p, 3] each, for a method that
+           declares local views (DetCo's jigsaw; `MethodBlock.view_recipe`), or None.
   boxes:   where each view was cut from its source image, [B, 4] (y0, x0, y1, x1) in fractions
            of the source's height and width (`geometry.window_box`).
   flips:   whether each view was flipped left-right after the cut, [B] bool.
@@ -163,15 +164,18 @@ def require_levels(levels: Sequence[str], channels: Dict[str, int]) -> None:
 
 class InputPreparation:
   """How a host batch becomes `Inputs` (the train step's first stage), composed from the data
-  config: colour and normalisation when they run on the accelerator (`color_on_device`), and
+  config and the method's view recipe (`MethodBlock.view_recipe`): colour and normalisation when
+  they run on the accelerator (`color_on_device`), patches cut from the recipe's local views, and
   the step's seed (`seeds.batch_seed`)."""
 
-  def __init__(self, data_cfg: data_config.DataConfig):
+  def __init__(self, data_cfg: data_config.DataConfig,
+               local_views: Optional[data_config.LocalViewConfig] = None):
     self.data_cfg = data_cfg
+    self.local_views = local_views
 
   def __call__(self, batch: Dict[str, tf.Tensor]) -> Inputs:
     if self.data_cfg.color_on_device:
-      batch = color.finalize_batch(batch, self.data_cfg)
+      batch = color.finalize_batch(batch, self.data_cfg, self.local_views)
     return Inputs.from_batch(batch, seeds.batch_seed(seeds.base_seed(self.data_cfg), batch,
                                                      seeds.STEP))
 

@@ -31,7 +31,7 @@ class BuildContext:
   """What a builder may read besides its own block.
 
   encoder:     the encoder's config (Model Garden's backbone and its norm_activation);
-  train_data:  the training data's config, for what each example holds (DetCo's patches);
+  train_data:  the training data's config, for what each example holds;
   total_steps: the schedule length, for step-dependent settings (the EMA's τ).
   """
   encoder: pretrain_config.EncoderConfig
@@ -65,5 +65,6 @@ def build_model(task: pretrain_config.PretrainTask, total_steps: int) -> base.Pr
   """The model the trainer trains (build it under the strategy's scope): the method's model,
   with the train step's input preparation (colour, seeds) and MoCo's coupled L2 from the task."""
   model = build(task.method, BuildContext(task.encoder, task.train_data, total_steps))
-  model.set_training(base.InputPreparation(task.train_data), task.losses.l2_weight_decay)
+  model.set_training(base.InputPreparation(task.train_data, task.method.get().view_recipe()),
+                     task.losses.l2_weight_decay)
   return model

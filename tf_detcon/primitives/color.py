@@ -7,7 +7,7 @@ branches, so the step compiles for TPUs. DetCo's local crops are coloured once a
 into their jigsaw patches by a gather, so the nine patches of a view share its colour.
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 
@@ -233,14 +233,16 @@ def extract_patches(images: tf.Tensor, corners: tf.Tensor, patch_size: int) -> t
   return tf.gather_nd(images, indices)
 
 
-def finalize_batch(batch: Dict[str, tf.Tensor],
-                   cfg: data_config.DataConfig) -> Dict[str, tf.Tensor]:
-  """Colour + normalisation of a batch of host views; DetCo local views become patches.
+def finalize_batch(batch: Dict[str, tf.Tensor], cfg: data_config.DataConfig,
+                   local_views: Optional[data_config.LocalViewConfig] = None
+                   ) -> Dict[str, tf.Tensor]:
+  """Colour + normalisation of a batch of host views; a method's local views become patches.
 
   The colour draws derive from the batch's seed (`seeds.batch_seed`). view1/2 [B, S, S, 3] come
-  back coloured and normalised and, with local views, local1/2 and offsets1/2 come back as
-  patches1/2 [B, grid², p, p, 3]; every other key (masks, boxes, flips, position, pipeline, a
-  method's own) passes on unchanged.
+  back coloured and normalised and, with the `local_views` recipe a method declared
+  (`MethodBlock.view_recipe`), local1/2 and offsets1/2 come back as patches1/2
+  [B, grid², p, p, 3], coloured as their global view; every other key (masks, boxes, flips,
+  position, pipeline, a method's own) passes on unchanged.
   """
   consumed = {f'{key}{i}' for key in ('local', 'offsets') for i in (1, 2)}
   out = {key: value for key, value in batch.items() if key not in consumed}
@@ -249,8 +251,8 @@ def finalize_batch(batch: Dict[str, tf.Tensor],
   for i, view_cfg in ((1, cfg.view1), (2, cfg.view2)):
     out[f'view{i}'] = normalize(color_augment(batch[f'view{i}'], view_cfg.color,
                                               view_seeds[i - 1]))
-    if cfg.local_views.enabled:
+    if local_views is not None:
       local = color_augment(batch[f'local{i}'], view_cfg.color, view_seeds[i + 1])
       out[f'patches{i}'] = normalize(
-          extract_patches(local, batch[f'offsets{i}'], cfg.local_views.patch_size))
+          extract_patches(local, batch[f'offsets{i}'], local_views.patch_size))
   return out

@@ -89,12 +89,15 @@ class ProbeEvaluation(tf_keras.callbacks.Callback):
 
 class ViewSummaries(tf_keras.callbacks.Callback):
   """Every `interval` steps (`trainer.summary_interval`): TensorBoard images of training
-  examples, their views and aligned masks (and DetCo's patches), under `<model_dir>/train/`."""
+  examples, their views and aligned masks (and the patches of a method's `local_views`, DetCo's),
+  under `<model_dir>/train/`."""
 
   def __init__(self, data_cfg: data_config.DataConfig, interval: int, summary_dir: str,
-               num_examples: int = 3):
+               num_examples: int = 3,
+               local_views: Optional[data_config.LocalViewConfig] = None):
     super().__init__()
     self.data_cfg = data_cfg
+    self.local_views = local_views
     self.interval = max(interval, 1)
     self.summary_dir = summary_dir
     self.num_examples = num_examples
@@ -117,7 +120,8 @@ class ViewSummaries(tf_keras.callbacks.Callback):
   def write(self, step: int) -> Optional[np.ndarray]:
     if not self._records:
       return None
-    panel = pictures.view_panels(self._records, self.data_cfg, seed=step)
+    panel = pictures.view_panels(self._records, self.data_cfg, seed=step,
+                                 local_views=self.local_views)
     writer = tf.summary.create_file_writer(self.summary_dir)
     with writer.as_default(step=step):
       tf.summary.image('views', panel[None])

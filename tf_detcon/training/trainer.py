@@ -170,7 +170,7 @@ class Run:
           epoch, index = seeds.split_position(start)
           console.say(f'input resumes at record {index} of epoch {epoch} (pipeline 0)')
       return datasets.batches(data_cfg, context, self.params.runtime.dataset_num_private_threads,
-                              start)
+                              start, self.params.task.method.get().view_recipe())
 
     return self.strategy.distribute_datasets_from_function(pipeline)
 
@@ -191,7 +191,8 @@ class Run:
       out.append(callbacks_lib.ScalarSummaries(trainer.summary_interval, self.global_batch,
                                                train_dir))
       if task.allow_image_summary:
-        out.append(monitors.ViewSummaries(task.train_data, trainer.summary_interval, train_dir))
+        out.append(monitors.ViewSummaries(task.train_data, trainer.summary_interval, train_dir,
+                                          local_views=task.method.get().view_recipe()))
     if task.validation_data.source:
       out.append(monitors.ProbeEvaluation(
           task.validation_data, trainer.validation_interval, trainer.validation_steps,

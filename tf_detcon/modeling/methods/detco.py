@@ -322,8 +322,8 @@ def in_groups(fn: Callable[[tf.Tensor, Optional[tf.Tensor]], base.Branch], view:
 @registry.register_method('detco')
 def build_detco(cfg: methods_config.DetCoConfig, context: registry.BuildContext) -> DetCoModel:
   """DetCo, or MoCo v2 (`levels: ['5']`, `local: false`), from the method's block; the patches'
-  size and number come from the data's local views."""
-  local_views = context.train_data.local_views
+  size and number come from its view recipe (`local_views`)."""
+  local_views = cfg.local_views
   objective = functools.partial(
       DetCoObjective, num_patches=local_views.grid_size ** 2, hidden_dim=cfg.head_hidden_dim,
       output_dim=cfg.output_dim, local=cfg.local, queue_size=cfg.queue_size,
