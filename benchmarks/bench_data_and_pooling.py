@@ -53,7 +53,7 @@ def photo_shards(out_dir: str, copies: int = 4) -> str:
         yield sources.RawExample(key, image_bytes=data)
 
   precompute.Job(source=Photos(), out_dir=out_dir, num_shards=2,
-                 spec=precompute.MaskSpec(fh_downscale=masks.FAST_FH_DOWNSCALE)).run()
+                 spec=precompute.MaskSpec(fh=precompute.FHMasks(downscale=masks.FAST_FH_DOWNSCALE))).run()
   return os.path.join(out_dir, '*.tfrecord')
 
 

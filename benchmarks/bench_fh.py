@@ -86,7 +86,7 @@ def main() -> None:
   rates = collections.defaultdict(list)
   for p in range(args.passes):
     for d in downscales:
-      spec = precompute.MaskSpec(kind='fh', fh_settings=(setting,), fh_downscale=d)
+      spec = precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=(setting,), downscale=d))
       stats = collections.Counter()
       start = time.perf_counter()
       for key, data in photo_set:

@@ -117,7 +117,7 @@ SMOKE = Setup(steps=3, scenes=16, probe_train=4, probe_eval=4, probe_steps=20, c
 
 def scene_data(work_dir: str, setup: Setup) -> Dict[str, str]:
   """{'fh': shard pattern, 'gt': shard pattern} of the pretraining scenes, built once."""
-  specs = {'fh': precompute.MaskSpec(kind='fh', fh_settings=(FH_SETTING,)),
+  specs = {'fh': precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=(FH_SETTING,))),
            'gt': precompute.MaskSpec(kind='gt')}
   patterns = {}
   for kind, spec in specs.items():

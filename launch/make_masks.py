@@ -189,14 +189,16 @@ def main(argv):
     settings = masks.COCO_FH_SETTINGS if FLAGS.preset == 'coco' else masks.IMAGENET_FH_SETTINGS
   if not 0 <= FLAGS.worker_index < FLAGS.num_workers:
     raise ValueError('need 0 <= --worker_index < --num_workers')
+  # The FH flags fill the one-of's FH block; for another kind they were refused above if set.
+  fh = precompute.FHMasks(settings=settings, max_segments=FLAGS.max_segments or None,
+                          downscale=FLAGS.fh_downscale, min_working_side=FLAGS.fh_min_working_side)
+  spec = (precompute.MaskSpec(kind='fh', fh=fh) if FLAGS.mask_kind == 'fh' else
+          precompute.MaskSpec(kind=FLAGS.mask_kind))
   job = precompute.Job(
       source=make_source(),
       out_dir=FLAGS.output_dir,
       num_shards=FLAGS.num_shards,
-      spec=precompute.MaskSpec(kind=FLAGS.mask_kind, fh_settings=settings,
-                               max_segments=FLAGS.max_segments or None,
-                               fh_downscale=FLAGS.fh_downscale,
-                               fh_min_working_side=FLAGS.fh_min_working_side),
+      spec=spec,
       policy=precompute.Policy(on_bad_example=FLAGS.on_bad_example,
                                min_image_side=FLAGS.min_image_side,
                                min_segments=FLAGS.min_segments),

@@ -24,7 +24,7 @@ from tf_detcon.data.offline import sources
 from tf_detcon.modeling.blocks import pooling
 from tf_detcon.training import trainer
 
-MASKS = precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 20),))
+MASKS = precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=((100.0, 0.5, 20),)))
 
 
 def _encode(array: np.ndarray, fmt: str, mode: str = None) -> bytes:

@@ -38,7 +38,7 @@ def image_folder(tmp_path_factory):
 def _job(root: str, out_dir: str, num_shards: int) -> precompute.Job:
   return precompute.Job(source=sources.ImageFolderSource(root), out_dir=out_dir,
                         num_shards=num_shards,
-                        spec=precompute.MaskSpec(kind='fh', fh_settings=SMALL_FH))
+                        spec=precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=SMALL_FH)))
 
 
 def _output_files(out_dir: str):
@@ -121,8 +121,8 @@ def test_killed_beam_run_reruns_to_the_full_output_without_reading_partial_shard
 
   reference = str(tmp_path / 'reference')
   precompute.Job(source=sources.ImageFolderSource(root), out_dir=reference, num_shards=12,
-                 spec=precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 50),),
-                                          fh_downscale=masks.FAST_FH_DOWNSCALE)).run()
+                 spec=precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(
+                     settings=((100.0, 0.5, 50),), downscale=masks.FAST_FH_DOWNSCALE))).run()
   for path in paths:
     assert filecmp.cmp(path, os.path.join(reference, os.path.basename(path)), shallow=False)
 

@@ -223,7 +223,7 @@ def _masks_job(images: str, out: str):
   from tf_detcon.data.offline import precompute  # pylint: disable=g-import-not-at-top
   from tf_detcon.data.offline import sources  # pylint: disable=g-import-not-at-top
   return precompute.Job(sources.ImageFolderSource(images), out, num_shards=3,
-                        spec=precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 20),)))
+                        spec=precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=((100.0, 0.5, 20),))))
 
 
 def test_every_file_of_a_mask_job_deleted_truncated_or_junk_is_rewritten_or_refused(

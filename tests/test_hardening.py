@@ -62,7 +62,7 @@ def test_a_jpeg_is_read_as_a_viewer_shows_it_and_counted(orientation):
   np.testing.assert_array_equal(tf.io.decode_image(kept_bytes, channels=3).numpy(), image)
   stats = collections.Counter()
   precompute.process_example(
-      raw, precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 20),)), precompute.Policy(),
+      raw, precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=((100.0, 0.5, 20),))), precompute.Policy(),
       stats)
   assert stats['exif_rotated'] == 1
 
@@ -98,7 +98,7 @@ def test_linked_folders_are_searched_once_and_a_dangling_link_is_a_named_bad_exa
   os.symlink(tmp_path / 'gone.png', root / 'dangling.png')
   source = sources.ImageFolderSource(str(root))
   assert source.files == ['dangling.png', 'linked/b.png', 'real/a.png']
-  spec = precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 20),))
+  spec = precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=((100.0, 0.5, 20),)))
   with pytest.raises(precompute.BadExampleError,
                      match=r"^example 'dangling.png': unreadable file \(No such file"):
     precompute.Job(source, str(tmp_path / 'out-error'), spec=spec).run()
@@ -179,7 +179,7 @@ def test_a_worker_with_other_job_settings_than_a_running_one_is_refused(tmp_path
   for i in range(4):
     Image.fromarray(np.roll(pixels, i * 8, axis=1)).save(folder / f'{i}.png')
   out = str(tmp_path / 'out')
-  spec = precompute.MaskSpec(kind='fh', fh_settings=((100.0, 0.5, 20),))
+  spec = precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=((100.0, 0.5, 20),)))
   source = sources.ImageFolderSource(str(folder))
   first = precompute.Job(source, out, num_shards=4, spec=spec, worker_index=0, num_workers=2)
   first.prepare()  # writes job.json; its shards are not written yet

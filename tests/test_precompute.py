@@ -54,7 +54,7 @@ def folder(tmp_path):
 
 
 def _job(source, out_dir, **kwargs):
-  kwargs.setdefault('spec', precompute.MaskSpec(kind='fh', fh_settings=SMALL_FH))
+  kwargs.setdefault('spec', precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=SMALL_FH)))
   return precompute.Job(source=source, out_dir=out_dir, **kwargs)
 
 
@@ -83,8 +83,8 @@ def test_fh_runs_at_each_images_working_factor_and_counts_them(tmp_path):
   root = str(tmp_path / 'images')
   _save(f'{root}/small.png', _coloured(0, size=(48, 64)))
   _save(f'{root}/large.png', _coloured(1, size=(120, 96)))
-  spec = precompute.MaskSpec(kind='fh', fh_settings=SMALL_FH, fh_downscale=0.5,
-                             fh_min_working_side=64)
+  spec = precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(
+      settings=SMALL_FH, downscale=0.5, min_working_side=64))
   out = str(tmp_path / 'out')
   manifest = _job(sources.ImageFolderSource(root), out, spec=spec).run()
   assert manifest['totals']['fh_working_factor/1.00'] == 1  # 48 px short side <= 64
@@ -289,7 +289,7 @@ def test_a_rerun_with_other_settings_is_refused_naming_them_and_the_same_one_res
   source = sources.ImageFolderSource(folder)
   assert _job(source, out, num_shards=2).run()['totals']['examples'] == 4
   before = sorted(os.listdir(out))
-  other_fh = precompute.MaskSpec(kind='fh', fh_settings=((500.0, 0.8, 50),))
+  other_fh = precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=((500.0, 0.8, 50),)))
   refusals = [
       (dict(num_shards=4), "num_shards 2 there, 4 now"),
       (dict(num_shards=2, spec=other_fh), "fh_settings [[100.0, 0.5, 50]] there, "
@@ -349,3 +349,16 @@ def test_a_new_mask_source_is_one_class(folder, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match=r"^mask kind must be one of 'fh', 'gt', 'file', got "
                                        r"'slic'$"):
     precompute.MaskSpec(kind='slic').names()
+
+
+def test_mask_settings_are_a_one_of_whose_other_blocks_are_refused():
+  """The FH block of a spec of another kind would be ignored: it is refused instead, and the
+  job records the chosen kind's settings only."""
+  with pytest.raises(ValueError, match=r"^mask settings 'fh' are set but the mask kind is "
+                                       r"'gt'$"):
+    precompute.MaskSpec(kind='gt', fh=precompute.FHMasks(downscale=0.5))
+  gt = precompute.mask_source('gt').settings(precompute.MaskSpec(kind='gt'))
+  assert gt['fh_settings'] == [] and gt['fh_downscale'] is None
+  fh = precompute.MaskSpec(fh=precompute.FHMasks(settings=SMALL_FH, max_segments=None))
+  assert precompute.mask_source('fh').settings(fh)['fh_settings'] == [list(s) for s in SMALL_FH]
+  assert precompute.mask_source('fh').settings(fh)['max_segments'] is None

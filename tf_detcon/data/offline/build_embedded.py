@@ -26,7 +26,7 @@ def ensure() -> List[str]:
         source=sources.SampleImageSource(max_side=EMBEDDED_MAX_SIDE),
         out_dir=embedded.cache_dir(),
         num_shards=EMBEDDED_SHARDS,
-        spec=precompute.MaskSpec(kind='fh', fh_settings=masks_lib.COCO_FH_SETTINGS),
+        spec=precompute.MaskSpec(kind='fh', fh=precompute.FHMasks(settings=masks_lib.COCO_FH_SETTINGS)),
         prefix='embedded').run()
   return embedded.files()
 

@@ -43,14 +43,31 @@ class BadExampleError(ValueError):
 
 
 @dataclasses.dataclass
-class MaskSpec:
-  """Which id maps to store. kind: 'fh' (one map per setting), 'gt' or 'file'."""
-  kind: str = 'fh'
-  fh_settings: Tuple[Tuple[float, float, int], ...] = masks_lib.IMAGENET_FH_SETTINGS
+class FHMasks:
+  """Felzenszwalb–Huttenlocher's settings (DetCon §3.2): one map per (scale, sigma, min_size)
+  setting, at most `max_segments` segments each, computed at the image's working resolution
+  (`masks_lib.fh_working_downscale` of `downscale` and `min_working_side`)."""
+  settings: Tuple[Tuple[float, float, int], ...] = masks_lib.IMAGENET_FH_SETTINGS
   max_segments: Optional[int] = masks_lib.MAX_UINT8_SEGMENTS
-  fh_downscale: float = masks_lib.PAPER_FH_DOWNSCALE  # see masks_lib.fh_segments
+  downscale: float = masks_lib.PAPER_FH_DOWNSCALE  # see masks_lib.fh_segments
   # Per image: full resolution up to this short side, never below it (fh_working_downscale).
-  fh_min_working_side: int = masks_lib.FH_MIN_WORKING_SIDE
+  min_working_side: int = masks_lib.FH_MIN_WORKING_SIDE
+
+
+@dataclasses.dataclass
+class MaskSpec:
+  """Which id maps to store, as a one-of: `kind` names the registered `MaskSource` ('fh', 'gt',
+  'file', or one of a user's), and a source with settings of its own reads its block (`fh`). A
+  block set for another kind is refused, not ignored."""
+  kind: str = 'fh'
+  fh: FHMasks = dataclasses.field(default_factory=FHMasks)
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      if field.name not in ('kind', self.kind) and (
+          getattr(self, field.name) != field.default_factory()):
+        raise ValueError(f'mask settings {field.name!r} are set but the mask kind is '
+                         f'{self.kind!r}')
 
   def names(self) -> List[str]:
     return mask_source(self.kind).names(self)
@@ -178,9 +195,12 @@ class MaskSource:
     raise NotImplementedError
 
   def settings(self, spec: MaskSpec) -> Dict[str, Any]:
-    """The spec's settings this kind uses, as job.json and manifest.json record them."""
+    """The spec's settings this kind uses, as job.json and manifest.json record them. A kind
+    without settings records FH's keys empty, as every job.json has, so that a folder written
+    by an earlier version resumes."""
     del spec
-    return {'fh_settings': [], 'fh_downscale': None, 'fh_min_working_side': None}
+    return {'fh_settings': [], 'fh_downscale': None, 'fh_min_working_side': None,
+            'max_segments': masks_lib.MAX_UINT8_SEGMENTS}
 
   def manifest_settings(self, spec: MaskSpec) -> Dict[str, Any]:
     return dict(self.settings(spec), fh_working_settings=[])
@@ -208,17 +228,17 @@ class FHSource(MaskSource):
   kind = 'fh'
 
   def names(self, spec: MaskSpec) -> List[str]:
-    return [f'fh_{scale:g}_{sigma:g}_{min_size}' for scale, sigma, min_size in spec.fh_settings]
+    return [f'fh_{scale:g}_{sigma:g}_{min_size}' for scale, sigma, min_size in spec.fh.settings]
 
   def make(self, raw, image, spec, stats):
     height, width = image.shape[:2]
     maps = []
-    factor = masks_lib.fh_working_downscale(height, width, spec.fh_downscale,
-                                            spec.fh_min_working_side)
+    factor = masks_lib.fh_working_downscale(height, width, spec.fh.downscale,
+                                            spec.fh.min_working_side)
     if stats is not None:  # the factors, in steps of 0.05
       stats[f'fh_working_factor/{round(factor * 20) / 20:.2f}'] += 1
-    for scale, sigma, min_size in spec.fh_settings:
-      ids, merged = masks_lib.fh_segments(image, scale, sigma, min_size, spec.max_segments,
+    for scale, sigma, min_size in spec.fh.settings:
+      ids, merged = masks_lib.fh_segments(image, scale, sigma, min_size, spec.fh.max_segments,
                                           factor)
       maps.append(ids)
       if stats is not None:
@@ -226,15 +246,16 @@ class FHSource(MaskSource):
     return maps
 
   def settings(self, spec):
-    return {'fh_settings': [list(s) for s in spec.fh_settings],
-            'fh_downscale': spec.fh_downscale,
-            'fh_min_working_side': spec.fh_min_working_side}
+    return {'fh_settings': [list(s) for s in spec.fh.settings],
+            'fh_downscale': spec.fh.downscale,
+            'fh_min_working_side': spec.fh.min_working_side,
+            'max_segments': spec.fh.max_segments}
 
   def manifest_settings(self, spec):
     # The settings at fh_downscale itself; images near fh_min_working_side run at factors
     # between it and 1 (their counts are under fh_working_factor/).
     return dict(self.settings(spec), fh_working_settings=[
-        list(masks_lib.fh_working_settings(s, spec.fh_downscale)) for s in spec.fh_settings])
+        list(masks_lib.fh_working_settings(s, spec.fh.downscale)) for s in spec.fh.settings])
 
 
 @register_mask_source
@@ -364,7 +385,6 @@ class Job:
     return {'source': self.source.name, 'examples': len(self.source),
             'num_shards': self.num_shards, 'prefix': self.prefix, 'mask_kind': self.spec.kind,
             **mask_source(self.spec.kind).settings(self.spec),
-            'max_segments': self.spec.max_segments,
             # not on_bad_example: a shard finished under 'error' skipped nothing, so a rerun
             # with 'skip' (the usual answer to a bad example) resumes it
             'min_image_side': self.policy.min_image_side,
