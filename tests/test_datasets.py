@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from tests.conftest import REPO_ROOT, blocky_ids, palette, tiny_params
 from tf_detcon.configs import data as data_config
@@ -307,13 +308,21 @@ def tfds_dir(tmp_path_factory):
   return data_dir
 
 
-def test_tfds_images_train_grid_mask_methods(tfds_dir, tmp_path):
+def test_tfds_images_train_grid_mask_methods(tfds_dir, tmp_path, capsys):
   """tfds_name / tfds_split / tfds_data_dir read a TFDS dataset directly, no precompute: grid
   masks for DetCon, the global mask for SimCLR; a 2-step SimCLR run trains on it. Stored masks
   and unprepared datasets are one-line errors saying what to do."""
   source = dict(tfds_name='grid_scene_images', tfds_split='train', tfds_data_dir=tfds_dir)
-  batch = next(iter(datasets.build_dataset(_config(masks={'type': 'grid', 'grid': {'grid_size': 2}},
-                                                   **source))))
+  # Also under op determinism, which a seeded run earlier in the process leaves on: TFDS's file
+  # shuffle is seeded too.
+  was_on = tf_config.is_op_determinism_enabled()
+  tf.config.experimental.enable_op_determinism()
+  try:
+    batch = next(iter(datasets.build_dataset(_config(
+        masks={'type': 'grid', 'grid': {'grid_size': 2}}, **source))))
+  finally:
+    if not was_on:
+      tf_config.disable_op_determinism()
   assert batch['view1'].shape == (4, 32, 32, 3)
   assert set(np.unique(batch['mask1'].numpy())) <= {0, 1, 2, 3}
   params = tiny_params('simclr_tiny', train_steps=2, steps_per_loop=1)
@@ -321,6 +330,7 @@ def test_tfds_images_train_grid_mask_methods(tfds_dir, tmp_path):
   run = trainer.Run(params, str(tmp_path / 'tfds_run'))
   run.train()
   assert run.step == 2
+  assert 'no view summaries' in capsys.readouterr().out  # not the embedded records' views
   with pytest.raises(ValueError, match=r"tfds_name reads images only; masks.type 'stored'.*"
                      'run launch/make_masks.py'):
     datasets.build_dataset(_config(**source))

@@ -165,7 +165,10 @@ def tfds_examples(cfg: data_config.DataConfig,
                      f'{cfg.tfds_data_dir or "the default TFDS data_dir"}: run '
                      f'`tfds build {cfg.tfds_name}` (or set task.train_data.tfds_data_dir)')
   shard_by = _shards(cfg, input_context)
-  read_config = tfds.ReadConfig(input_context=shard_by, shuffle_seed=cfg.seed,
+  # Seeded always (`seeds.base_seed`: the process's own without `seed`), so that TFDS's file
+  # shuffle also runs under op determinism (a seeded run of another experiment in the process).
+  seed = seeds.base_seed(cfg)
+  read_config = tfds.ReadConfig(input_context=shard_by, shuffle_seed=seed,
                                 interleave_cycle_length=cfg.cycle_length,
                                 interleave_block_length=cfg.block_length, add_tfds_id=True)
   try:
@@ -185,7 +188,7 @@ def tfds_examples(cfg: data_config.DataConfig,
   if cfg.cache:
     ds = ds.cache()
   if cfg.is_training and cfg.shuffle_buffer_size > 1:
-    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(cfg.shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
   return ds
 
 

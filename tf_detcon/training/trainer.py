@@ -190,7 +190,12 @@ class Run:
     if trainer.summary_interval > 0:
       out.append(callbacks_lib.ScalarSummaries(trainer.summary_interval, self.global_batch,
                                                train_dir))
-      if task.allow_image_summary:
+      if task.allow_image_summary and task.train_data.tfds_name:
+        # The panels decode our records (stored masks beside the views); TFDS has none.
+        console.say('no view summaries: they are drawn from records, and '
+                    'task.train_data.tfds_name reads TFDS (set task.allow_image_summary: false '
+                    'to silence this)')
+      elif task.allow_image_summary:
         out.append(monitors.ViewSummaries(task.train_data, trainer.summary_interval, train_dir,
                                           local_views=task.method.get().view_recipe()))
     if task.validation_data.source:
