@@ -5,7 +5,8 @@ no checkpoint lost or overwritten, no step count restarted, no traceback.
 One finished tiny run (4 steps, checkpoints at 2 and 4, exported) is trained once and copied per
 cell. A rerun restores, records params.yaml and exports as `launch/pretrain.py` does
 (`trainer.train_and_export`); its train_steps is 2, so no cell trains and each shows the step it
-resumed from. A few cells also run the real launcher, for its output.
+resumed from. A cell that resumes at step 2 keeps the step-4 export aside. A few cells also run
+the real launcher, for its output.
 """
 
 import hashlib
@@ -120,6 +121,12 @@ def test_every_file_of_a_run_deleted_truncated_or_junk_ends_in_recovery_or_one_l
       if broken == 'ckpt-4':
         assert not os.path.exists(os.path.join(cell, 'checkpoints', 'ckpt-4.index')) or (
             run.step == 2), (relative, fault)
+        # The step-4 export, now the only whole copy of step 4, is set aside byte for byte.
+        assert 'export held step 4, later than this run\'s step 2' in said, said
+        for other, digest in reference.items():
+          if other.startswith('export/'):
+            kept = os.path.join(cell, 'export-step4', other[len('export/'):])
+            assert _digest(kept) == digest, (relative, fault, other)
       # The state file lists exactly the readable checkpoints on disk.
       directory = os.path.join(cell, 'checkpoints')
       assert checkpoints.listed(directory) == [
@@ -179,7 +186,7 @@ def test_the_launcher_resumes_from_the_files_and_says_so_in_a_line(finished_run,
   assert f'at step {step}' in result.stdout, result.stdout
   warnings = [l for l in result.stdout.splitlines() if l.startswith('warning:')]
   assert warnings and all(('rewritten' in l) or ('set aside' in l) or ('config differs' in l)
-                          for l in warnings), warnings
+                          or ('later than this run' in l) for l in warnings), warnings
 
 
 def test_resuming_a_run_with_another_method_is_refused_before_anything_is_written(

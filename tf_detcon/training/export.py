@@ -20,13 +20,14 @@ The export is written beside its final place and renamed into it, so it is whole
 import contextlib
 import dataclasses
 import os
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Tuple
 
 from absl import logging
 import tensorflow as tf
 import tf_keras
 
 from tf_detcon.primitives import color
+from tf_detcon.support import console
 from tf_detcon.exports import manifest
 
 EXPORT_DIR = 'export'
@@ -76,20 +77,44 @@ def reusable_encoder(encoder: tf_keras.Model) -> tf_keras.Model:
     return tf_keras.Model(images, outputs, name='encoder')
 
 
-def _signatures(model: tf_keras.Model) -> Dict[str, Any]:
-  """The serving signatures: uint8 images ('serving_default') or float in [0, 1]."""
+def reusable_saved_model(model: tf_keras.Model) -> Tuple[tf.train.Checkpoint, Dict[str, Any]]:
+  """The SavedModel's root and its serving signatures, over `reusable_encoder`'s model.
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8,
-                                              name='images')])
+  The root is the Reusable SavedModel interface (tensorflow.org/hub/reusable_saved_models):
+  `__call__(images, training=False)`, traced for both values of `training`, with `variables`,
+  `trainable_variables` and `regularization_losses`. It tracks the model's variables and traced
+  functions, not the Keras model: saving a Keras model also traces every layer's call for
+  Keras revival, which no user of the export needs (they load it with `hub.KerasLayer` or
+  `tf.saved_model.load`), and that took two thirds of the export's time. The signatures take
+  uint8 images ('serving_default') or float images in [0, 1] ('serve_float')."""
+  # Pretraining applies its L2 in the gradient (PretrainTask.losses.l2_weight_decay), so the
+  # encoder holds no Keras regularizers; one that did would lose them here, so it is refused.
+  if model.losses:
+    raise ValueError('the encoder has Keras regularization losses, which the export does not '
+                     'carry: build it without kernel_regularizer')
+  any_images = [None, None, None, None]
+
+  @tf.function
+  def call(images, training=False):
+    return model(images, training=training)
+
+  for training in (True, False):
+    call.get_concrete_function(tf.TensorSpec(any_images, tf.float32, name='images'), training)
+
+  @tf.function(input_signature=[tf.TensorSpec(any_images, tf.uint8, name='images')])
   def serve_uint8(images):
     return model(tf.cast(images, tf.float32) / 255.0, training=False)
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32,
-                                              name='images')])
+  @tf.function(input_signature=[tf.TensorSpec(any_images, tf.float32, name='images')])
   def serve_float(images):
     return model(images, training=False)
 
-  return {'serving_default': serve_uint8, 'serve_float': serve_float}
+  root = tf.train.Checkpoint()
+  root.variables = list(model.variables)
+  root.trainable_variables = list(model.trainable_variables)
+  root.regularization_losses = []
+  root.__call__ = call
+  return root, {'serving_default': serve_uint8, 'serve_float': serve_float}
 
 
 def float32_copy(module: tf_keras.Model) -> tf_keras.Model:
@@ -107,8 +132,31 @@ def float32_copy(module: tf_keras.Model) -> tf_keras.Model:
 def export(model_dir: str, modules: Dict[str, tf_keras.Model],
            record: manifest.Manifest) -> str:
   """Writes `<model_dir>/export/` (replacing an older export) from the float32 modules by their
-  checkpoint names (`backbone`, and e.g. `decoder`); returns its path."""
-  return write(os.path.join(model_dir, EXPORT_DIR), modules, record)
+  checkpoint names (`backbone`, and e.g. `decoder`); returns its path.
+
+  An export of a later step than `record.step` (a run resumed from an older checkpoint because
+  its newest one was lost) may be the only copy of those weights: it is set aside as
+  `export-step<N>`, not replaced."""
+  final = os.path.join(model_dir, EXPORT_DIR)
+  _set_aside_a_later_export(final, record.step)
+  return write(final, modules, record)
+
+
+def _set_aside_a_later_export(final: str, step: int) -> None:
+  try:
+    previous = manifest.read(final)
+  except ValueError:  # unreadable: nothing to tell its step by; it is replaced
+    return
+  if previous is None or not isinstance(previous.step, int) or previous.step <= step:
+    return
+  kept = f'{final}-step{previous.step}'
+  number = 1
+  while tf.io.gfile.exists(kept):
+    number += 1
+    kept = f'{final}-step{previous.step}-{number}'
+  tf.io.gfile.rename(final, kept)
+  console.warn(f'{final} held step {previous.step}, later than this run\'s step {step}; it is '
+               f'kept as {kept}')
 
 
 def write(final: str, modules: Dict[str, tf_keras.Model], record: manifest.Manifest) -> str:
@@ -125,9 +173,8 @@ def write(final: str, modules: Dict[str, tf_keras.Model], record: manifest.Manif
       tf.io.gfile.rmtree(staging)
     tf.io.gfile.makedirs(staging)
     encoder = modules['backbone']
-    model = reusable_encoder(encoder)
-    tf.saved_model.save(model, os.path.join(staging, 'saved_model'),
-                        signatures=_signatures(model))
+    root, signatures = reusable_saved_model(reusable_encoder(encoder))
+    tf.saved_model.save(root, os.path.join(staging, 'saved_model'), signatures=signatures)
     tf.train.Checkpoint(**modules).save(os.path.join(staging, 'checkpoint', 'ckpt'))
     manifest.write(staging, dataclasses.replace(
         record, init_checkpoint_modules=sorted(modules),
