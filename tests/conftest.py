@@ -8,6 +8,8 @@ import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# As every launcher sets it (console.start_launcher): `tf.keras` is tf_keras, Keras 3 not imported.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 # The embedded dataset is built once per test run, in a fresh directory (no stale caches).
 os.environ['TF_DETCON_CACHE'] = tempfile.mkdtemp(prefix='tf_detcon_test_cache_')
 

@@ -68,7 +68,13 @@ def start_launcher(argv: Optional[Sequence[str]] = None) -> None:
   """What a launcher does before importing TensorFlow: `quiet_native_logs`, and Ctrl-C during
   the imports (several seconds) ends the process in one line instead of a long traceback
   through them. `cli.run` gives Ctrl-C back to Python (KeyboardInterrupt) before the launcher's
-  work starts, where a run checkpoints on it."""
+  work starts, where a run checkpoints on it.
+
+  It also sets TF_USE_LEGACY_KERAS=1 unless the environment sets it: the package and Model
+  Garden 2.20 build with tf_keras, and `tf.keras` then names that same Keras instead of Keras 3,
+  whose import (with scikit-learn's, through its wrappers) was 1.4 s of TensorFlow's 7.5 s at
+  every start. Keras 3 itself (launch/export_keras.py) is imported as `keras`, unaffected."""
+  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   quiet_native_logs(argv)
   if threading_is_main():
     signal.signal(signal.SIGINT, _interrupted_while_starting)
