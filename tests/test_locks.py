@@ -81,3 +81,15 @@ def test_workers_with_other_lock_names_share_a_folder(tmp_path):
     with locks.DirectoryLock(str(tmp_path), '--output_dir', '.lock-worker-1'):
       with pytest.raises(ValueError, match='is in use by pid'):
         locks.DirectoryLock(str(tmp_path), '--output_dir', '.lock-worker-1').acquire()
+
+
+def test_an_unused_path_numbers_past_every_name_already_taken(tmp_path):
+  stem = str(tmp_path / 'params-before-step4')
+  assert locks.unused_path(stem, '.yaml') == f'{stem}.yaml'
+  for expected in (f'{stem}.yaml', f'{stem}-2.yaml', f'{stem}-3.yaml'):
+    path = locks.unused_path(stem, '.yaml')
+    assert path == expected
+    with open(path, 'w') as f:
+      f.write('taken')
+  assert locks.unused_path(stem, '.yaml') == f'{stem}-4.yaml'
+  assert locks.unused_path(str(tmp_path / 'export-step4')) == str(tmp_path / 'export-step4')

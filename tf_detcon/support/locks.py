@@ -147,3 +147,14 @@ class DirectoryLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+def unused_path(stem: str, extension: str = '') -> str:
+  """`<stem><extension>`, or `<stem>-<N><extension>` with the smallest N >= 2 not taken: where a
+  file set aside (a changed params.yaml, an unreadable checkpoint, a later export) goes without
+  overwriting one set aside before."""
+  path, number = f'{stem}{extension}', 1
+  while tf.io.gfile.exists(path):
+    number += 1
+    path = f'{stem}-{number}{extension}'
+  return path

@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 
 from tf_detcon.support import console
+from tf_detcon.support import locks
 
 STATE = 'checkpoint'
 PREFIX = 'ckpt'
@@ -171,11 +172,7 @@ def set_aside(path: str) -> List[str]:
   moved = []
   for name in sorted(tf.io.gfile.listdir(directory)):
     if name == f'{prefix}.index' or name.startswith(f'{prefix}.data-'):
-      target = os.path.join(directory, name + UNREADABLE)
-      number = 1
-      while tf.io.gfile.exists(target):
-        number += 1
-        target = os.path.join(directory, f'{name}{UNREADABLE}-{number}')
+      target = locks.unused_path(os.path.join(directory, name + UNREADABLE))
       tf.io.gfile.rename(os.path.join(directory, name), target)
       moved.append(os.path.basename(target))
   return moved

@@ -28,6 +28,7 @@ import tf_keras
 
 from tf_detcon.primitives import color
 from tf_detcon.support import console
+from tf_detcon.support import locks
 from tf_detcon.exports import manifest
 
 EXPORT_DIR = 'export'
@@ -147,13 +148,9 @@ def _set_aside_a_later_export(final: str, step: int) -> None:
     previous = manifest.read(final)
   except ValueError:  # unreadable: nothing to tell its step by; it is replaced
     return
-  if previous is None or not isinstance(previous.step, int) or previous.step <= step:
+  if previous is None or previous.step is None or previous.step <= step:
     return
-  kept = f'{final}-step{previous.step}'
-  number = 1
-  while tf.io.gfile.exists(kept):
-    number += 1
-    kept = f'{final}-step{previous.step}-{number}'
+  kept = locks.unused_path(f'{final}-step{previous.step}')
   tf.io.gfile.rename(final, kept)
   console.warn(f'{final} held step {previous.step}, later than this run\'s step {step}; it is '
                f'kept as {kept}')

@@ -328,11 +328,7 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
     except (yaml.YAMLError, AttributeError, UnicodeDecodeError):  # not a mapping of settings
       changed = ['(every setting: it is not readable YAML)']
     if changed:
-      kept = os.path.join(model_dir, f'params-before-step{step}.yaml')
-      number = 1
-      while tf.io.gfile.exists(kept):
-        number += 1
-        kept = os.path.join(model_dir, f'params-before-step{step}-{number}.yaml')
+      kept = locks.unused_path(os.path.join(model_dir, f'params-before-step{step}'), '.yaml')
       tf.io.gfile.copy(path, kept)
       shown = ', '.join(changed[:6]) + (f' and {len(changed) - 6} more' if len(changed) > 6
                                         else '')
