@@ -291,3 +291,11 @@ def test_every_flag_given_an_invalid_value_stops_with_one_line_naming_it(launche
       failures.append(f'{" ".join(argv)}\n    exit {result["code"]}: '
                       f'{result["stderr"].strip()[-600:]}')
   assert not failures, f'{len(failures)} of {len(cases)}:\n' + '\n'.join(failures)
+  if launcher == 'pretrain':  # a few lines word for word
+    last = {' '.join(argv): result['stderr'].strip().splitlines()[-1]
+            for (argv, _), result in zip(cases, results)}
+    serve = next(line for argv, line in last.items() if argv.endswith('--mode=serve'))
+    assert serve == "pretrain.py: error: --mode must be one of train, export, got 'serve'"
+    unknown = next(line for argv, line in last.items() if argv.startswith('--experiment=nope'))
+    assert unknown.startswith("pretrain.py: error: unknown experiment 'nope'; known: ")
+    assert 'detcon_b_tiny' in unknown, unknown

@@ -222,7 +222,7 @@ def _recording(fit, history):
 
 
 
-def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedded_files):
+def test_pretrain_launcher_trains_and_exports_quietly(tmp_path, embedded_files):
   del embedded_files
   model_dir = str(tmp_path / 'cli')
   # As a user runs it: TF's native log level unset, so the launcher picks it.
@@ -248,18 +248,7 @@ def test_pretrain_launcher_trains_exports_and_rejects_bad_input(tmp_path, embedd
   assert exported.returncode == 0 and 'exported step 2' in exported.stdout, exported.stderr[-2000:]
   # --verbosity brings back the INFO logs (absl's and TF's own).
   assert 'export.py' in exported.stderr and 'saved_model' in exported.stderr
-  bad_mode = run_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}', '--mode=serve')
-  assert bad_mode.stderr.strip().splitlines()[-1] == (
-      "pretrain.py: error: --mode must be one of train, export, got 'serve'")
-  bad = run_pretrain('--experiment=detcon_b_tiny', f'--model_dir={model_dir}-bad',
-                  '--params_override=task.method.detcon.no_such_field=1')
-  assert bad.returncode == 1
-  last = bad.stderr.strip().splitlines()[-1]
-  assert last.startswith('pretrain.py: error: ') and 'no_such_field' in last, bad.stderr[-2000:]
-  unknown = run_pretrain('--experiment=detcon_q', f'--model_dir={model_dir}-bad')
-  assert unknown.returncode == 1
-  assert "unknown experiment 'detcon_q'; known: " in unknown.stderr.strip().splitlines()[-1]
-  assert 'detcon_b_tiny' in unknown.stderr
+  # Bad flags and settings: tests/test_flag_sweep.py, one process per launcher.
 
 
 @pytest.mark.parametrize('on_demand', [True, False])

@@ -24,6 +24,18 @@ from tf_detcon.finetuning import transfer
 
 FINETUNE = os.path.join(REPO_ROOT, 'official_configs', 'finetune')
 TINY_BACKBONE = {'type': 'resnet', 'resnet': {'model_id': 10, 'depth_multiplier': 0.25}}
+# Mask R-CNN's heads and samplers at a size a CPU step takes a fraction of a second with: the
+# recipe's 4conv1fc head over 512 sampled RoIs and its mask head take ~20 s a step here, and the
+# tests are about what the backbone and decoder load, not about the heads.
+TINY_MASKRCNN_HEADS = {
+    'rpn_head': {'num_filters': 32},
+    'detection_head': {'num_filters': 32, 'fc_dims': 64},
+    'mask_head': {'num_filters': 32},
+    'roi_sampler': {'num_sampled_rois': 64},
+    'mask_sampler': {'num_sampled_masks': 16},
+    'roi_generator': {'num_proposals': 100, 'pre_nms_top_k': 200, 'test_num_proposals': 100,
+                      'test_pre_nms_top_k': 200},
+    'detection_generator': {'pre_nms_top_k': 200, 'max_num_detections': 20}}
 
 
 def maskrcnn_params(records: str = '', backbone=None):
@@ -33,7 +45,7 @@ def maskrcnn_params(records: str = '', backbone=None):
                                               is_strict=True)
   params.override({
       'task': {'model': {'input_size': [128, 128, 3], 'num_classes': 4,
-                         'backbone': backbone or TINY_BACKBONE},
+                         'backbone': backbone or TINY_BACKBONE, **TINY_MASKRCNN_HEADS},
                'train_data': {'input_path': records, 'global_batch_size': 2},
                'validation_data': {'input_path': records, 'global_batch_size': 2,
                                    'num_examples': 4}},
