@@ -98,6 +98,14 @@ def test_every_finetune_yaml_overrides_its_experiment_strictly():
     params = hyperparams.override_params_dict(exp_factory.get_exp_config(experiment),
                                               os.path.join(FINETUNE, name), is_strict=True)
     params.validate()
+  # cpu_offline.yaml serves every task the docs fine-tune on a CPU: float32 throughout.
+  for experiment in ('maskrcnn_resnetfpn_coco', 'retinanet_resnetfpn_coco', 'seg_resnetfpn_pascal',
+                     segmentation.EXPERIMENT):
+    params = hyperparams.override_params_dict(exp_factory.get_exp_config(experiment),
+                                              os.path.join(FINETUNE, 'cpu_offline.yaml'),
+                                              is_strict=True)
+    assert params.runtime.mixed_precision_dtype == 'float32', experiment
+    assert params.task.train_data.dtype == params.task.validation_data.dtype == 'float32'
 
 
 def test_maskrcnn_initialize_loads_every_backbone_weight_from_the_export(tiny_run):
