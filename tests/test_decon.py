@@ -286,6 +286,8 @@ def test_decoder_levels_no_objective_reaches_are_not_decayed():
   trained = [v for v in model.decoder.trainable_variables
              if v.name.split('/')[0] not in unused]
   assert len(frozen) == 12 and trained
+  # What the trainer makes no optimiser slot for.
+  assert {v.ref() for v in model.untrained_variables()} == {v.ref() for v in frozen}
   before = {id(v): v.numpy().copy() for v in model.decoder.trainable_variables}
   data = tf.data.Dataset.from_tensors(_batch(local=True)).repeat()
   model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)

@@ -432,8 +432,12 @@ def test_two_replicas_keep_every_mirrored_variable_bit_identical(name, two_repli
   run = trainer.Run(tiny_params(name, train_steps=3, steps_per_loop=1), str(tmp_path / name),
                     strategy=two_replicas)
   before = [v.numpy().copy() for v in run.model.optimized_variables()]
+  state = [v.ref() for v in run.optimizer.variables()]
   run.train()
   assert run.step == 3
+  # The optimiser's state was whole before the first step (`create_optimizer_state`): a first
+  # step that created a slot would have had its train step traced twice.
+  assert [v.ref() for v in run.optimizer.variables()] == state
   assert any(not np.array_equal(b, v.numpy())
              for b, v in zip(before, run.model.optimized_variables()))
   assert _mirrored_copies_differ(two_replicas, run.model.variables) == []
@@ -500,3 +504,38 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, emb
   export = _checkpoint_differences(str(tmp_path / 'whole/export/checkpoint/ckpt-1'),
                                    str(tmp_path / 'killed/export/checkpoint/ckpt-1'))
   assert len(export) > 10 and max(export.values()) <= 1e-6
+
+
+@pytest.mark.parametrize('kind', ['lars', 'sgd_experimental'])
+def test_optimizer_state_made_beforehand_spares_the_second_trace(kind):
+  """Model Garden's legacy (LARS) and Keras's newer optimisers: with their state made by
+  `create_optimizer_state`, a compiled step is traced once (not twice, as when its first trace
+  creates the slots) and computes what the lazily built optimiser computes."""
+  from official.modeling.optimization.configs import optimization_config  # pylint: disable=g-import-not-at-top
+  config = optimization_config.OptimizationConfig({
+      'optimizer': {'type': kind, kind: {'momentum': 0.9}},
+      'learning_rate': {'type': 'constant', 'constant': {'learning_rate': 0.1}}})
+
+  def two_steps(beforehand: bool):
+    optimizer = trainer.build_optimizer(config)
+    variables = [tf.Variable([1.0, -2.0]), tf.Variable([[3.0]])]
+    if beforehand:
+      trainer.create_optimizer_state(optimizer, variables)
+    made = len(optimizer.variables())
+    traces = []
+
+    @tf.function
+    def step(scale):
+      traces.append(None)
+      optimizer.apply_gradients(zip([scale * tf.ones([2]), scale * tf.ones([1, 1])], variables))
+
+    step(tf.constant(1.0))
+    step(tf.constant(0.5))
+    return len(traces), made, len(optimizer.variables()), [v.numpy() for v in variables]
+
+  traces, made, after, values = two_steps(beforehand=True)
+  lazy_traces, _, lazy_after, lazy_values = two_steps(beforehand=False)
+  assert (traces, lazy_traces) == (1, 2)
+  assert made == after == lazy_after > 2  # step counter and a momentum slot per variable
+  for mine, lazy in zip(values, lazy_values):
+    np.testing.assert_array_equal(mine, lazy)

@@ -296,6 +296,12 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
     targets = {t.ref() for t, _ in self.ema_pairs()}
     return [v for v in self.trainable_variables if v.ref() not in targets]
 
+  def untrained_variables(self) -> List[tf.Variable]:
+    """Optimised variables that the objective never reaches (no gradient, so no optimiser slot;
+    DeCon-SL's P3–P5 output convolutions): what the trainer leaves out when it creates the
+    optimiser's slots before the first step."""
+    return []
+
   def initialize_targets(self) -> None:
     mirror_targets(self.ema_pairs())
 

@@ -51,6 +51,16 @@ def trained_layers(fpn: tf_keras.Model, objective_levels: Sequence[str]) -> List
   return sorted(names)
 
 
+def untrained_variables(fpn: tf_keras.Model,
+                        objective_levels: Sequence[str]) -> List[tf.Variable]:
+  """The trainable variables of the FPN's weighted layers that `trained_layers` leaves out."""
+  trained = set(trained_layers(fpn, objective_levels))
+  return [v for layer in fpn.layers
+          if layer.weights and layer.name.rpartition('_')[2].isdigit()
+          and layer.name not in trained
+          for v in layer.trainable_weights]
+
+
 def channel_dropout(features: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
   """Whole channels of each image [B, h, w, C] zeroed with probability `rate`, the others scaled
   by 1/(1 − rate) (PyTorch's Dropout2d, as DeCon's code applies it), drawn from the stateless

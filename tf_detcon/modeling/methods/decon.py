@@ -9,9 +9,10 @@ levels with heads of their own, and trains on α·L_enc + (1 − α)·L_dec (doc
 import dataclasses
 import functools
 import itertools
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 import zlib
 
+import tensorflow as tf
 import tf_keras
 
 from tf_detcon.configs import methods as methods_config
@@ -82,6 +83,9 @@ class DeConModel(base.PretrainModel):
                         # What pretraining trained; the rest keeps its initialisation and is
                         # never called pretrained when it loads (tf_detcon/finetuning/transfer.py).
                         'trained_layers': decoders.trained_layers(self.decoder, self.levels)}}
+
+  def untrained_variables(self) -> List[tf.Variable]:
+    return decoders.untrained_variables(self.decoder, self.levels)
 
   def ema_pairs(self):
     pairs = self.base_model.ema_pairs()
