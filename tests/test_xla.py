@@ -21,7 +21,7 @@ def test_the_train_step_compiles_with_xla_and_trains(name, tmp_path, embedded_fi
   seeded = name == 'detcon_b_tiny'
 
   def train(model_dir):
-    params = tiny_params(name, train_steps=2, steps_per_loop=2)
+    params = tiny_params(name, train_steps=2)
     params.runtime.override({'enable_xla': True, 'distribution_strategy': 'off'})
     if seeded:
       params.task.train_data.override({'seed': 5, 'deterministic': True})

@@ -23,7 +23,8 @@ SUPPORTED: Dict[str, str] = {
     'runtime.num_gpus': 'test_fields.py::test_runtime_settings_that_cannot_apply_here_are_refused',
     'runtime.all_reduce_alg': 'test_fields.py::test_cross_device_settings_reach_the_strategy',
     'runtime.num_packs': 'test_fields.py::test_cross_device_settings_reach_the_strategy',
-    'runtime.mixed_precision_dtype': 'test_trainer.py::test_bfloat16_training_runs_and_exports_float32',
+    'runtime.mixed_precision_dtype':
+        'test_trainer.py::test_bfloat16_precision_reaches_the_model_and_keeps_float32_variables',
     'runtime.dataset_num_private_threads': 'test_datasets.py::test_model_garden_dataset_options',
     'trainer.optimizer_config': 'test_optimization.py::test_a_model_garden_optimizer_yaml_works_unchanged',
     'trainer.train_tf_function': 'test_trainer.py::test_execution_settings_compile_as_configured',
