@@ -111,9 +111,6 @@ class Run:
                          run_eagerly=(params.runtime.run_eagerly
                                       or not params.trainer.train_tf_function))
       self.model.initialize_targets()
-      untrained = {v.ref() for v in self.model.untrained_variables()}
-      create_optimizer_state(self.optimizer, [v for v in self.model.optimized_variables()
-                                              if v.ref() not in untrained])
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
       # The files, not the state file; the newest readable checkpoint, read once.
       newest = checkpoints.prepare(os.path.join(model_dir, 'checkpoints'))
@@ -248,6 +245,12 @@ class Run:
     problem = validation.lone_batch_problem(self.params)
     if problem:
       console.warn(problem)
+    # Here, not when the run is built: a run that only exports makes no slots (a restored
+    # checkpoint's slot values load as the slots are made, as at a first step).
+    untrained = {v.ref() for v in self.model.untrained_variables()}
+    with self.strategy.scope():
+      create_optimizer_state(self.optimizer, [v for v in self.model.optimized_variables()
+                                              if v.ref() not in untrained])
     # Where TF's PreemptionCheckpointHandler runs (a cluster resolver), it owns preemption;
     # elsewhere SIGTERM checkpoints and exits, even with the main thread blocked in input.
     on_sigterm = (trainer.preemption_on_demand_checkpoint and self.cluster_resolver is None
