@@ -1,7 +1,9 @@
 """Shared fixtures: two logical CPU devices (for MirroredStrategy), a per-run cache, tiny data."""
 
+import atexit
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +12,10 @@ import tempfile
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # As every launcher sets it (console.start_launcher): `tf.keras` is tf_keras, Keras 3 not imported.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-# The embedded dataset is built once per test run, in a fresh directory (no stale caches).
+# The embedded dataset is built once per test run, in a fresh directory (no stale caches),
+# removed when the process ends.
 os.environ['TF_DETCON_CACHE'] = tempfile.mkdtemp(prefix='tf_detcon_test_cache_')
+atexit.register(shutil.rmtree, os.environ['TF_DETCON_CACHE'], ignore_errors=True)
 
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
