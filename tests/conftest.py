@@ -104,9 +104,8 @@ def embedded_files():
 
 
 def tiny_params(name: str = 'detcon_b_tiny', **trainer):
-  """A registered tiny experiment with trainer overrides (few steps). One step per loop: a loop
-  of more traces the train step twice (Keras's multi-step loop), which costs a tiny run more
-  than its steps; the tiny experiments' own 5 steps per loop run in the launcher tests."""
+  """A registered tiny experiment with trainer overrides (few steps), one step per loop as the
+  tiny experiments run (test_execution_settings_compile_as_configured runs loops of more)."""
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
   from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
   params = exp_factory.get_exp_config(name)

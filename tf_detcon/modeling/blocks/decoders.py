@@ -1,7 +1,7 @@
 """Decoders from Model Garden: the FPN, built exactly as its Mask R-CNN experiment builds it, and
 DeCon's channel dropout on the FPN's skip laterals, run through the FPN's own layers."""
 
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
@@ -24,15 +24,20 @@ def build_decoder(decoder: decoders_config.Decoder, min_level: int, max_level: i
   return decoder_factory.build_decoder(input_specs=input_specs, model_config=model_config)
 
 
-def trained_layers(fpn: tf_keras.Model, objective_levels: Sequence[str]) -> List[str]:
-  """The weighted layers of a Model Garden FPN that an objective on `objective_levels` trains:
-  those on a path to one of its outputs. The top-down path carries lateral_L into every level
-  at or below L; post_hoc_L and norm_L feed level L only; coarser_L starts from post_hoc_(L−1)
-  and feeds level L and every coarser one. The others keep their initialisation (DeCon-SL's
-  P3–P5 output convolutions, which its authors delete)."""
+def _level_layers(fpn: tf_keras.Model) -> List[Tuple[tf_keras.layers.Layer, str, int]]:
+  """(layer, kind, level) for each weighted layer of a Model Garden FPN named `<kind>_<L>`."""
+  out = []
+  for layer in fpn.layers:
+    kind, _, level = layer.name.rpartition('_')
+    if layer.weights and level.isdigit():
+      out.append((layer, kind, int(level)))
+  return out
+
+
+def _is_trained(fpn: tf_keras.Model, objective_levels: Sequence[str]):
+  """Whether an objective on `objective_levels` trains the FPN layer of (kind, level)."""
   levels = [int(level) for level in objective_levels]
-  coarser = sorted(int(layer.name.split('_')[1]) for layer in fpn.layers
-                   if layer.name.startswith('coarser_'))
+  coarser = {level for _, kind, level in _level_layers(fpn) if kind == 'coarser'}
 
   def trained(kind: str, level: int) -> bool:
     if kind == 'lateral':
@@ -43,21 +48,24 @@ def trained_layers(fpn: tf_keras.Model, objective_levels: Sequence[str]) -> List
       return level in levels or (level + 1 in coarser and any(j > level for j in levels))
     return level in levels  # norm
 
-  names = []
-  for layer in fpn.layers:
-    kind, _, level = layer.name.rpartition('_')
-    if layer.weights and level.isdigit() and trained(kind, int(level)):
-      names.append(layer.name)
-  return sorted(names)
+  return trained
+
+
+def trained_layers(fpn: tf_keras.Model, objective_levels: Sequence[str]) -> List[str]:
+  """The weighted layers of a Model Garden FPN that an objective on `objective_levels` trains:
+  those on a path to one of its outputs. The top-down path carries lateral_L into every level
+  at or below L; post_hoc_L and norm_L feed level L only; coarser_L starts from post_hoc_(L−1)
+  and feeds level L and every coarser one. The others keep their initialisation (DeCon-SL's
+  P3–P5 output convolutions, which its authors delete)."""
+  trained = _is_trained(fpn, objective_levels)
+  return sorted(layer.name for layer, kind, level in _level_layers(fpn) if trained(kind, level))
 
 
 def untrained_variables(fpn: tf_keras.Model,
                         objective_levels: Sequence[str]) -> List[tf.Variable]:
   """The trainable variables of the FPN's weighted layers that `trained_layers` leaves out."""
-  trained = set(trained_layers(fpn, objective_levels))
-  return [v for layer in fpn.layers
-          if layer.weights and layer.name.rpartition('_')[2].isdigit()
-          and layer.name not in trained
+  trained = _is_trained(fpn, objective_levels)
+  return [v for layer, kind, level in _level_layers(fpn) if not trained(kind, level)
           for v in layer.trainable_weights]
 
 
