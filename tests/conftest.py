@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from typing import Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # As every launcher sets it (console.start_launcher): `tf.keras` is tf_keras, Keras 3 not imported.
@@ -121,20 +122,38 @@ def method_types() -> list:
                 if field.name != 'type')
 
 
-def one_tiny_per_method() -> list:
-  """For each method, its shortest-named `_tiny` experiment, one named after the method first
-  (detcon_b_tiny, detco_tiny, decon_ml_detco_tiny): what a per-method check runs."""
+def method_stack(method: dict) -> list:
+  """The methods a `task.method` config trains: its own type, then its base's, if any (DeCon on
+  DetCo: ['decon', 'detco']), as `trainer.method_identity` walks it."""
+  kind = method.get('type')
+  base = (method.get(kind) or {}).get('base')
+  return [kind] + (method_stack(base) if isinstance(base, dict) else [])
+
+
+def tinies_covering_every_method(required: Sequence[str] = ()) -> list:
+  """The `_tiny` experiments a compile-heavy per-method check runs: `required` first, then, while
+  a method of the registry is not yet trained by one of them, the one that trains most of the
+  untrained methods (then fewest trained ones again, one named after its method, the shortest
+  name).
+
+  A composed method's step runs its base's step whole (DeCon on DetCo computes DetCo's objective
+  and updates its queues), so decon_ml_detco_tiny covers DeCon and DetCo, and detcon_b_tiny the
+  rest: every method's step is compiled once per check, not once per method and composition."""
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
   from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
-  tiny = sorted((n for n in exp_factory._REGISTERED_CONFIGS if n.endswith('_tiny')),  # pylint: disable=protected-access
-                key=lambda n: (len(n), n))
-  chosen = {}
-  for name in tiny:
-    kind = exp_factory.get_exp_config(name).task.method.type
-    own = name.startswith(kind)
-    if kind not in chosen or (own and not chosen[kind][1]):
-      chosen[kind] = (name, own)
-  return [chosen[kind][0] for kind in method_types()]
+  stacks = {n: method_stack(exp_factory.get_exp_config(n).task.method.as_dict())
+            for n in exp_factory._REGISTERED_CONFIGS if n.endswith('_tiny')}  # pylint: disable=protected-access
+  chosen = list(required)
+  untrained = set(method_types()) - {kind for name in chosen for kind in stacks[name]}
+  while untrained:
+    best = max(sorted(stacks), key=lambda n: (len(untrained & set(stacks[n])),
+                                              -len(set(stacks[n]) - untrained),
+                                              n.startswith(stacks[n][0]), -len(n)))
+    if not untrained & set(stacks[best]):
+      raise AssertionError(f'no _tiny experiment trains {sorted(untrained)}')
+    chosen.append(best)
+    untrained -= set(stacks[best])
+  return chosen
 
 
 @pytest.fixture(scope='session')

@@ -36,8 +36,10 @@ def _interior(mask: np.ndarray) -> np.ndarray:
 
 
 def test_views_keep_image_and_mask_aligned_over_many_draws():
+  """Seeded, so the 100 draws are the same on every run (unseeded, the overall agreement of 100
+  draws varies by about ±0.005 around 0.954)."""
   image, ids = _colour_coded()
-  cfg = data_config.DataConfig(**data_config.byol_views(64))
+  cfg = data_config.DataConfig(seed=11, **data_config.byol_views(64))
   example = {'image': tf.constant(image), 'mask': tf.constant(ids, tf.int32),
              'pipeline': tf.constant(0)}
   make = tf.function(lambda e: geometry.host_views(e, cfg))

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import (ENDLESS_RUN, one_tiny_per_method, run_pretrain, sigterm_at_line,
-                            start_pretrain, tiny_params, until_line)
+from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
+                            tinies_covering_every_method, tiny_params, until_line)
 from tf_detcon.configs import validation
 from tf_detcon.primitives import color
 from tf_detcon.modeling.blocks import encoders
@@ -251,29 +251,23 @@ def test_pretrain_launcher_trains_and_exports_quietly(tmp_path, embedded_files):
   # Bad flags and settings: tests/test_flag_sweep.py, one process per launcher.
 
 
-@pytest.mark.parametrize('on_demand', [True, False])
-def test_sigterm_checkpoints_only_when_preemption_checkpoints_are_on(on_demand, tmp_path,
-                                                                    embedded_files):
-  """A real SIGTERM to the launcher mid-run: with trainer.preemption_on_demand_checkpoint it
-  saves a checkpoint at the current step and exits; without, the process just dies."""
+def test_sigterm_without_preemption_checkpoints_just_ends_the_run(tmp_path, embedded_files):
+  """A real SIGTERM to the launcher mid-run with trainer.preemption_on_demand_checkpoint off:
+  the process dies and saves nothing. (On, the default: the test below.)"""
   del embedded_files
   model_dir = str(tmp_path / 'preempted')
   process = start_pretrain(
       '--experiment=simclr_tiny', f'--model_dir={model_dir}',
-      f'--params_override={ENDLESS_RUN},trainer.preemption_on_demand_checkpoint={on_demand}')
-  rest, err = sigterm_at_line(process)
-  checkpoints = tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', 'ckpt-*.index'))
-  if on_demand:
-    assert process.returncode == 143, err[-2000:]
-    step = int(re.search(r'interrupted at step (\d+)', rest).group(1))
-    assert step >= 3 and [os.path.basename(p) for p in checkpoints] == [f'ckpt-{step}.index']
-  else:
-    assert process.returncode == -signal.SIGTERM and not checkpoints
+      f'--params_override={ENDLESS_RUN},trainer.preemption_on_demand_checkpoint=False')
+  _, err = sigterm_at_line(process)
+  assert process.returncode == -signal.SIGTERM, err[-2000:]
+  assert not tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', 'ckpt-*'))
 
 
 def test_a_second_run_on_a_model_dir_in_use_is_refused_in_one_line(tmp_path, embedded_files):
   """Two real launcher processes on one --model_dir: the second is refused before it writes
-  anything, naming the first; the first trains on, checkpoints on SIGTERM and frees the folder."""
+  anything, naming the first; the first trains on and, on SIGTERM (preemption_on_demand_checkpoint
+  is on by default), saves a checkpoint at the step it reached, exits 143 and frees the folder."""
   del embedded_files
   model_dir = str(tmp_path / 'shared')
   first = start_pretrain('--experiment=simclr_tiny', f'--model_dir={model_dir}',
@@ -290,7 +284,10 @@ def test_a_second_run_on_a_model_dir_in_use_is_refused_in_one_line(tmp_path, emb
       rf'pretrain\.py: error: --model_dir {re.escape(model_dir)} is in use by pid {first.pid} '
       r'on host \S+ since \S+ \(pretrain train\); wait for it to finish or use another '
       r'--model_dir', second.stderr.strip().splitlines()[-1]), second.stderr[-2000:]
-  assert first.returncode == 143 and 'interrupted at step' in first_out, first_err[-2000:]
+  assert first.returncode == 143, first_err[-2000:]
+  step = int(re.search(r'interrupted at step (\d+)', first_out).group(1))
+  saved = tf.io.gfile.glob(os.path.join(model_dir, 'checkpoints', 'ckpt-*.index'))
+  assert step >= 3 and [os.path.basename(p) for p in saved] == [f'ckpt-{step}.index']
   assert not os.path.exists(os.path.join(model_dir, '.lock'))
 
 
@@ -414,11 +411,13 @@ def _mirrored_copies_differ(strategy, variables):
   return differ
 
 
-@pytest.mark.parametrize('name', one_tiny_per_method() + ['decon_sl_detcon_b_tiny'])
+@pytest.mark.parametrize('name', tinies_covering_every_method(
+    ['decon_sl_detcon_b_tiny', 'decon_ml_detco_tiny']))
 def test_two_replicas_keep_every_mirrored_variable_bit_identical(name, two_replicas, tmp_path,
                                                                  embedded_files):
   """LARS sees each replica's component variable ('.../gamma/replica_1:0'): its exclusions must
-  hold for every copy, or replicas >= 1 decay BN and biases and drift apart."""
+  hold for every copy, or replicas >= 1 decay BN and biases and drift apart. DeCon-SL on DetCon_B
+  and DeCon-ML on DetCo: every method's step, and both DeCon variants."""
   del embedded_files
   run = trainer.Run(tiny_params(name, train_steps=3, steps_per_loop=1), str(tmp_path / name),
                     strategy=two_replicas)
@@ -456,15 +455,16 @@ def _checkpoint_differences(path_a: str, path_b: str) -> dict:
   return out
 
 
-@pytest.mark.parametrize('experiment,precision', [('detcon_b_tiny', 'float32'),
-                                                  ('detco_tiny', 'bfloat16'),
+@pytest.mark.parametrize('experiment,precision', [('detco_tiny', 'bfloat16'),
                                                   ('decon_ml_detcon_b_tiny', 'bfloat16')])
 def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, precision, tmp_path,
                                                        embedded_files):
   """Exact resume: a run killed with SIGKILL after its step-4 checkpoint and rerun with the same
   command ends where the uninterrupted run ends: every weight, EMA target, queue, optimiser slot
-  and the export, to 1e-6. The two runs go side by side (one per core). Under bf16 (TPU
-  precision) too, whose export is float32."""
+  and the export, to 1e-6. The two runs go side by side (one per core). DetCo (its queues) and
+  DeCon-ML on DetCon_B (EMA target, masks, decoder) train every method; both under bf16 (TPU
+  precision), whose export is float32. Float32 resume: the in-process resume test above and
+  benchmarks/fingerprint.py."""
   del embedded_files
 
   def args(name):

@@ -1,16 +1,17 @@
 """Every method's train step compiles under XLA (`jit_compile=True`), the CPU proxy for TPU
-compilability: one tiny config per method of the registry."""
+compilability: tiny configs that together train every method of the registry (a composed
+method, DeCon on DetCo, compiles its base's step within its own)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import one_tiny_per_method
+from tests.conftest import tinies_covering_every_method
 from tests.conftest import tiny_params
 from tf_detcon.training import trainer
 
 
-@pytest.mark.parametrize('name', one_tiny_per_method())
+@pytest.mark.parametrize('name', tinies_covering_every_method())
 def test_the_train_step_compiles_with_xla_and_trains(name, tmp_path, embedded_files):
   """Also when the process runs under op determinism (another seeded run before it), and, for
   DetCon_B (BYOL's regression loss and EMA target, with masks), seeded for exact resume: a
