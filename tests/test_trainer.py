@@ -10,12 +10,14 @@ import subprocess
 import sys
 
 import numpy as np
+from official.core import exp_factory
 import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
-                            tinies_covering_every_method, tiny_params, until_line)
+from tests.conftest import (ENDLESS_RUN, method_stack, run_pretrain, sigterm_at_line,
+                            start_pretrain, tinies_covering_every_method, tiny_params,
+                            until_line)
 from tf_detcon.configs import validation
 from tf_detcon.primitives import color
 from tf_detcon.modeling.blocks import encoders
@@ -455,17 +457,17 @@ def _checkpoint_differences(path_a: str, path_b: str) -> dict:
   return out
 
 
-@pytest.mark.parametrize('experiment,precision', [('detco_tiny', 'bfloat16'),
-                                                  ('decon_ml_detcon_b_tiny', 'bfloat16')])
-def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, precision, tmp_path,
-                                                       embedded_files):
+@pytest.mark.parametrize('experiment', tinies_covering_every_method(['decon_ml_detcon_b_tiny']))
+def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, embedded_files):
   """Exact resume: a run killed with SIGKILL after its step-4 checkpoint and rerun with the same
   command ends where the uninterrupted run ends: every weight, EMA target, queue, optimiser slot
-  and the export, to 1e-6. The two runs go side by side (one per core). DetCo (its queues) and
-  DeCon-ML on DetCon_B (EMA target, masks, decoder) train every method; both under bf16 (TPU
-  precision), whose export is float32. Float32 resume: the in-process resume test above and
-  benchmarks/fingerprint.py."""
+  and the export, to 1e-6. The two runs go side by side (one per core). DeCon-ML on DetCon_B
+  (EMA target, masks, decoder), then what trains the other methods (DetCo: its queues); under
+  bf16 (TPU precision), whose export is float32. Float32 resume: the in-process resume test
+  above and benchmarks/fingerprint.py."""
   del embedded_files
+  precision = 'bfloat16'
+  stack = method_stack(exp_factory.get_exp_config(experiment).task.method.as_dict())
 
   def args(name):
     return (f'--experiment={experiment}', f'--model_dir={tmp_path / name}',
@@ -492,7 +494,7 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, precision, tm
   assert 'input resumes at record 16 of epoch 0 (pipeline 0)' in rerun.stdout
   state = _checkpoint_differences(str(tmp_path / 'whole/checkpoints/ckpt-8'),
                                   str(tmp_path / 'killed/checkpoints/ckpt-8'))
-  assert any('queue' in name for name in state) == (experiment == 'detco_tiny')
+  assert any('queue' in name for name in state) == ('detco' in stack)
   assert any('target' in name for name in state)
   assert max(state.values()) <= 1e-6, {k: v for k, v in state.items() if v > 1e-6}
   export = _checkpoint_differences(str(tmp_path / 'whole/export/checkpoint/ckpt-1'),
