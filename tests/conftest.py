@@ -122,14 +122,6 @@ def method_types() -> list:
                 if field.name != 'type')
 
 
-def method_stack(method: dict) -> list:
-  """The methods a `task.method` config trains: its own type, then its base's, if any (DeCon on
-  DetCo: ['decon', 'detco']), as `trainer.method_identity` walks it."""
-  kind = method.get('type')
-  base = (method.get(kind) or {}).get('base')
-  return [kind] + (method_stack(base) if isinstance(base, dict) else [])
-
-
 def tinies_covering_every_method(required: Sequence[str] = ()) -> list:
   """The `_tiny` experiments a compile-heavy per-method check runs: `required` first, then, while
   a method of the registry is not yet trained by one of them, the one that trains most of the
@@ -141,18 +133,20 @@ def tinies_covering_every_method(required: Sequence[str] = ()) -> list:
   rest: every method's step is compiled once per check, not once per method and composition."""
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
   from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
-  stacks = {n: method_stack(exp_factory.get_exp_config(n).task.method.as_dict())
-            for n in exp_factory._REGISTERED_CONFIGS if n.endswith('_tiny')}  # pylint: disable=protected-access
+  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+  kinds = {n: [kind for kind, _ in trainer.method_blocks(
+               exp_factory.get_exp_config(n).task.method.as_dict())]
+           for n in exp_factory._REGISTERED_CONFIGS if n.endswith('_tiny')}  # pylint: disable=protected-access
   chosen = list(required)
-  untrained = set(method_types()) - {kind for name in chosen for kind in stacks[name]}
+  untrained = set(method_types()).difference(*(kinds[name] for name in chosen))
   while untrained:
-    best = max(sorted(stacks), key=lambda n: (len(untrained & set(stacks[n])),
-                                              -len(set(stacks[n]) - untrained),
-                                              n.startswith(stacks[n][0]), -len(n)))
-    if not untrained & set(stacks[best]):
+    best = max(sorted(kinds), key=lambda n: (len(untrained.intersection(kinds[n])),
+                                             -len(set(kinds[n]) - untrained),
+                                             n.startswith(kinds[n][0]), -len(n)))
+    if not untrained.intersection(kinds[best]):
       raise AssertionError(f'no _tiny experiment trains {sorted(untrained)}')
     chosen.append(best)
-    untrained -= set(stacks[best])
+    untrained -= set(kinds[best])
   return chosen
 
 

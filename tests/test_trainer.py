@@ -15,9 +15,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import (ENDLESS_RUN, method_stack, run_pretrain, sigterm_at_line,
-                            start_pretrain, tinies_covering_every_method, tiny_params,
-                            until_line)
+from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
+                            tinies_covering_every_method, tiny_params, until_line)
 from tf_detcon.configs import validation
 from tf_detcon.primitives import color
 from tf_detcon.modeling.blocks import encoders
@@ -467,7 +466,8 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, emb
   above and benchmarks/fingerprint.py."""
   del embedded_files
   precision = 'bfloat16'
-  stack = method_stack(exp_factory.get_exp_config(experiment).task.method.as_dict())
+  kinds = [kind for kind, _ in trainer.method_blocks(
+      exp_factory.get_exp_config(experiment).task.method.as_dict())]
 
   def args(name):
     return (f'--experiment={experiment}', f'--model_dir={tmp_path / name}',
@@ -494,7 +494,7 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, emb
   assert 'input resumes at record 16 of epoch 0 (pipeline 0)' in rerun.stdout
   state = _checkpoint_differences(str(tmp_path / 'whole/checkpoints/ckpt-8'),
                                   str(tmp_path / 'killed/checkpoints/ckpt-8'))
-  assert any('queue' in name for name in state) == ('detco' in stack)
+  assert any('queue' in name for name in state) == ('detco' in kinds)
   assert any('target' in name for name in state)
   assert max(state.values()) <= 1e-6, {k: v for k, v in state.items() if v > 1e-6}
   export = _checkpoint_differences(str(tmp_path / 'whole/export/checkpoint/ckpt-1'),

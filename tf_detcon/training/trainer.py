@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from official.core import train_utils
 from official.modeling import optimization as mg_optimization
@@ -356,16 +356,22 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
   train_utils.serialize_config(params, model_dir)
 
 
+def method_blocks(method: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]:
+  """(type, config block) of the method a `task.method` config (as a dict) trains, then of its
+  base, if any, and so on: DeCon on DetCo gives [('decon', …), ('detco', …)]."""
+  kind = method.get('type')
+  inner = method.get(kind) or {}
+  base = inner.get('base')
+  return [(kind, inner)] + (method_blocks(base) if isinstance(base, dict) else [])
+
+
 def method_identity(method: Dict[str, Any]) -> str:
   """The method a `task.method` config trains, as '<type>/<variant>/<loss>' followed by its
   base's identity, if any: two configs that share a type but not a variant or loss train
   different methods."""
-  kind = method.get('type')
-  inner = method.get(kind) or {}
-  parts = [str(kind)] + [str(inner[key]) for key in ('variant', 'loss') if key in inner]
-  if isinstance(inner.get('base'), dict):
-    parts.append(method_identity(inner['base']))
-  return '/'.join(parts)
+  return '/'.join(part for kind, inner in method_blocks(method)
+                  for part in [str(kind)] + [str(inner[key]) for key in ('variant', 'loss')
+                                             if key in inner])
 
 
 def check_same_method(params: pretrain_config.PretrainExperiment, model_dir: str) -> None:
