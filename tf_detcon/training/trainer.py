@@ -358,7 +358,7 @@ def record_config(params: pretrain_config.PretrainExperiment, model_dir: str, st
 
 def method_blocks(method: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]:
   """(type, config block) of the method a `task.method` config (as a dict) trains, then of its
-  base, if any, and so on: DeCon on DetCo gives [('decon', …), ('detco', …)]."""
+  base, if any, and so on: a composed method gives [(its type, …), (its base's type, …)]."""
   kind = method.get('type')
   inner = method.get(kind) or {}
   base = inner.get('base')
