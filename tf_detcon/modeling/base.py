@@ -305,7 +305,13 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
   def initialize_targets(self) -> None:
     mirror_targets(self.ema_pairs())
 
+  @tf.autograph.experimental.do_not_convert
   def train_step(self, batch):
+    """One optimiser step on the global batch's replica share. Left to autograph, Keras would
+    rewrite this step and every function it reaches (objectives, heads, queues) into graph control
+    flow each time it traces; they are plain TF ops that branch only on Python values, so the
+    rewrite changes nothing but costs seconds per trace. A tensor used as a Python bool or
+    iterated here fails at trace time, not silently."""
     inputs = self.prepare_inputs(batch)
     _, num_replicas = replicas.replica_info()
     variables = self.optimized_variables()
