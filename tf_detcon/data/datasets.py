@@ -9,7 +9,7 @@ TFDS dataset (`tfds_name`; images only, so grid/global masks). `cache`, `shardin
 """
 
 import random
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
 
@@ -25,6 +25,14 @@ from tf_detcon.primitives import seeds
 # One suffix per process, as Model Garden's InputReader does, so a restarted job (a preempted
 # TPU host) does not attach to the tf.data service state of its previous life.
 _JOB_SUFFIX = random.randint(0, 2**31)
+
+
+def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn` as tf.data should trace it: as written. tf.data otherwise rewrites each function it
+  is handed, and every function that one calls, with autograph on each trace. The pipeline's
+  functions branch on tensors only through `tf.cond`/`tf.where`, so the rewrite changes no op and
+  costs most of a small pipeline's build time; a tensor used as a Python bool fails at trace."""
+  return tf.autograph.experimental.do_not_convert(fn)
 
 
 def resolve_files(input_path: str) -> List[str]:
@@ -120,7 +128,7 @@ def _epoch_records(cfg: data_config.DataConfig, files: List[str], pipeline: int,
     skipped = tf.where(tf.equal(epoch, first_epoch), tf.constant(skip, tf.int64), 0)
     return ds.skip(skipped).enumerate(start=seeds.position(epoch, skipped))
 
-  return first_epoch, epoch_records
+  return first_epoch, _plain(epoch_records)
 
 
 def _seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: tf.Tensor) -> tf.data.Dataset:
@@ -184,7 +192,7 @@ def tfds_examples(cfg: data_config.DataConfig,
       image = tf.image.grayscale_to_rgb(image)
     return {'key': element['tfds_id'], 'image': image}
 
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(_plain(example), num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.cache:
     ds = ds.cache()
   if cfg.is_training and cfg.shuffle_buffer_size > 1:
@@ -218,17 +226,17 @@ def examples(cfg: data_config.DataConfig,
 
     ds = tfds_examples(cfg, input_context)
     ds = ds.repeat() if cfg.is_training else ds
-    return ds.enumerate().map(with_ids, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.enumerate().map(_plain(with_ids), num_parallel_calls=tf.data.AUTOTUNE)
 
   def decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
     def decode_record(position: tf.Tensor, record: tf.Tensor) -> Dict[str, tf.Tensor]:
       example = decode.decode_example(
           record, cfg.masks, seeds.record_seed(base, pipeline, position, seeds.DECODE))
       return dict(example, **origin(position))
-    ds = ds.map(decode_record, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_plain(decode_record), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.on_bad_example == 'skip':
-      return ds.filter(lambda example: example['valid'])
-    return ds.map(decode.check_example, num_parallel_calls=tf.data.AUTOTUNE)
+      return ds.filter(_plain(lambda example: example['valid']))
+    return ds.map(_plain(decode.check_example), num_parallel_calls=tf.data.AUTOTUNE)
 
   if not cfg.is_training:
     return decoded(record_stream(cfg, input_context))
@@ -241,11 +249,12 @@ def examples(cfg: data_config.DataConfig,
     # small dataset would otherwise reopen its files for the probe on every epoch.
     def probe() -> tf.Tensor:
       records = _interleaved(cfg, files, len(files)).enumerate(start=seeds.position(epoch, 0))
-      return decoded(records).take(1).reduce(tf.constant(False), lambda found, example: True)
+      return decoded(records).take(1).reduce(
+          tf.constant(False), _plain(lambda found, example: True))
     return tf.cond(tf.equal(epoch, first_epoch), probe, lambda: tf.constant(True))
 
   # An epoch without a valid example ends the input instead of being reread forever.
-  return decoded(_epochs(first_epoch).take_while(has_example).flat_map(epoch_records))
+  return decoded(_epochs(first_epoch).take_while(_plain(has_example)).flat_map(epoch_records))
 
 
 def with_options(ds: tf.data.Dataset, cfg: data_config.DataConfig,
@@ -299,11 +308,11 @@ def batches(cfg: data_config.DataConfig,
   if _pipeline_id(input_context) >= seeds.MAX_INPUT_PIPELINES:
     raise ValueError(f'at most {seeds.MAX_INPUT_PIPELINES} input pipelines are supported')
   ds = examples(cfg, input_context, start)
-  ds = ds.map(lambda example: geometry.host_views(example, cfg, local_views),
+  ds = ds.map(_plain(lambda example: geometry.host_views(example, cfg, local_views)),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=cfg.drop_remainder)
   if not cfg.color_on_device:
-    ds = ds.map(lambda batch: color.finalize_batch(batch, cfg, local_views),
+    ds = ds.map(_plain(lambda batch: color.finalize_batch(batch, cfg, local_views)),
                 num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.enable_tf_data_service:
     ds = ds.apply(tf.data.experimental.service.distribute(
