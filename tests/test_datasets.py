@@ -37,6 +37,20 @@ def test_embedded_batches_have_views_masks_and_patches(embedded_files):
   assert float(tf.reduce_min(batch['view1'])) < 0  # normalised
 
 
+def test_the_pipelines_functions_are_traced_as_written():
+  """No autograph rewrite (docs/architecture.md): the same function, handed to tf.data as
+  the pipeline hands its own, fails on a tensor used as a Python bool instead of becoming a
+  tf.cond, and computes what it says on tensor ops."""
+  def sign(x):
+    return 1 if x > 0 else -1
+  ds = tf.data.Dataset.from_tensor_slices([-2, 3])
+  assert [int(v) for v in ds.map(sign)] == [-1, 1]  # autograph's rewrite, for contrast
+  plain = datasets._plain  # pylint: disable=protected-access
+  with pytest.raises(TypeError, match='as a Python .bool. is not allowed'):
+    ds.map(plain(sign))
+  assert [int(v) for v in ds.map(plain(lambda x: tf.where(x > 0, 2 * x, x)))] == [-2, 6]
+
+
 def test_color_on_device_leaves_views_in_unit_range(embedded_files):
   batch = next(iter(datasets.build_dataset(_config(color_on_device=True))))
   assert set(batch) == {'view1', 'mask1', 'box1', 'flip1', 'view2', 'mask2', 'box2', 'flip2',
