@@ -29,9 +29,10 @@ _JOB_SUFFIX = random.randint(0, 2**31)
 
 def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
   """`fn` as tf.data should trace it: as written. tf.data otherwise rewrites each function it
-  is handed, and every function that one calls, with autograph on each trace. The pipeline's
-  functions branch on tensors only through `tf.cond`/`tf.where`, so the rewrite changes no op and
-  costs most of a small pipeline's build time; a tensor used as a Python bool fails at trace."""
+  is handed, and every function that one calls, with autograph (once per function and process).
+  The pipeline's functions branch on tensors only through `tf.cond`/`tf.where`, so the rewrite
+  changes no op, yet it takes most of the time a process spends building its first small
+  pipeline. A tensor used as a Python bool fails at trace."""
   return tf.autograph.experimental.do_not_convert(fn)
 
 

@@ -309,9 +309,9 @@ class PretrainModel(tf_keras.Model, metaclass=_Contract):
   def train_step(self, batch):
     """One optimiser step on the global batch's replica share. Left to autograph, Keras would
     rewrite this step and every function it reaches (objectives, heads, queues) into graph control
-    flow each time it traces; they are plain TF ops that branch only on Python values, so the
-    rewrite changes nothing but costs seconds per trace. A tensor used as a Python bool or
-    iterated here fails at trace time, not silently."""
+    flow, once per function and process; they are plain TF ops that branch only on Python values,
+    so the rewrite changes no op but costs seconds of each process's first trace. A tensor used
+    as a Python bool or iterated here fails at trace time, not silently."""
     inputs = self.prepare_inputs(batch)
     _, num_replicas = replicas.replica_info()
     variables = self.optimized_variables()
