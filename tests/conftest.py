@@ -122,6 +122,15 @@ def method_types() -> list:
                 if field.name != 'type')
 
 
+def method_kinds(experiment: str) -> list:
+  """The method types a registered experiment trains: its own, then its base's, if any
+  (`trainer.method_blocks`)."""
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
+  return [kind for kind, _ in trainer.method_blocks(
+      exp_factory.get_exp_config(experiment).task.method.as_dict())]
+
+
 def tinies_covering_every_method(required: Sequence[str] = ()) -> list:
   """The `_tiny` experiments a compile-heavy per-method check runs: `required` first, then, while
   a method of the registry is not yet trained by one of them, the one that trains most of the
@@ -132,10 +141,8 @@ def tinies_covering_every_method(required: Sequence[str] = ()) -> list:
   and updates its queues), so decon_ml_detco_tiny covers DeCon and DetCo, and detcon_b_tiny the
   rest: every method's step is compiled once per check, not once per method and composition."""
   from official.core import exp_factory  # pylint: disable=g-import-not-at-top
-  from tf_detcon.configs import experiments  # pylint: disable=g-import-not-at-top,unused-import
-  from tf_detcon.training import trainer  # pylint: disable=g-import-not-at-top
-  kinds = {n: [kind for kind, _ in trainer.method_blocks(
-               exp_factory.get_exp_config(n).task.method.as_dict())]
+  from tf_detcon import registry_imports  # pylint: disable=g-import-not-at-top,unused-import
+  kinds = {n: method_kinds(n)
            for n in exp_factory._REGISTERED_CONFIGS if n.endswith('_tiny')}  # pylint: disable=protected-access
   chosen = list(required)
   untrained = set(method_types()).difference(*(kinds[name] for name in chosen))

@@ -10,13 +10,13 @@ import subprocess
 import sys
 
 import numpy as np
-from official.core import exp_factory
 import pytest
 import tensorflow as tf
 import tf_keras
 
-from tests.conftest import (ENDLESS_RUN, run_pretrain, sigterm_at_line, start_pretrain,
-                            tinies_covering_every_method, tiny_params, until_line)
+from tests.conftest import (ENDLESS_RUN, method_kinds, run_pretrain, sigterm_at_line,
+                            start_pretrain, tinies_covering_every_method, tiny_params,
+                            until_line)
 from tf_detcon.configs import validation
 from tf_detcon.primitives import color
 from tf_detcon.modeling.blocks import encoders
@@ -465,13 +465,10 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, emb
   bf16 (TPU precision), whose export is float32. Float32 resume: the in-process resume test
   above and benchmarks/fingerprint.py."""
   del embedded_files
-  precision = 'bfloat16'
-  kinds = [kind for kind, _ in trainer.method_blocks(
-      exp_factory.get_exp_config(experiment).task.method.as_dict())]
 
   def args(name):
     return (f'--experiment={experiment}', f'--model_dir={tmp_path / name}',
-            f'--params_override={EXACT_RUN},runtime.mixed_precision_dtype={precision}')
+            f'--params_override={EXACT_RUN},runtime.mixed_precision_dtype=bfloat16')
 
   with open(tmp_path / 'whole.log', 'w') as log:
     whole = start_pretrain(*args('whole'), stdout=log, stderr=subprocess.STDOUT)
@@ -494,7 +491,7 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(experiment, tmp_path, emb
   assert 'input resumes at record 16 of epoch 0 (pipeline 0)' in rerun.stdout
   state = _checkpoint_differences(str(tmp_path / 'whole/checkpoints/ckpt-8'),
                                   str(tmp_path / 'killed/checkpoints/ckpt-8'))
-  assert any('queue' in name for name in state) == ('detco' in kinds)
+  assert any('queue' in name for name in state) == ('detco' in method_kinds(experiment))
   assert any('target' in name for name in state)
   assert max(state.values()) <= 1e-6, {k: v for k, v in state.items() if v > 1e-6}
   export = _checkpoint_differences(str(tmp_path / 'whole/export/checkpoint/ckpt-1'),
